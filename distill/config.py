@@ -1,0 +1,274 @@
+"""Typed recipe: one pydantic model per stage section, loaded from YAML with `--set a.b=v` overrides."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distill.errors import DistillError
+
+R1_MATH_DIRECTIVE = "Please reason step by step, and put your final answer within \\boxed{}."
+R1_CODE_DIRECTIVE = (
+    "Write a complete, self-contained Python solution. Put the final code in one ```python code block."
+)
+R1_MCQ_DIRECTIVE = (
+    "Answer the following multiple choice question. Think step by step, then give the final answer as "
+    "'Answer: X' where X is one of A, B, C, D."
+)
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, fields are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class TeacherConfig(Strict):
+    model: str = "smollm2-135m"  # registry name, local path or hub id
+    backend: Literal["vllm", "openai"] = "vllm"
+    thinking: bool = True  # False: a plain instruct model; the whole response is the answer
+    # vllm backend (in-process engine)
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1  # independent engine replicas, each gets a slice of the shards
+    distributed_executor_backend: Literal["mp", "ray", "uni"] | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    dtype: str = "auto"
+    # openai backend (vllm serve, SGLang, DeepSeek API)
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this env var, never from the recipe
+    concurrency: int = 64
+    request_timeout_s: float = 1800.0
+    max_retries: int = 8
+
+
+class PromptSource(Strict):
+    source: str  # data-source registry name, or a path to JSONL/Parquet, or a hub dataset id
+    split: str | None = None
+    limit: int | None = None
+    columns: dict[str, str] = Field(default_factory=dict)  # our field -> source column
+    domain: Literal["math", "code", "mcq", "general"] | None = None
+
+
+class GenerateConfig(Strict):
+    prompts: list[PromptSource] = Field(default_factory=lambda: [PromptSource(source="gsm8k", split="train")])
+    n: int = 4  # samples per prompt
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 32768  # new tokens per sample
+    seed: int = 0
+    force_think: bool = True  # prefill "<think>\n" after the chat template
+    system_prompt: str | None = None  # R1: none; all instructions go in the user turn
+    math_directive: str = R1_MATH_DIRECTIVE
+    code_directive: str = R1_CODE_DIRECTIVE
+    mcq_directive: str = R1_MCQ_DIRECTIVE
+    shard_size: int = 256  # prompts per shard (the unit of resume)
+
+
+class DedupConfig(Strict):
+    exact: bool = True
+    minhash_threshold: float | None = 0.8  # Jaccard; None disables near-dup
+    num_perm: int = 128
+    shingle: int = 5  # words per shingle
+
+
+class DecontamConfig(Strict):
+    ngram: int = 8
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["aime24", "aime25", "math500", "gpqa_diamond", "amc23", "humaneval", "mbpp"]
+    )
+    check_traces: bool = False
+    max_corpus_df: float = 0.01  # n-grams in more than this fraction of training prompts are boilerplate
+
+
+class VerifyConfig(Strict):
+    math: bool = True
+    code: bool = True
+    mcq: bool = True
+    timeout_s: float = 5.0  # per item
+    code_timeout_s: float = 10.0
+    code_memory_mb: int = 1024
+    workers: int = 2
+    judge: TeacherConfig | None = None  # LLM judge for unparseable answers; off by default
+
+
+class FilterConfig(Strict):
+    drop_malformed: bool = True
+    drop_truncated: bool = True
+    max_foreign_script_ratio: float = 0.05  # share of letters in a script other than the prompt's
+    max_paragraph_chars: int = 3000
+    drop_code_in_noncode: bool = True
+    max_repeat_ngram_ratio: float = 0.3
+    repeat_ngram: int = 10
+    min_tokens: int = 1
+    max_tokens: int = 32768
+
+
+class SelectConfig(Strict):
+    policy: Literal["all_correct", "max_k", "shortest"] = "all_correct"
+    k: int = 1
+    keep_unverified_domains: bool = False  # keep "general" rows nobody can verify
+
+
+class CurateConfig(Strict):
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    decontaminate: DecontamConfig = Field(default_factory=DecontamConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    dataset_name: str | None = None  # data card name; default: the recipe name
+
+
+class LoraConfig(Strict):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainConfig(Strict):
+    lr: float | None = None  # None: the student's default
+    epochs: float | None = None
+    max_steps: int | None = None  # overrides epochs when set
+    max_length: int | None = None  # tokens per sample / packed bin; None: the student's default
+    packing: bool = True
+    micro_batch_size: int = 1  # packed bins (or padded samples) per device step
+    grad_accum: int | None = None
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = True
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    loss_chunk_tokens: int = 4096  # chunked CE: logits never exceed [chunk x vocab]
+    overlong: Literal["truncate", "drop"] = "truncate"
+    lora: LoraConfig | None = None
+    save_every: int = 500  # steps
+    log_every: int = 1
+    seed: int = 0
+    accelerate_config: str | None = None
+    tensorboard: bool = False
+
+
+class PatchConfig(Strict):
+    release: bool = True  # apply the exact R1-Distill config/tokenizer changes
+
+
+class BenchmarkSpec(Strict):
+    k: int = 1  # samples per problem: pass@1 is averaged over k, cons@k by majority vote
+    limit: int | None = None
+
+
+class EvalConfig(Strict):
+    benchmarks: dict[str, BenchmarkSpec] = Field(
+        default_factory=lambda: {"aime24": BenchmarkSpec(k=64), "math500": BenchmarkSpec(k=4)}
+    )
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 32768
+    seed: int = 0
+    engine: TeacherConfig | None = None  # engine options for the student; model is filled in
+
+
+class PushConfig(Strict):
+    repo: str | None = None
+    private: bool = True
+    revision: str | None = None
+    push_dataset: bool = False
+    dataset_repo: str | None = None
+    license: str = "mit"
+
+
+class Recipe(Strict):
+    name: str
+    student: str = "smollm2-135m"
+    run_dir: str | None = None  # default: runs/<name>
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    patch: PatchConfig = Field(default_factory=PatchConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    push: PushConfig = Field(default_factory=PushConfig)
+
+    def run_path(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+
+def config_hash(section: BaseModel | dict[str, Any]) -> str:
+    """Stable sha256 of a config section (sorted JSON); the skip key of a stage."""
+    data = section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=v` -> (["a", "b"], v) with v parsed as YAML (so 1e-5, true, [1,2] get their types)."""
+    if "=" not in item:
+        raise DistillError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=1e-5")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise DistillError(f"--set {item!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def _format_validation(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{loc}'"
+    return f"{where}: '{loc}': {first['msg']}"
+
+
+def recipe_from_dict(data: dict[str, Any], where: str = "<recipe>") -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise DistillError(_format_validation(err, where)) from None
+    from distill.students import get_student  # validates the student name, names the file
+
+    try:
+        get_student(recipe.student)
+    except DistillError as err:
+        raise DistillError(f"{where}: {err}") from None
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply `--set` overrides, validate. Errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError(f"recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise DistillError(f"{path}:{line} malformed YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise DistillError(f"{path}: a recipe must be a mapping of sections")
+    data.setdefault("name", path.stem)
+    return recipe_from_dict(apply_overrides(data, overrides or []), where=str(path))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,273 @@
+"""Data-source registry: named prompt sets and benchmarks -> prompt rows, from DISTILL_DATA_DIR or the Hub."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.errors import DistillError
+
+# Prompt row (design.md): prompt_id, domain, problem, reference, source, license.
+PROMPT_FIELDS = ("prompt_id", "domain", "problem", "reference", "source", "license")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    name: str
+    hub_id: str
+    hub_config: str | None
+    files: dict[str, str]  # split -> file under DISTILL_DATA_DIR/<name>/ (jsonl, jsonl.gz, csv.gz)
+    domain: str  # math | code | mcq | general
+    license: str
+    to_row: str  # key into ROW_BUILDERS: how a raw record becomes (problem, reference, id)
+    benchmark: bool = False  # evaluation set: decontaminate training prompts against it
+    hub_splits: dict[str, str] = field(default_factory=dict)  # our split -> hub split name
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}) in text, braces balanced; None if absent."""
+    idx = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if idx < 0:
+        return None
+    start = text.find("{", idx)
+    if start < 0:
+        return None
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start + 1 : i]
+    return None
+
+
+def gsm8k_answer(solution: str) -> str:
+    return solution.rsplit("####", 1)[-1].strip().replace(",", "")
+
+
+def _math_row(r: dict) -> tuple[str, str | None, str | None]:
+    ref = r.get("answer") or r.get("final_answer") or last_boxed(r.get("solution") or "")
+    if isinstance(ref, list):  # olympiadbench: a list of final answers
+        ref = ", ".join(str(x) for x in ref)
+    rid = r.get("unique_id") or r.get("id") or r.get("idx")
+    return r.get("problem") or r.get("question"), None if ref is None else str(ref).strip(), rid
+
+
+def _aime_row(r: dict) -> tuple[str, str | None, str | None]:
+    problem, ref, rid = _math_row(r)
+    if ref is not None and re.fullmatch(r"-?\d+\.0", ref):  # amc23 stores 27.0
+        ref = ref[:-2]
+    return problem, ref, rid
+
+
+def _gsm8k_row(r: dict) -> tuple[str, str | None, str | None]:
+    return r["question"], gsm8k_answer(r["answer"]), None
+
+
+def _humaneval_row(r: dict) -> tuple[str, str | None, str | None]:
+    tests = {"format": "humaneval", "prompt": r["prompt"], "test": r["test"], "entry_point": r["entry_point"]}
+    problem = "Complete the following Python function.\n\n```python\n" + r["prompt"] + "```"
+    return problem, json.dumps(tests), r["task_id"]
+
+
+def _mbpp_row(r: dict) -> tuple[str, str | None, str | None]:
+    test_list = r.get("test_list") or r.get("test")
+    tests = {"format": "mbpp", "setup": r.get("test_setup_code") or "", "tests": list(test_list)}
+    text = r.get("text") or r.get("prompt")
+    problem = f"{text}\nYour code should pass these tests:\n\n" + "\n".join(test_list)
+    return problem, json.dumps(tests), str(r["task_id"])
+
+
+def _gpqa_row(r: dict) -> tuple[str, str | None, str | None]:
+    """GPQA: shuffle the four choices with a seed from the record id, so the letter is stable."""
+    choices = [r["Correct Answer"], r["Incorrect Answer 1"], r["Incorrect Answer 2"], r["Incorrect Answer 3"]]
+    order = list(range(4))
+    random.Random(r["Record ID"]).shuffle(order)
+    letters = "ABCD"
+    body = "\n".join(f"{letters[i]}) {choices[j].strip()}" for i, j in enumerate(order))
+    answer = letters[order.index(0)]
+    return f"{r['Question'].strip()}\n\n{body}", answer, r["Record ID"]
+
+
+ROW_BUILDERS: dict[str, Callable[[dict], tuple[str, str | None, str | None]]] = {
+    "math": _math_row,
+    "aime": _aime_row,
+    "gsm8k": _gsm8k_row,
+    "humaneval": _humaneval_row,
+    "mbpp": _mbpp_row,
+    "gpqa": _gpqa_row,
+}
+
+QWEN_EVAL = "MIT (QwenLM/Qwen2.5-Math evaluation)"
+SOURCES: dict[str, DataSource] = {
+    s.name: s
+    for s in [
+        DataSource("gsm8k", "openai/gsm8k", "main", {"train": "train.jsonl", "test": "test.jsonl"},
+                   "math", "MIT", "gsm8k"),
+        DataSource("math", "DigitalLearningGmbH/MATH-lighteval", None,
+                   {"train": "train.jsonl", "test": "test.jsonl"}, "math", "MIT", "math"),
+        DataSource("math500", "HuggingFaceH4/MATH-500", None, {"test": "test.jsonl"}, "math", "MIT", "math",
+                   benchmark=True),
+        DataSource("aime24", "HuggingFaceH4/aime_2024", None, {"test": "test.jsonl"}, "math", QWEN_EVAL,
+                   "aime", benchmark=True, hub_splits={"test": "train"}),
+        DataSource("aime25", "opencompass/AIME2025", None,
+                   {"test": "aime2025-I.jsonl,aime2025-II.jsonl"}, "math", "MIT", "aime", benchmark=True),
+        DataSource("amc23", "math-ai/amc23", None, {"test": "test.jsonl"}, "math", QWEN_EVAL, "aime",
+                   benchmark=True),
+        DataSource("minerva_math", "math-ai/minervamath", None, {"test": "test.jsonl"}, "math",
+                   "CC BY-NC-SA (MIT OCW); evaluation only", "math", benchmark=True),
+        DataSource("olympiadbench", "Hothan/OlympiadBench", "OE_TO_maths_en_COMP",
+                   {"test": "test.jsonl"}, "math", "Apache-2.0 (OpenBMB); check upstream", "math",
+                   benchmark=True, hub_splits={"test": "train"}),
+        DataSource("gpqa_diamond", "Idavidrein/gpqa", "gpqa_diamond", {"test": "gpqa_diamond.csv.gz"},
+                   "mcq", "CC BY 4.0 (do not post examples in plain text)", "gpqa", benchmark=True,
+                   hub_splits={"test": "train"}),
+        DataSource("humaneval", "openai/openai_humaneval", None, {"test": "HumanEval.jsonl.gz"}, "code",
+                   "MIT", "humaneval", benchmark=True),
+        DataSource("mbpp", "google-research-datasets/mbpp", "full",
+                   {"train": "mbpp.jsonl", "test": "mbpp_test.jsonl"}, "code", "CC BY 4.0", "mbpp",
+                   benchmark=True),
+    ]
+}
+BENCHMARKS = [s.name for s in SOURCES.values() if s.benchmark]
+
+
+def get_source(name: str) -> DataSource:
+    if name not in SOURCES:
+        raise DistillError(f"unknown data set '{name}' (known: {', '.join(SOURCES)})")
+    return SOURCES[name]
+
+
+def data_dir() -> Path | None:
+    value = os.environ.get("DISTILL_DATA_DIR")
+    return Path(value) if value else None
+
+
+def _read_records(path: Path) -> list[dict]:
+    if not path.exists():
+        raise DistillError(f"data file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        if ".csv" in path.suffixes:
+            return list(csv.DictReader(f))
+        return [_json_line(line, path, i) for i, line in enumerate(f, 1) if line.strip()]
+
+
+def _json_line(line: str, path: Path, lineno: int) -> dict:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DistillError(f"{path}: row {lineno}: invalid JSON ({err.msg})") from None
+
+
+def _hub_records(src: DataSource, split: str) -> list[dict]:
+    import datasets  # heavy; only when the Hub path is taken
+
+    hub_split = src.hub_splits.get(split, split)
+    try:
+        return list(datasets.load_dataset(src.hub_id, src.hub_config, split=hub_split))
+    except Exception as err:
+        raise DistillError(
+            f"data set '{src.name}': cannot load {src.hub_id} from the Hub ({type(err).__name__}); "
+            "set DISTILL_DATA_DIR to a local copy"
+        ) from None
+
+
+def raw_records(name: str, split: str | None = None) -> list[dict]:
+    """Records of a registry source: from DISTILL_DATA_DIR/<name>/ when set, else from the Hub."""
+    src = get_source(name)
+    split = split or ("train" if "train" in src.files else "test")
+    if split not in src.files:
+        raise DistillError(f"data set '{name}' has no split '{split}' (has: {', '.join(src.files)})")
+    root = data_dir()
+    if root is None:
+        return _hub_records(src, split)
+    records: list[dict] = []
+    for fname in src.files[split].split(","):
+        records.extend(_read_records(root / name / fname))
+    return records
+
+
+def content_id(problem: str) -> str:
+    return hashlib.sha256(problem.strip().encode()).hexdigest()[:16]
+
+
+def load_prompts(name: str, split: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Prompt rows of a registry source, with stable ids (source id, else a content hash)."""
+    src = get_source(name)
+    build = ROW_BUILDERS[src.to_row]
+    rows = []
+    for i, rec in enumerate(raw_records(name, split)[:limit]):
+        problem, reference, rid = build(rec)
+        if not problem:
+            raise DistillError(f"data set '{name}': row {i + 1}: empty problem")
+        rows.append({
+            "prompt_id": f"{name}/{rid}" if rid is not None else f"{name}/{content_id(problem)}",
+            "domain": src.domain, "problem": problem, "reference": reference,
+            "source": name, "license": src.license,
+        })
+    return rows
+
+
+def load_prompt_file(
+    path: str | Path, columns: dict[str, str], domain: str | None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Prompt rows from any JSONL/Parquet file; `columns` maps our fields (problem, reference, ...) to its."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        from distill.artifacts import read_parquet
+
+        records = read_parquet(path)
+    else:
+        records = _read_records(path)
+    return _map_columns(records[:limit], columns, domain, str(path))
+
+
+def _map_columns(records: Iterable[dict], columns: dict[str, str], domain: str | None, where: str) -> list[dict]:
+    col = {"problem": "problem", "reference": "answer", "prompt_id": "id", "domain": "domain", **columns}
+    rows = []
+    for i, rec in enumerate(records, 1):
+        problem = rec.get(col["problem"])
+        if not isinstance(problem, str) or not problem.strip():
+            raise DistillError(f"{where}: row {i}: missing or empty field '{col['problem']}' (the problem)")
+        ref = rec.get(col["reference"])
+        rid = rec.get(col["prompt_id"])
+        rows.append({
+            "prompt_id": str(rid) if rid is not None else content_id(problem),
+            "domain": rec.get(col["domain"]) or domain or "general", "problem": problem,
+            "reference": None if ref is None else (ref if isinstance(ref, str) else json.dumps(ref)),
+            "source": where, "license": rec.get("license") or "unknown",
+        })
+    return rows
+
+
+def load_hub_dataset(hub_id: str, split: str, columns: dict[str, str], domain: str | None,
+                     limit: int | None = None) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub_id, split=split)
+    except Exception as err:
+        raise DistillError(f"cannot load data set '{hub_id}' ({type(err).__name__}: {err})") from None
+    return _map_columns(list(ds)[:limit], columns, domain, hub_id)
+
+
+def load_source(source: str, split: str | None = None, limit: int | None = None,
+                columns: dict[str, str] | None = None, domain: str | None = None) -> list[dict[str, Any]]:
+    """A prompt source from a recipe: registry name, local JSONL/Parquet path, or hub dataset id."""
+    if source in SOURCES:
+        rows = load_prompts(source, split, limit)
+        return [{**r, "domain": domain or r["domain"]} for r in rows]
+    if Path(source).suffix in {".jsonl", ".json", ".parquet", ".gz"} or Path(source).exists():
+        return load_prompt_file(source, columns or {}, domain, limit)
+    if "/" in source:
+        return load_hub_dataset(source, split or "train", columns or {}, domain, limit)
+    raise DistillError(f"unknown data set '{source}' (known: {', '.join(SOURCES)}; or a file path / hub id)")

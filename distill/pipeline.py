@@ -1,0 +1,125 @@
+"""Chain the stages through their run-dir folders; each stage skips itself when its manifest matches."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from distill.artifacts import MANIFEST, atomic_write_text, read_manifest
+from distill.config import Recipe, dump_recipe, load_recipe, recipe_from_dict
+from distill.errors import DistillError
+
+STAGES = ["generate", "curate", "train", "patch", "eval", "push"]
+# stage -> (module, function); every function is stage(recipe, src, out, force=...) -> Manifest
+STAGE_FNS = {
+    "generate": ("distill.generate.run", "generate"),
+    "curate": ("distill.curate.run", "curate"),
+    "train": ("distill.train.loop", "train"),
+    "patch": ("distill.patch", "patch_stage"),
+    "eval": ("distill.eval.run", "evaluate"),
+    "push": ("distill.push", "push_stage"),
+}
+SOURCE_STAGE = {"generate": None, "curate": "generate", "train": "curate", "patch": "train",
+                "eval": "patch", "push": None}
+
+
+def stage_range(first: str, last: str) -> list[str]:
+    for name in (first, last):
+        if name not in STAGES:
+            raise DistillError(f"unknown stage '{name}' (stages: {', '.join(STAGES)})")
+    return STAGES[STAGES.index(first) : STAGES.index(last) + 1]
+
+
+def stage_fn(stage: str):
+    module, fn = STAGE_FNS[stage]
+    try:
+        return getattr(importlib.import_module(module), fn)
+    except (ModuleNotFoundError, AttributeError) as err:
+        if module in str(err) or fn in str(err):
+            raise DistillError(f"stage '{stage}' is not implemented yet") from None
+        raise
+
+
+def run_stage(recipe: Recipe, stage: str, force: bool = False):
+    run = recipe.run_path()
+    src_stage = SOURCE_STAGE[stage]
+    src = run / src_stage if src_stage else (run if stage == "push" else None)
+    return stage_fn(stage)(recipe, src, run / stage, force=force)
+
+
+def run_pipeline(recipe: Recipe, stages: list[str], force: bool = False) -> None:
+    run = recipe.run_path()
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "recipe.resolved.yaml", dump_recipe(recipe))
+    for stage in stages:
+        run_stage(recipe, stage, force=force)
+
+
+def _recipe_for_student(recipe_path: Path | None, student: str | None, sets: list[str]) -> Recipe:
+    if recipe_path is not None:
+        recipe = load_recipe(recipe_path, sets + ([f"student={student}"] if student else []))
+        return recipe
+    if student is None:
+        raise DistillError("give a RECIPE or --student NAME")
+    from distill.config import apply_overrides
+
+    bundled = Path(__file__).resolve().parent.parent / "pipelines" / f"r1-distill-{student}.yaml"
+    if bundled.exists():
+        return load_recipe(bundled, sets)
+    return recipe_from_dict(apply_overrides({"name": f"distill-{student}", "student": student}, sets))
+
+
+def train_from_cli(recipe_path, student, data, out, sets, force) -> None:
+    recipe = _recipe_for_student(recipe_path, student, sets)
+    src = Path(data) if data else recipe.run_path() / "curate"
+    dest = Path(out) if out else recipe.run_path() / "train"
+    stage_fn("train")(recipe, src, dest, force=force)
+
+
+def patch_from_cli(ckpt, out, student, check, recipe_path, sets, force) -> None:
+    from distill import patch as patch_mod  # noqa: F401  (raises a clear error until implemented)
+
+    if check is not None:
+        if student is None:
+            raise DistillError("--check needs --student NAME")
+        if not patch_mod.print_conformance(check, student):
+            raise SystemExit(1)
+        return
+    if recipe_path is not None:
+        recipe = load_recipe(recipe_path, sets)
+        run_stage(recipe, "patch", force=force)
+        return
+    if ckpt is None or out is None or student is None:
+        raise DistillError("usage: distill patch --student NAME CKPT OUT  (or --check OUT, or --recipe R)")
+    patch_mod.patch_checkpoint(ckpt, out, student)
+
+
+def push_from_cli(recipe: Recipe, repo: str | None, dry_run: bool) -> None:
+    from distill.push import push_stage
+
+    if repo:
+        recipe.push.repo = repo
+    run = recipe.run_path()
+    push_stage(recipe, run, run / "push", force=True, dry_run=dry_run)
+
+
+def show_run(run_dir: Path) -> None:
+    from distill.ui import print_table
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DistillError(f"run dir not found: {run_dir}")
+    rows = []
+    for stage in STAGES:
+        m = read_manifest(run_dir / stage)
+        if m is None:
+            status = "partial" if (run_dir / stage).exists() else "-"
+            rows.append({"stage": stage, "status": status, "rows_in": "", "rows_out": "", "dropped": "",
+                         "seconds": "", "config": "", "metrics": ""})
+            continue
+        metrics = {k: v for k, v in m.metrics.items() if isinstance(v, (int, float, str))}
+        rows.append({"stage": stage, "status": "done", "rows_in": m.rows_in, "rows_out": m.rows_out,
+                     "dropped": sum(m.dropped.values()), "seconds": m.seconds, "config": m.config_hash,
+                     "metrics": json.dumps(metrics)[:80]})
+    print_table(f"{run_dir} ({MANIFEST} per stage)", rows)
