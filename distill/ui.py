@@ -14,16 +14,32 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
         table.add_column(key)
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped/logged: don't squeeze tables into 80 columns and cut names
+        console = Console(width=240)
+    console.print(table)
 
 
 def progress(**kwargs):
     """A rich Progress with count, rate and ETA columns; extra text fields via task fields."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         **kwargs,
     )

