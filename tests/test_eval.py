@@ -1,0 +1,91 @@
+"""The eval stage on the real vLLM CPU engine: k samples per problem, graded, scored, written, skipped when fresh."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.artifacts import read_parquet
+from distill.config import recipe_from_dict
+from distill.eval.report import render_table
+from distill.eval.run import evaluate, score
+
+
+def recipe(k=2, limit=3):
+    return recipe_from_dict(
+        {
+            "name": "eval-test",
+            "eval": {
+                "benchmarks": {"gsm8k": {"k": k, "limit": limit}, "gpqa_diamond": {"k": 1, "limit": 2}},
+                "max_tokens": 48,
+            },
+            "curate": {"verify": {"workers": 1}},
+        }
+    )
+
+
+def test_eval_on_real_engine_writes_scored_results(vllm_engine, smollm2_path, tmp_path):
+    from distill.generate.backends import VLLMBackend
+
+    out = tmp_path / "eval"
+    manifest = evaluate(recipe(), smollm2_path, out, backend=VLLMBackend(vllm_engine))
+    results = json.loads((out / "results.json").read_text())["benchmarks"]
+    assert set(results) == {"gsm8k", "gpqa_diamond"}
+    assert (results["gsm8k"]["k"], results["gsm8k"]["n"]) == (2, 3)
+    samples = read_parquet(out / "samples.parquet")
+    assert len(samples) == 3 * 2 + 2 * 1
+    graded = {s["verdict"] for s in samples}
+    assert graded <= {"correct", "wrong", "unparseable", "timeout"}
+    gsm = [s for s in samples if s["benchmark"] == "gsm8k"]
+    assert results["gsm8k"]["pass@1"] == pytest.approx(sum(s["verdict"] == "correct" for s in gsm) / len(gsm))
+    assert {s["grader"] for s in samples if s["benchmark"] == "gpqa_diamond"} == {"mcq-letter"}
+    assert "GSM8K pass@1" in (out / "table.md").read_text()
+    assert manifest.rows_out == 8 and "gsm8k/pass@1" in manifest.metrics
+
+    class Untouchable:
+        def generate(self, *a, **k):
+            raise AssertionError("a fresh eval stage must be skipped")
+
+    assert evaluate(recipe(), smollm2_path, out, backend=Untouchable()).config_hash == manifest.config_hash
+
+
+def test_score_pass1_and_cons():
+    rows = [
+        {
+            "prompt_id": "a",
+            "verdict": "correct",
+            "pred_answer": "4",
+            "finish_reason": "stop",
+            "completion_tokens": 5,
+            "gen_seconds": 1.0,
+        },
+        {
+            "prompt_id": "a",
+            "verdict": "wrong",
+            "pred_answer": "5",
+            "finish_reason": "length",
+            "completion_tokens": 5,
+            "gen_seconds": 1.0,
+        },
+        {
+            "prompt_id": "b",
+            "verdict": "wrong",
+            "pred_answer": "1",
+            "finish_reason": "stop",
+            "completion_tokens": 5,
+            "gen_seconds": 1.0,
+        },
+        {
+            "prompt_id": "b",
+            "verdict": "wrong",
+            "pred_answer": "1",
+            "finish_reason": "stop",
+            "completion_tokens": 5,
+            "gen_seconds": 1.0,
+        },
+    ]
+    r = score(rows, k=2)
+    assert r["pass@1"] == pytest.approx(0.25) and r["cons@k"] == pytest.approx(0.5) and r["truncated"] == 0.25
+    table = render_table("m", {"aime24": {**r, "k": 64}})
+    assert "AIME 2024 pass@1" in table and "AIME 2024 cons@64" in table and "25.0 ±" in table
