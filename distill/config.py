@@ -29,8 +29,10 @@ class Strict(BaseModel):
 
 
 class TeacherConfig(Strict):
-    model: str = "smollm2-135m"  # registry name, local path or hub id
+    model: str = "smollm2-135m"  # registry name, local path or hub id (openai backend: the served model name)
     backend: Literal["vllm", "openai"] = "vllm"
+    tokenizer: str | None = None  # renders prompts; default: the model's (vllm). openai without it: chat API
+    chat_template: str | None = None  # path to a .jinja that replaces the tokenizer's chat template
     thinking: bool = True  # False: a plain instruct model; the whole response is the answer
     # vllm backend (in-process engine)
     tensor_parallel_size: int = 1
@@ -81,12 +83,12 @@ class DedupConfig(Strict):
 
 
 class DecontamConfig(Strict):
-    ngram: int = 8
+    ngram: int = Field(8, ge=2, le=256)  # words per n-gram
     benchmarks: list[str] = Field(
         default_factory=lambda: ["aime24", "aime25", "math500", "gpqa_diamond", "amc23", "humaneval", "mbpp"]
     )
     check_traces: bool = False
-    max_corpus_df: float = 0.01  # n-grams in more than this fraction of training prompts are boilerplate
+    max_corpus_df: float = 0.001  # n-grams in more than this share (and 5+) of the checked texts are boilerplate
 
 
 class VerifyConfig(Strict):
@@ -98,18 +100,20 @@ class VerifyConfig(Strict):
     code_memory_mb: int = 1024
     workers: int = 2
     judge: TeacherConfig | None = None  # LLM judge for unparseable answers; off by default
+    judge_sample: float = 0.0  # share of rule-graded rows the judge also grades, to count disagreements
+    judge_max_tokens: int = 1024
 
 
 class FilterConfig(Strict):
     drop_malformed: bool = True
     drop_truncated: bool = True
-    max_foreign_script_ratio: float = 0.05  # share of letters in a script other than the prompt's
-    max_paragraph_chars: int = 3000
+    max_foreign_script_ratio: float | None = 0.05  # share of words in a script other than the prompt's; None: off
+    max_paragraph_chars: int | None = 3000  # longest stretch without a line break; None: off
     drop_code_in_noncode: bool = True
-    max_repeat_ngram_ratio: float = 0.3
+    max_repeat_ngram_ratio: float | None = 0.3  # share of repeated `repeat_ngram`-word windows; None: off
     repeat_ngram: int = 10
-    min_tokens: int = 1
-    max_tokens: int = 32768
+    min_tokens: int = 1  # completion tokens
+    max_tokens: int | None = 32768
 
 
 class SelectConfig(Strict):
@@ -135,13 +139,15 @@ class LoraConfig(Strict):
 
 
 class TrainConfig(Strict):
+    model: str | None = None  # checkpoint to fine-tune (registry name | path | hub id); None: the student's base
     lr: float | None = None  # None: the student's default
     epochs: float | None = None
     max_steps: int | None = None  # overrides epochs when set
     max_length: int | None = None  # tokens per sample / packed bin; None: the student's default
     packing: bool = True
     micro_batch_size: int = 1  # packed bins (or padded samples) per device step
-    grad_accum: int | None = None
+    global_batch: int | None = None  # samples per optimizer step; None: the student's default
+    grad_accum: int | None = None  # None: derived from global_batch, micro_batch_size, bins and GPUs
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
@@ -153,6 +159,7 @@ class TrainConfig(Strict):
     overlong: Literal["truncate", "drop"] = "truncate"
     lora: LoraConfig | None = None
     save_every: int = 500  # steps
+    keep_checkpoints: int = 2  # newest step-N folders kept (a 7B one with optimizer state is ~100 GB)
     log_every: int = 1
     seed: int = 0
     accelerate_config: str | None = None
@@ -186,6 +193,7 @@ class PushConfig(Strict):
     push_dataset: bool = False
     dataset_repo: str | None = None
     license: str = "mit"
+    dry_run: bool = False  # list files and render the card without network (the CPU demo)
 
 
 class Recipe(Strict):

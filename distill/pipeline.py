@@ -51,6 +51,8 @@ def run_stage(recipe: Recipe, stage: str, force: bool = False):
     run = recipe.run_path()
     src_stage = SOURCE_STAGE[stage]
     src = run / src_stage if src_stage else (run if stage == "push" else None)
+    if stage == "push":  # publishing is never "fresh": it always runs (or lists, when dry_run)
+        return stage_fn(stage)(recipe, src, run / stage, force=True, dry_run=recipe.push.dry_run)
     return stage_fn(stage)(recipe, src, run / stage, force=force)
 
 
@@ -107,7 +109,7 @@ def push_from_cli(recipe: Recipe, repo: str | None, dry_run: bool) -> None:
     if repo:
         recipe.push.repo = repo
     run = recipe.run_path()
-    push_stage(recipe, run, run / "push", force=True, dry_run=dry_run)
+    push_stage(recipe, run, run / "push", force=True, dry_run=dry_run or recipe.push.dry_run)
 
 
 def show_run(run_dir: Path) -> None:
