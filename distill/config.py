@@ -155,12 +155,12 @@ class TrainConfig(Strict):
     gradient_checkpointing: bool = True
     attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    loss_chunk_tokens: int = 4096  # chunked CE: logits never exceed [chunk x vocab]
+    loss_chunk_tokens: int = 1024  # chunked CE: logits never exceed [chunk x vocab] (32k x 152k: 1/12 the memory)
     overlong: Literal["truncate", "drop"] = "truncate"
     lora: LoraConfig | None = None
     save_every: int = 500  # steps
     keep_checkpoints: int = 2  # newest step-N folders kept (a 7B one with optimizer state is ~100 GB)
-    log_every: int = 1
+    log_every: int = 1  # steps between progress-bar / tensorboard updates; metrics.jsonl gets every step
     seed: int = 0
     accelerate_config: str | None = None
     tensorboard: bool = False

@@ -1,0 +1,675 @@
+"""The SFT loop, readable top to bottom: Accelerate, packed R1 traces, completion-only chunked loss, exact resume.
+
+    distill train pipelines/demo-cpu.yaml                          # one process: CPU or one GPU
+    distill train --student qwen-7b --data runs/x/curate --set train.max_steps=100
+    accelerate launch --config_file pipelines/accelerate/zero3.yaml -m distill.train.loop \\
+        pipelines/r1-distill-qwen-7b.yaml [--set train.lr=2e-5] [--data DIR] [--out DIR] [--force]
+
+src = RUN_DIR/curate (its kept/ shards); out = RUN_DIR/train with checkpoints/step-N/ (model, optimizer,
+scheduler, RNG, data position), final/ (plain HF folder, safetensors, release tokenizer), metrics.jsonl,
+loss.png, tokens/ (the tokenized data, reused on resume) and manifest.json, written last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from distill.artifacts import (
+    atomic_path,
+    atomic_write_text,
+    finish_manifest,
+    is_fresh,
+    manifest_hash,
+    prepare_stage,
+    read_manifest,
+    sha256_file,
+)
+from distill.config import Recipe, TrainConfig, config_hash
+from distill.errors import DistillError
+from distill.models import resolve_model
+from distill.students import Student, get_student
+from distill.train.data import (
+    TokenData,
+    build_tokens,
+    cache_key,
+    collate_packed,
+    collate_padded,
+    epoch_micro_batches,
+    load_tokens,
+    read_key,
+    step_micro_batches,
+    steps_per_epoch,
+    token_utilisation,
+    training_template,
+    training_units,
+)
+from distill.train.loss import chunked_cross_entropy
+from distill.ui import progress
+
+# Dense bf16 peak per GPU (FLOP/s) for the MFU estimate; matched as a substring of the device name.
+PEAK_BF16_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "H800": 989e12,
+    "A100": 312e12,
+    "A800": 312e12,
+    "L40S": 362e12,
+    "B200": 2250e12,
+}
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def effective_config(train: TrainConfig, student: Student) -> TrainConfig:
+    """The recipe's train section with the student's defaults filled in where it says None."""
+    return train.model_copy(
+        update={
+            "model": train.model or student.base,
+            "lr": train.lr if train.lr is not None else student.lr,
+            "epochs": train.epochs if train.epochs is not None else student.epochs,
+            "max_length": train.max_length or student.max_length,
+            "global_batch": train.global_batch or student.global_batch,
+        }
+    )
+
+
+def attention_impl(requested: str) -> str:
+    """auto: flash-attention 2 (varlen kernels, boundaries from position_ids) on CUDA when installed, else sdpa."""
+    import torch
+
+    flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    if requested == "auto":
+        return "flash_attention_2" if flash else "sdpa"
+    if requested == "flash_attention_2" and not flash:
+        raise DistillError(
+            "train.attn_implementation=flash_attention_2 needs a CUDA GPU and the flash-attn package "
+            "(pip install 'distill[gpu]'); on CPU use sdpa or auto"
+        )
+    return requested
+
+
+def use_bf16(cfg: TrainConfig) -> bool:
+    """bf16 compute (fp32 master weights) on GPU; fp32 on CPU, which has no fast bf16 here (5x slower)."""
+    import torch
+
+    return cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and torch.cuda.is_available())
+
+
+def make_accelerator(cfg: TrainConfig, out: Path):
+    """Created before the model, so DeepSpeed ZeRO-3 / FSDP can shard it while it loads. The scheduler is
+    stepped once per optimizer step (not once per process, Accelerate's default). Long collectives (rank 0
+    tokenizing 800k traces, saving a 70B checkpoint) get two hours instead of the 10-minute default."""
+    from accelerate import Accelerator, InitProcessGroupKwargs
+
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise DistillError("train.tensorboard=true needs the tensorboard package (pip install tensorboard)")
+    return Accelerator(
+        mixed_precision="bf16" if use_bf16(cfg) else "no",
+        step_scheduler_with_optimizer=False,
+        log_with="tensorboard" if cfg.tensorboard else None,
+        project_dir=str(out),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))],
+    )
+
+
+def is_sharded(accelerator) -> bool:
+    from accelerate import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return accelerator.state.deepspeed_plugin.zero_stage == 3
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def say(accelerator, message: str) -> None:
+    if accelerator.is_main_process:
+        print(f"train: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data, model, optimizer
+
+
+def release_tokenizer_for(model_path: str, student_name: str):
+    """The student's release tokenizer (R1 tokens renamed into / added to the base vocabulary), so the ids
+    trained on are the ids the released checkpoint reads and writes."""
+    from distill.models import load_tokenizer
+    from distill.patch import release_tokenizer
+
+    try:
+        base = load_tokenizer(model_path)
+    except OSError as err:  # not a folder and not reachable on the Hub
+        raise DistillError(f"train.model '{model_path}': cannot load its tokenizer ({err})") from None
+    return release_tokenizer(base, student_name)
+
+
+def tokenized_data(
+    src: Path, out: Path, tokenizer, cfg: TrainConfig, input_hash: str, accelerator
+) -> TokenData:
+    """Rank 0 renders and tokenizes once into out/tokens/ (memory-mapped by every rank, reused on resume)."""
+    folder = out / "tokens"
+    key = cache_key(input_hash, tokenizer, training_template(), cfg.max_length, cfg.overlong)
+    if accelerator.is_main_process and read_key(folder) != key:
+        say(accelerator, f"tokenizing {src / 'kept'} (max_length {cfg.max_length}, overlong: {cfg.overlong})")
+        build_tokens(src, tokenizer, cfg.max_length, cfg.overlong, folder, key)
+    accelerator.wait_for_everyone()
+    data = load_tokens(folder)
+    stats = data.stats
+    if stats["rows_in"] == 0:
+        raise DistillError(f"{src / 'kept'}: the curated dataset is empty (0 rows); nothing to train on")
+    if len(data) == 0:
+        raise DistillError(
+            f"{src / 'kept'}: all {stats['rows_in']} rows were dropped {stats['dropped']} "
+            f"(train.max_length={cfg.max_length}); raise max_length or use overlong=truncate"
+        )
+    if stats["truncated"] or stats["dropped"]:
+        say(
+            accelerator,
+            f"{stats['truncated']} samples truncated to {cfg.max_length} tokens, dropped: "
+            f"{stats['dropped'] or 'none'} (train.overlong={cfg.overlong})",
+        )
+    return data
+
+
+def load_model(cfg: TrainConfig, tokenizer, student_name: str, attn: str):
+    """fp32 master weights (bf16 compute comes from autocast / ZeRO / FSDP mixed precision: bf16 weights
+    would round away updates smaller than 1/256 of a weight). Returns (model, ids of added tokens)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.patch import prepare_model
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, attn_implementation=attn)
+    rows_before = model.get_input_embeddings().num_embeddings
+    model = prepare_model(model, tokenizer, student_name)
+    new_ids = list(range(rows_before, len(tokenizer)))
+    # The packing trap: with use_cache on, transformers makes a cache and then ignores the restarting
+    # position_ids, so packed samples attend to each other (see docs/cpu-stack.md).
+    model.config.use_cache = False
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora is not None:
+        model = add_lora(model, cfg.lora, new_ids)
+    return model, new_ids
+
+
+def add_lora(model, lora, new_ids: list[int]):
+    """LoRA on every linear layer (not lm_head); rows of tokens the release added (other families) are
+    trained too, or the model could never learn to write them."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_cfg = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        task_type="CAUSAL_LM",
+        target_modules=lora.target_modules,
+        trainable_token_indices=new_ids or None,
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    """AdamW; no weight decay on norms and biases (by name: ZeRO-3 flattens partitioned shapes)."""
+    import torch
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if not re.search(r"bias|norm", n)]
+    rest = [p for n, p in named if re.search(r"bias|norm", n)]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.lr_scheduler]
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def grad_accum_for(cfg: TrainConfig, units: list[list[int]], world: int) -> int:
+    """Micro-steps per optimizer step so that a step sees about global_batch samples (a bin holds several)."""
+    if cfg.grad_accum:
+        return cfg.grad_accum
+    samples_per_micro = cfg.micro_batch_size * sum(len(u) for u in units) / len(units)
+    return max(1, round(cfg.global_batch / (samples_per_micro * world)))
+
+
+def param_count(model) -> int:
+    """Parameters doing matmuls per token (the embedding lookup does none, unless tied to lm_head);
+    ZeRO-3 keeps the real size of a partitioned parameter in ds_numel."""
+    total = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings().weight is embed
+    return total - (0 if tied else (embed.ds_numel if hasattr(embed, "ds_numel") else embed.numel()))
+
+
+# ---------------------------------------------------------------- one step
+
+
+def batch_for(data: TokenData, indices: list[int], packing: bool, pad_id: int, device) -> dict[str, Any]:
+    samples = [data.sample(i) for i in indices]
+    batch = collate_packed(samples) if packing else collate_padded(samples, pad_id)
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+def forward_ce(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
+    """Summed CE of one micro-batch. The model runs whole (so DDP/FSDP/ZeRO hooks fire) but computes
+    logits for one position only; the loss projects the final hidden states in checkpointed chunks."""
+    extra = {}
+    if flash and "cu_seq_lens" in batch:  # packed: hand flash-attn its varlen boundaries directly
+        cu, longest = batch["cu_seq_lens"], batch["max_seq_len"]
+        extra = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+    out = model(
+        input_ids=batch["input_ids"],
+        position_ids=batch["position_ids"],
+        attention_mask=batch.get("attention_mask"),
+        use_cache=False,
+        output_hidden_states=True,
+        logits_to_keep=1,
+        **extra,
+    )
+    return chunked_cross_entropy(
+        out.hidden_states[-1], lm_head, batch["positions"], batch["labels"], chunk_tokens
+    )
+
+
+def train_step(
+    accelerator, model, lm_head, optimizer, scheduler, batches: list[dict], cfg: TrainConfig, flash: bool
+) -> dict[str, float]:
+    """One optimizer step over this rank's micro-batches. The loss is the mean over every trained token of
+    the global batch: trained tokens are counted on all ranks before the first backward and each summed
+    micro-batch CE is divided by that count, so batch 1 x accumulation 8 == batch 8 x accumulation 1."""
+    import torch
+
+    device, lr = accelerator.device, optimizer.param_groups[0]["lr"]  # DeepSpeed steps inside backward
+    local = [
+        sum(float(len(b["labels"])) for b in batches),
+        sum(float(n) for b in batches for n in b["seq_lens"]),
+        sum(float(n * n) for b in batches for n in b["seq_lens"]),
+    ]
+    totals = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=device), "sum")
+    n_targets, n_tokens, sq_lens = totals.tolist()
+    # accelerator.backward divides by the accumulation steps and DDP/FSDP/ZeRO average over ranks: undo both
+    scale = accelerator.num_processes * accelerator.gradient_accumulation_steps / n_targets
+    ce_sum = torch.zeros((), device=device)
+    for batch in batches:
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                ce = forward_ce(model, lm_head, batch, cfg.loss_chunk_tokens, flash)
+            accelerator.backward(ce * scale)
+        ce_sum += ce.detach()
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss = accelerator.reduce(ce_sum, "sum").item() / n_targets
+    return {
+        "loss": loss,
+        "lr": lr,
+        "grad_norm": None if grad_norm is None else float(grad_norm),
+        "tokens": int(n_tokens),
+        "targets": int(n_targets),
+        "sq_lens": sq_lens,
+    }
+
+
+# ---------------------------------------------------------------- checkpoints and outputs
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """Complete checkpoints (state.json is written last), oldest first."""
+    found = [p.parent for p in (out / "checkpoints").glob("step-*/state.json")]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def resume_point(out: Path, fingerprint: str, force: bool, accelerator) -> Path | None:
+    """The newest checkpoint of this very run (same config and data); stale ones are removed so pruning
+    never deletes a current checkpoint in favour of an old one."""
+    current = []
+    for ckpt in checkpoint_dirs(out):
+        state = json.loads((ckpt / "state.json").read_text())
+        if state["fingerprint"] == fingerprint and not force:
+            current.append(ckpt)
+        elif accelerator.is_main_process:
+            shutil.rmtree(ckpt)
+    accelerator.wait_for_everyone()
+    return current[-1] if current else None
+
+
+def save_checkpoint(accelerator, out: Path, step: int, state: dict[str, Any], keep: int) -> None:
+    """Every rank writes its part (ZeRO/FSDP shards, its RNG) into a temp folder; rank 0 adds state.json
+    (step = data position) and renames it into place, then prunes the oldest beyond `keep`."""
+    final = out / "checkpoints" / f"step-{step}"
+    tmp = final.with_name(f".step-{step}.tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_text(tmp / "state.json", json.dumps({**state, "step": step}, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def save_final(accelerator, model, tokenizer, folder: Path, bf16: bool) -> None:
+    """A plain HF folder: LoRA merged into the base, safetensors in the compute dtype, use_cache back on,
+    the release tokenizer. AutoModelForCausalLM and vLLM load it unchanged."""
+    import torch
+
+    accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)  # a collective under ZeRO-3 / FSDP: every rank calls it
+    if accelerator.is_main_process:
+        net = accelerator.unwrap_model(model)
+        if hasattr(net, "merge_and_unload"):  # a peft model (LoRA is refused with sharded training)
+            net = net.merge_and_unload()
+            state = net.state_dict()
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        state = {k: v.to(dtype) for k, v in state.items()}
+        net.config.use_cache = True
+        net.config.dtype = dtype
+        with atomic_folder(folder) as tmp:
+            net.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: Path):
+    """Write into a sibling temp folder; it replaces `folder` only when complete."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def read_metrics(path: Path, upto: int | None = None) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if upto is None or r["step"] <= upto]
+
+
+def plot_loss(metrics: list[dict[str, Any]], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([m["step"] for m in metrics], [m["loss"] for m in metrics], lw=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean CE per completion token)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def metrics_row(step: int, epoch_len: int, stats: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """One metrics.jsonl line: loss is the mean CE per trained token of the global batch; tokens count
+    every real token of the step on all ranks (prompts included, no padding)."""
+    return {
+        "step": step,
+        "epoch": round(step / epoch_len, 4),
+        "loss": stats["loss"],
+        "lr": stats["lr"],
+        "grad_norm": stats["grad_norm"],
+        "tokens": stats["tokens"],
+        "trained_tokens": stats["targets"],
+        "tokens_per_s": round(stats["tokens"] / seconds, 1),
+        "step_s": round(seconds, 4),
+    }
+
+
+def run_summary(logged: list[dict[str, Any]], run: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whole-curve numbers from metrics.jsonl (all steps, across resumes); speed from this process's steps."""
+    summary = {
+        "first_loss": logged[0]["loss"],
+        "final_loss": logged[-1]["loss"],
+        "tokens": sum(m["tokens"] for m in logged),
+        "trained_tokens": sum(m["trained_tokens"] for m in logged),
+    }
+    if run:
+        summary["tokens_per_s"] = round(sum(m["tokens"] for m in run) / sum(m["step_s"] for m in run), 1)
+    if run and "mfu" in run[0]:
+        summary["mfu"] = round(sum(m["mfu"] for m in run) / len(run), 4)
+    return summary
+
+
+def model_flops(n_params: int, n_layers: int, width: int, tokens: float, sq_lens: float) -> float:
+    """Training FLOPs of a step (forward + backward, recomputation not counted, as MFU is defined): 6 per
+    matmul parameter per token, plus causal attention 6 * layers * width * sum(len^2) over the samples."""
+    return 6 * n_params * tokens + 6 * n_layers * width * sq_lens
+
+
+def peak_flops() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def output_files(folder: Path) -> list[dict[str, Any]]:
+    """final/ files with sizes; sha256 for all but the weights (hashing 140 GB of a 70B model takes minutes)."""
+    rows = []
+    for p in sorted(folder.iterdir()):
+        row: dict[str, Any] = {"file": f"{folder.name}/{p.name}", "bytes": p.stat().st_size}
+        if p.suffix != ".safetensors":
+            row["sha256"] = sha256_file(p)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def train(recipe: Recipe, src: Path, out: Path, force: bool = False):
+    """Stage 3: SFT of recipe.student on src/kept (RUN_DIR/curate) -> out/final/ and the manifest."""
+    import torch
+
+    src, out = Path(src), Path(out)
+    student = get_student(recipe.student)
+    cfg = effective_config(recipe.train, student)
+    inputs = {"curate": manifest_hash(src)}
+    cfg_hash = config_hash({"student": recipe.student, "train": cfg.model_dump(mode="json")})
+    if not force and is_fresh(out, cfg_hash, inputs):
+        print(f"train: {out} is up to date (same config and data); --force reruns it", file=sys.stderr)
+        return read_manifest(out)
+
+    # 1. Accelerate first (ZeRO-3 / FSDP shard the model as it loads), then data and model.
+    attn = attention_impl(cfg.attn_implementation)
+    flash = attn == "flash_attention_2"
+    accelerator = make_accelerator(cfg, out)
+    if cfg.lora is not None and is_sharded(accelerator):
+        raise DistillError(
+            "train.lora cannot be merged from ZeRO-3/FSDP shards; train LoRA with single_gpu.yaml "
+            "or ddp.yaml (a LoRA student fits one GPU)"
+        )
+    if accelerator.num_processes == 1 and torch.cuda.device_count() > 1:
+        launch = cfg.accelerate_config or student.accelerate_config
+        say(
+            accelerator,
+            f"{torch.cuda.device_count()} GPUs visible but one process: use all of them with "
+            f"`accelerate launch --config_file {launch} -m distill.train.loop RECIPE`",
+        )
+    manifest = (
+        prepare_stage("train", out, cfg_hash, inputs, force=True) if accelerator.is_main_process else None
+    )
+    model_path = resolve_model(cfg.model)
+    tokenizer = release_tokenizer_for(model_path, recipe.student)
+    data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator)
+    torch.manual_seed(cfg.seed)  # new token rows and LoRA weights are drawn at random
+    model, _ = load_model(cfg.model_copy(update={"model": model_path}), tokenizer, recipe.student, attn)
+    n_params, n_layers, width = param_count(model), model.config.num_hidden_layers, model.config.hidden_size
+
+    # 2. The schedule: bins (or samples) -> shuffled micro-batches -> accum micro-batches per rank per step.
+    lengths = data.lengths()
+    units = training_units(lengths, cfg.max_length, cfg.packing)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    accum = grad_accum_for(cfg, units, world)
+    accelerator.gradient_accumulation_steps = accum
+    n_micro = math.ceil(len(units) / cfg.micro_batch_size)
+    epoch_len = steps_per_epoch(n_micro, world, accum)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * epoch_len))
+    first_epoch = epoch_micro_batches(units, cfg.micro_batch_size, cfg.seed, 0)
+    utilisation = token_utilisation(
+        lengths, units if cfg.packing else first_epoch, cfg.max_length, cfg.packing
+    )
+    say(
+        accelerator,
+        f"{len(data)} samples, {len(units)} {'bins' if cfg.packing else 'samples'}, token "
+        f"utilisation {utilisation:.3f}, {world} process(es) x micro {cfg.micro_batch_size} x accum "
+        f"{accum}, {total_steps} steps ({epoch_len}/epoch), attn {attn}, "
+        f"{'bf16' if use_bf16(cfg) else 'fp32'}",
+    )
+
+    # 3. Optimizer, scheduler, Accelerate wrapping; resume from this run's newest checkpoint.
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, total_steps)
+    if accelerator.state.deepspeed_plugin is not None:  # no dataloader is prepared: DeepSpeed needs these
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        ds.update(
+            {
+                "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+                "gradient_accumulation_steps": accum,
+                "gradient_clipping": cfg.max_grad_norm,
+            }
+        )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    lm_head = accelerator.unwrap_model(model).get_output_embeddings()
+    fingerprint = f"{cfg_hash}:{inputs['curate']}:{world}"
+    start = 0
+    ckpt = resume_point(out, fingerprint, force, accelerator)
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        start = json.loads((ckpt / "state.json").read_text())["step"]
+        say(accelerator, f"resumed from {ckpt} (step {start} of {total_steps})")
+    metrics_path = out / "metrics.jsonl"
+    history = read_metrics(metrics_path, upto=start) if start else []
+    if accelerator.is_main_process:
+        atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
+    if cfg.tensorboard:
+        accelerator.init_trackers("tensorboard")
+
+    # 4. The loop.
+    model.train()
+    peak, schedule, began, run = peak_flops(), {}, time.time(), []
+    bar = progress() if accelerator.is_main_process else None
+    with bar or contextlib.nullcontext():
+        task = bar.add_task("train", total=total_steps, completed=start, info="") if bar else None
+        for step in range(start, total_steps):
+            epoch, in_epoch = divmod(step, epoch_len)
+            if epoch not in schedule:
+                schedule = {epoch: epoch_micro_batches(units, cfg.micro_batch_size, cfg.seed, epoch)}
+            t0 = time.perf_counter()
+            picks = step_micro_batches(schedule[epoch], in_epoch, world, rank, accum)
+            batches = [
+                batch_for(data, p, cfg.packing, tokenizer.pad_token_id, accelerator.device) for p in picks
+            ]
+            stats = train_step(accelerator, model, lm_head, optimizer, scheduler, batches, cfg, flash)
+            row = metrics_row(step + 1, epoch_len, stats, time.perf_counter() - t0)
+            if peak:
+                flops = model_flops(n_params, n_layers, width, stats["tokens"], stats["sq_lens"])
+                row["mfu"] = round(flops / row["step_s"] / (peak * world), 4)
+            run.append(row)
+            if accelerator.is_main_process:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
+                    info = f"loss {row['loss']:.4f} lr {row['lr']:.2e} {row['tokens_per_s']:,.0f} tok/s"
+                    bar.update(
+                        task, completed=step + 1, info=info + (f" MFU {row['mfu']:.1%}" if peak else "")
+                    )
+            if cfg.tensorboard and (step + 1) % cfg.log_every == 0:
+                accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step + 1)
+            if (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
+                save_checkpoint(
+                    accelerator,
+                    out,
+                    step + 1,
+                    {"fingerprint": fingerprint, "epoch": epoch, "micro_batches_done": (step + 1) * accum},
+                    cfg.keep_checkpoints,
+                )
+
+    # 5. Outputs; the manifest last.
+    save_final(accelerator, model, tokenizer, out / "final", use_bf16(cfg))
+    if cfg.tensorboard:
+        accelerator.end_training()
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return read_manifest(out)
+    logged = read_metrics(metrics_path)
+    plot_loss(logged, out / "loss.png")
+    manifest.rows_in, manifest.rows_out = data.stats["rows_in"], len(data)
+    manifest.dropped = dict(data.stats["dropped"])
+    manifest.outputs = output_files(out / "final")
+    manifest.metrics = {
+        **run_summary(logged, run),
+        "steps": total_steps,
+        "resumed_from_step": start,
+        "epochs": round(total_steps / epoch_len, 4),
+        "token_utilisation": round(utilisation, 4),
+        "truncated": data.stats["truncated"],
+        "samples": len(data),
+        "bins": len(units) if cfg.packing else None,
+        "grad_accum": accum,
+        "micro_batch_size": cfg.micro_batch_size,
+        "world_size": world,
+        "attn_implementation": attn,
+        "dtype": "bfloat16" if use_bf16(cfg) else "float32",
+        "lora": cfg.lora is not None,
+        "wall_s": round(time.time() - began, 1),
+    }
+    if "mfu" in manifest.metrics:
+        say(
+            accelerator,
+            f"MFU {manifest.metrics['mfu']:.1%} (6N + attention FLOPs vs {peak / 1e12:.0f} TFLOP/s)",
+        )
+    finish_manifest(out, manifest)
+    accelerator.wait_for_everyone()
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`accelerate launch -m distill.train.loop RECIPE [--set k=v] [--data DIR] [--out DIR] [--force]`."""
+    parser = argparse.ArgumentParser(prog="python -m distill.train.loop", description=main.__doc__)
+    parser.add_argument("recipe", type=Path, help="YAML recipe, e.g. pipelines/r1-distill-qwen-7b.yaml")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="override: train.lr=1e-5")
+    parser.add_argument("--data", type=Path, default=None, help="curate stage dir (default: RUN_DIR/curate)")
+    parser.add_argument("--out", type=Path, default=None, help="output dir (default: RUN_DIR/train)")
+    parser.add_argument("--force", action="store_true", help="rerun even if the manifest matches")
+    args = parser.parse_args(argv)
+    from distill.pipeline import train_from_cli
+
+    try:
+        train_from_cli(args.recipe, None, args.data, args.out, args.sets, args.force)
+    except DistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
