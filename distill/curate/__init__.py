@@ -1,0 +1,1 @@
+"""Curation: dedup, decontaminate, verify, R1 filters, selection, data cards (`distill curate`)."""

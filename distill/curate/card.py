@@ -1,0 +1,192 @@
+"""Data card of a curated dataset (markdown) and its token-length histogram (PNG).
+
+Written twice: `<run>/curate/card.md` + `lengths.png`, and `data_cards/<dataset>.md` +
+`<dataset>-lengths.png` under the working directory (the repository root when run from it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from distill.artifacts import Manifest, atomic_path, atomic_write_text
+from distill.config import Recipe
+
+CARDS_DIR = Path("data_cards")
+VERDICT_COLUMNS = ("correct", "wrong", "unparseable", "timeout", "bad_reference")
+
+
+def write_cards(
+    recipe: Recipe, out: Path, manifest: Manifest, lengths_in: list[int], lengths_kept: list[int]
+) -> Path:
+    """Write both copies of the card and the histogram; returns the data_cards/ path."""
+    name = recipe.curate.dataset_name or recipe.name
+    plot_lengths(lengths_in, lengths_kept, out / "lengths.png")
+    atomic_write_text(out / "card.md", render_card(name, recipe, manifest, lengths_kept, "lengths.png"))
+    png = f"{name}-lengths.png"
+    plot_lengths(lengths_in, lengths_kept, CARDS_DIR / png)
+    card = CARDS_DIR / f"{name}.md"
+    atomic_write_text(card, render_card(name, recipe, manifest, lengths_kept, png))
+    return card
+
+
+def plot_lengths(lengths_in: list[int], lengths_kept: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    top = max([*lengths_in, 1])
+    bins = [top * i / 40 for i in range(41)]
+    ax.hist(lengths_in, bins=bins, alpha=0.45, label=f"generated ({len(lengths_in)})")
+    ax.hist(lengths_kept, bins=bins, alpha=0.8, label=f"kept ({len(lengths_kept)})")
+    ax.set_xlabel("completion tokens")
+    ax.set_ylabel("samples")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _quantile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0
+
+
+def render_card(name: str, recipe: Recipe, m: Manifest, lengths_kept: list[int], png: str) -> str:
+    metrics = m.metrics
+    out = [
+        f"# {name}",
+        "",
+        f"Reasoning traces curated by `distill curate` for recipe `{recipe.name}` ({m.started_at}); "
+        f"curate config `{m.config_hash}`, generate manifest `{m.inputs.get('generate')}`.",
+        "",
+    ]
+    out += _sources(metrics) + _counts(m) + _verification(metrics) + _decontamination(metrics)
+    out += _dedup(metrics) + _lengths(lengths_kept, png)
+    out += [
+        "## Selection",
+        "",
+        f"Policy `{recipe.curate.select.policy}`"
+        + (f" (k = {recipe.curate.select.k})" if recipe.curate.select.policy == "max_k" else "")
+        + f"; unverified domains {'kept' if recipe.curate.select.keep_unverified_domains else 'dropped'}.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _sources(metrics: dict[str, Any]) -> list[str]:
+    rows = [[s, v["license"], v["rows_in"], v["rows_out"]] for s, v in metrics.get("sources", {}).items()]
+    out = ["## Sources and licenses", ""] + _table(["source", "license", "rows in", "rows kept"], rows)
+    out += ["", "## Teacher and sampling", ""]
+    out += [f"- teacher `{t}`: {n} samples" for t, n in metrics.get("teachers", {}).items()]
+    out += [f"- sampling `{json.dumps(s, sort_keys=True)}`" for s in metrics.get("sampling", [])]
+    gen = metrics.get("generate", {})
+    if "n" in gen:
+        out.append(
+            f"- generate stage: {gen.get('prompts')} prompts x {gen['n']} samples; truncated "
+            f"{gen.get('truncated_rate', 0):.1%}, malformed {gen.get('malformed_rate', 0):.1%}"
+        )
+    if gen.get("template_default_system"):
+        out.append(
+            f"- the chat template injected a default system prompt: `{gen['template_default_system']}`"
+        )
+    return out + [""]
+
+
+def _counts(m: Manifest) -> list[str]:
+    out = [
+        "## Counts",
+        "",
+        f"{m.rows_in} samples in, {m.rows_out} kept ({_pct(m.rows_out, m.rows_in)}), "
+        f"{m.rows_in - m.rows_out} dropped.",
+        "",
+        "Yields per filter, in chain order:",
+        "",
+    ]
+    left, rows = m.rows_in, []
+    for reason, n in m.dropped.items():
+        left -= n
+        rows.append([reason, n, _pct(n, m.rows_in), left])
+    return out + _table(["dropped as", "rows", "of input", "rows left"], rows) + [""]
+
+
+def _verification(metrics: dict[str, Any]) -> list[str]:
+    rows = [[d, *(c.get(k, 0) for k in VERDICT_COLUMNS)] for d, c in metrics.get("verification", {}).items()]
+    out = ["## Verification", "", "Unparseable answers are counted apart from wrong ones.", ""]
+    out += _table(["domain", *VERDICT_COLUMNS], rows) + [""]
+    out += ["Graders: " + ", ".join(f"`{g}` {n}" for g, n in metrics.get("graders", {}).items()), ""]
+    judge = metrics.get("judge")
+    if judge is None:
+        return out + [
+            "Disagreements: only the rule graders ran (no LLM judge), so there were none to count.",
+            "",
+        ]
+    out += [
+        f"LLM judge: asked about {judge['asked']} rows, decided {judge['decided']} the rules could not "
+        f"grade. Where a rule grader and the judge both graded a row ({judge['both_graded']}), they "
+        f"disagreed on {judge['disagreements']}."
+    ]
+    out += [
+        f"- `{e['prompt_id']}` sample {e['sample_index']}: {e['rule']}, judge: {e['judge']}"
+        for e in judge["examples"]
+    ]
+    return out + [""]
+
+
+def _decontamination(metrics: dict[str, Any]) -> list[str]:
+    out = ["## Decontamination", ""]
+    for key, what in (("decontamination", "prompts"), ("decontamination_traces", "traces")):
+        rep = metrics.get(key)
+        if rep is None:
+            continue
+        out += [
+            f"{rep['ngram']}-gram overlap of {rep['checked']} {what}: {rep['contaminated']} contaminated; "
+            f"{rep['boilerplate_ngrams_ignored']} benchmark n-grams ignored as corpus boilerplate, "
+            f"{rep['template_ngrams_dropped']} as benchmark templates.",
+            "",
+        ]
+        rows = []
+        for bench, v in rep["benchmarks"].items():
+            ex = "; ".join(f'{e["id"]} ~ {e["item"]}: "{e["ngram"]}"' for e in v["examples"])
+            rows.append([bench, v["items"], v["sha256"], v["hits"], ex.replace("|", "\\|")])
+        out += _table(["benchmark", "items", "version", "hits", "examples"], rows) + [""]
+    if len(out) == 2:
+        out += ["Not run (no benchmarks configured).", ""]
+    return out
+
+
+def _dedup(metrics: dict[str, Any]) -> list[str]:
+    d = metrics.get("dedup", {})
+    return [
+        "## Deduplication",
+        "",
+        f"{d.get('prompts', 0)} unique prompt ids: {d.get('exact_duplicates', 0)} exact duplicates, "
+        f"{d.get('near_duplicates', 0)} near duplicates (MinHash Jaccard >= {d.get('minhash_threshold')}).",
+        "",
+    ]
+
+
+def _lengths(lengths: list[int], png: str) -> list[str]:
+    mean = sum(lengths) / len(lengths) if lengths else 0
+    return [
+        "## Token lengths",
+        "",
+        f"![completion tokens]({png})",
+        "",
+        f"Kept samples: mean {mean:.0f}, median {_quantile(lengths, 0.5)}, p90 {_quantile(lengths, 0.9)}, "
+        f"max {max(lengths, default=0)} completion tokens.",
+        "",
+    ]

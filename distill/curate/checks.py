@@ -1,0 +1,139 @@
+"""Row checks (R1's filters): each takes a generated row and the filter config, returns a drop reason or None.
+
+DeepSeek "filtered out chain-of-thought with mixed languages, long paragraphs, and code blocks"; we add the
+usual guards (missing gold answer, truncated or malformed traces, degenerate repetition, length bounds).
+`first_failure` runs them in CHECKS order, so each dropped row carries exactly one reason, the first that
+fired. A threshold set to None switches its check off.
+
+    reasoning "x = 2 ... 所以答案是 2 ..." for an English problem   -> mixed_language (CJK words > 5%)
+    a 4,000-character line                                        -> long_paragraph
+    "```python" inside the reasoning of a math problem            -> code_in_reasoning
+    the same 10 words over and over                               -> repetition
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from distill.config import FilterConfig
+
+VERIFIABLE = ("math", "code", "mcq")  # domains whose rows need a gold answer
+# One alternative per script; a LaTeX command (\frac) is no language, a lone Latin letter is a variable.
+# CJK counts per character (no spaces between words), the others per word. Greek is left out: math uses it.
+SCRIPT_RE = re.compile(
+    r"\\[A-Za-z]+"
+    r"|(?P<latin>[A-Za-z\u00C0-\u024F]{2,})"
+    r"|(?P<cjk>[\u3040-\u30FF\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF\uAC00-\uD7AF])"
+    r"|(?P<cyrillic>[\u0400-\u04FF]+)"
+    r"|(?P<arabic>[\u0600-\u06FF]+)"
+    r"|(?P<hebrew>[\u0590-\u05FF]+)"
+    r"|(?P<devanagari>[\u0900-\u097F]+)"
+    r"|(?P<thai>[\u0E00-\u0E7F]+)"
+)
+
+
+def trace_text(row: dict[str, Any]) -> str:
+    return (row.get("reasoning") or "") + "\n" + (row.get("answer") or "")
+
+
+def script_counts(text: str) -> Counter:
+    """Words per script (CJK: characters); LaTeX commands and one-letter variables not counted."""
+    return Counter(m.lastgroup for m in SCRIPT_RE.finditer(text) if m.lastgroup)
+
+
+def dominant_script(text: str) -> str:
+    counts = script_counts(text)
+    return counts.most_common(1)[0][0] if counts else "latin"
+
+
+def foreign_ratio(problem: str, text: str) -> float:
+    """Share of the trace's words written in a script other than the problem's main one."""
+    script = dominant_script(problem)
+    if script == "latin" and text.isascii():  # the common case, at C speed
+        return 0.0
+    counts = script_counts(text)
+    total = sum(counts.values())
+    return (total - counts[script]) / total if total else 0.0
+
+
+def repeat_ratio(text: str, n: int) -> float:
+    """Share of n-word windows that repeat an earlier window (0 for text shorter than 2n words)."""
+    ws = text.split()
+    if len(ws) < 2 * n:
+        return 0.0
+    windows = list(zip(*(ws[i:] for i in range(n)), strict=False))
+    return 1.0 - len(set(windows)) / len(windows)
+
+
+def no_reference(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    ref = row.get("reference")
+    missing = ref is None or not str(ref).strip()
+    return "no_reference" if missing and row.get("domain") in VERIFIABLE else None
+
+
+def truncated(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    hit = "truncated" in (row.get("flags") or []) or row.get("finish_reason") == "length"
+    return "truncated" if cfg.drop_truncated and hit else None
+
+
+def malformed(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    return "malformed" if cfg.drop_malformed and "malformed" in (row.get("flags") or []) else None
+
+
+def length(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    tokens = row.get("completion_tokens") or 0
+    if tokens < cfg.min_tokens:
+        return "too_short"
+    if cfg.max_tokens is not None and tokens > cfg.max_tokens:
+        return "too_long"
+    return None
+
+
+def mixed_language(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    if cfg.max_foreign_script_ratio is None:
+        return None
+    ratio = foreign_ratio(row.get("problem") or "", trace_text(row))
+    return "mixed_language" if ratio > cfg.max_foreign_script_ratio else None
+
+
+def long_paragraph(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    if cfg.max_paragraph_chars is None:
+        return None
+    longest = max(map(len, trace_text(row).split("\n")))
+    return "long_paragraph" if longest > cfg.max_paragraph_chars else None
+
+
+def code_in_reasoning(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    hit = row.get("domain") != "code" and "```" in (row.get("reasoning") or "")
+    return "code_in_reasoning" if cfg.drop_code_in_noncode and hit else None
+
+
+def repetition(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    if cfg.max_repeat_ngram_ratio is None:
+        return None
+    ratio = repeat_ratio(trace_text(row), cfg.repeat_ngram)
+    return "repetition" if ratio > cfg.max_repeat_ngram_ratio else None
+
+
+CHECKS: dict[str, Callable[[dict[str, Any], FilterConfig], str | None]] = {
+    "no_reference": no_reference,
+    "truncated": truncated,
+    "malformed": malformed,
+    "length": length,
+    "mixed_language": mixed_language,
+    "long_paragraph": long_paragraph,
+    "code_in_reasoning": code_in_reasoning,
+    "repetition": repetition,
+}
+
+
+def first_failure(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+    """The drop reason of the first check that fails, or None when the row passes them all."""
+    for check in CHECKS.values():
+        reason = check(row, cfg)
+        if reason is not None:
+            return reason
+    return None

@@ -1,0 +1,80 @@
+"""LLM judge: a model compares the gold answer with the prediction where the rules cannot (off by default).
+
+DeepSeek graded such answers with DeepSeek-V3 ("feeding the ground-truth and model predictions into
+DeepSeek-V3 for judgment"). The judge is any teacher config (vllm in process, or an OpenAI-compatible server)
+and is asked for one word; a thinking judge may reason first, only the text after its </think> is read.
+
+    judge says "... CORRECT"            -> correct
+    judge says "INCORRECT"              -> wrong
+    judge says "they look similar"      -> unparseable (the rule verdict stays unparseable too)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from distill.config import TeacherConfig
+
+PROMPT = """You are grading a student's final answer against the reference answer.
+
+Problem:
+{problem}
+
+Reference answer:
+{reference}
+
+Student's final answer:
+{prediction}
+
+Do the two answers agree (same value, expression or choice; ignore formatting and units)? \
+Reply with exactly one word: CORRECT or INCORRECT."""
+PREDICTION_CHARS = 2000  # of the answer's end, when the rules extracted nothing
+VERDICT_RE = re.compile(r"\b(INCORRECT|CORRECT)\b", re.IGNORECASE)
+
+
+def judge_prompt(problem: str, reference: str, prediction: str) -> str:
+    return PROMPT.format(
+        problem=problem.strip(),
+        reference=reference.strip(),
+        prediction=prediction.strip()[-PREDICTION_CHARS:],
+    )
+
+
+def parse_judgement(text: str) -> str:
+    """correct | wrong | unparseable, from the judge's last CORRECT/INCORRECT after any reasoning."""
+    found = VERDICT_RE.findall(text.rsplit("</think>", 1)[-1])
+    if not found:
+        return "unparseable"
+    return "correct" if found[-1].upper() == "CORRECT" else "wrong"
+
+
+def grader_name(cfg: TeacherConfig) -> str:
+    return f"judge:{cfg.model}"
+
+
+def judge(
+    items: list[tuple[str, str, str]], cfg: TeacherConfig, max_tokens: int = 1024, backend: Any = None
+) -> list[str]:
+    """Verdicts for (problem, reference, prediction) items; starts the judge's backend unless one is given."""
+    from distill.generate.backends import GenRequest, SamplingSpec, make_backend
+    from distill.generate.prompts import load_teacher_tokenizer, render
+
+    if not items:
+        return []
+    tokenizer = load_teacher_tokenizer(cfg)
+    requests = []
+    for problem, reference, prediction in items:
+        messages = [{"role": "user", "content": judge_prompt(problem, reference, prediction)}]
+        text = render(tokenizer, messages, force_think=False) if tokenizer is not None else ""
+        requests.append(GenRequest(messages, text, seed=0))
+    owned = backend is None
+    backend = backend or make_backend(cfg)
+    try:
+        outs = backend.generate(
+            requests, SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens)
+        )
+    finally:
+        if owned:
+            backend.close()
+    return [parse_judgement(o[0].text) for o in outs]

@@ -1,0 +1,49 @@
+"""Multiple choice (GPQA style): the chosen letter from the answer text against the correct letter.
+
+Where the letter is looked for, last match first:
+    \\boxed{C}, \\boxed{\\text{(C)}}             -> C
+    "Answer: C", "**Answer:** (C)", "answer is C" -> C
+    "C", "(C)", "C) 10^-4 eV" as the whole answer  -> C
+    anything else                                 -> unparseable
+"""
+
+from __future__ import annotations
+
+import re
+
+from distill.data import last_boxed
+
+GRADER = "mcq-letter"
+LETTERS = "ABCDEFGHIJ"  # GPQA uses A-D; MMLU-Pro goes to J
+_LETTER = rf"[{LETTERS}]"
+# "answer" in any case; the letter itself only upper case ("the answer is a bit" chooses nothing)
+ANSWER_RE = re.compile(
+    rf"(?i:answer)(?:\s+(?i:is))?\s*[:：]?\s*(?:\*\*)?\s*[:：]?\s*(?:\$\s*)?(?:\\text\{{)?\(?({_LETTER})\)?"
+    r"(?![A-Za-z])"
+)
+BARE_RE = re.compile(rf"^(?:\(?({_LETTER})\)?\.?$|\(?({_LETTER})[).:]\s)")
+
+
+def extract_letter(answer: str) -> str | None:
+    """The letter the answer text chooses, or None."""
+    boxed = last_boxed(answer)
+    if boxed is not None:
+        inner = re.sub(r"\\text(?:bf)?\{([^}]*)\}", r"\1", boxed).strip().strip("()").strip()
+        if len(inner) == 1 and inner.upper() in LETTERS:
+            return inner.upper()
+    matches = ANSWER_RE.findall(answer)
+    if matches:
+        return matches[-1]
+    bare = BARE_RE.match(answer.strip())
+    return (bare.group(1) or bare.group(2)) if bare else None
+
+
+def verify_mcq(reference: str, answer: str) -> tuple[str, str | None]:
+    """(verdict, predicted letter): correct | wrong | unparseable | bad_reference."""
+    gold = reference.strip().strip("()").upper()
+    if len(gold) != 1 or gold not in LETTERS:
+        return "bad_reference", None
+    pred = extract_letter(answer or "")
+    if pred is None:
+        return "unparseable", None
+    return ("correct" if pred == gold else "wrong"), pred

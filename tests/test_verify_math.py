@@ -1,0 +1,107 @@
+"""Math verification: answer formats from the real MATH-500, GSM8K and AIME files, gold parsed first."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.config import VerifyConfig
+from distill.curate.verify import Verdict, verify_batch, verify_row
+from distill.curate.verify.math import gold_text, verify_math
+from distill.data import load_prompts, raw_records
+
+CASES = [  # (gold reference, completion answer, expected verdict)
+    ("025", "So the answer is \\boxed{25}.", "correct"),  # zero-padded AIME
+    ("25", "\\boxed{025}", "correct"),
+    ("73", "\\boxed{037}", "wrong"),
+    ("She earns $18 a day.\n#### 18", "\\boxed{18}", "correct"),  # a raw GSM8K solution
+    ("70000", "\\boxed{70,000}", "correct"),
+    ("18", "\\boxed{18.0}", "correct"),
+    ("90^\\circ", "\\boxed{90}", "correct"),  # degrees
+    ("336^\\circ", "\\boxed{336^{\\circ}}", "correct"),
+    ("\\frac{270}7\\text{ degrees}", "\\boxed{\\frac{270}{7}}", "correct"),
+    ("\\frac{1}{2}", "\\boxed{0.5}", "correct"),  # fractions
+    ("\\dfrac{17}{50}", "\\boxed{\\frac{17}{50}}", "correct"),
+    ("\\frac{3}{56}", "\\boxed{\\frac{3}{55}}", "wrong"),
+    ("(3,4]", "\\boxed{(3, 4]}", "correct"),  # intervals: open and closed ends matter
+    ("(3,4]", "\\boxed{[3,4]}", "wrong"),
+    ("(2,\\infty)", "\\boxed{(2, \\infty)}", "correct"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\boxed{(3,\\frac{\\pi}{2})}", "correct"),
+    ("\\text{Evelyn}", "\\boxed{\\text{Evelyn}}", "correct"),
+    ("\\frac{\\sqrt{3}}{3}", "\\boxed{\\frac{1}{\\sqrt{3}}}", "correct"),
+    ("$n^{2}-n-1$", "\\boxed{n^2-n-1}", "correct"),  # OlympiadBench wraps answers in $...$
+    ("7", "the answer is 7", "unparseable"),  # no \boxed{}: never silently wrong
+    ("7", "\\boxed{}", "unparseable"),
+    ("7", "first \\boxed{3}, finally \\boxed{7}", "correct"),  # the last box counts
+    ("", "\\boxed{7}", "bad_reference"),
+    ("\\frac{", "\\boxed{7}", "bad_reference"),
+]
+
+
+@pytest.mark.parametrize(("reference", "answer", "expected"), CASES)
+def test_math_cases(reference, answer, expected):
+    assert verify_math(reference, answer)[0] == expected
+
+
+def test_gold_text():
+    assert gold_text("so #### 1,234") == "1234"
+    assert gold_text("the area is $\\boxed{\\frac{1}{2}}$.") == "\\frac{1}{2}"
+    assert gold_text("$x+1$") == "x+1"
+
+
+@pytest.mark.parametrize(
+    ("name", "limit"),
+    [("math500", None), ("aime24", None), ("aime25", None), ("amc23", None), ("gsm8k", 300)],
+)
+def test_real_gold_answers_verify_against_themselves(data_dir, name, limit):
+    """Every gold answer parses, matches itself boxed, and does not match a different number."""
+    rows = load_prompts(name, "test", limit)
+    for row in rows:
+        ref = row["reference"]
+        assert verify_math(ref, f"The final answer is $\\boxed{{{ref}}}$.") == ("correct", ref), row[
+            "prompt_id"
+        ]
+    numeric = [r for r in rows if r["reference"].lstrip("-").isdigit()]
+    for row in numeric[:100]:
+        wrong = str(int(row["reference"]) + 1)
+        assert verify_math(row["reference"], f"\\boxed{{{wrong}}}")[0] == "wrong", row["prompt_id"]
+
+
+def test_real_gsm8k_raw_solution_as_reference(data_dir):
+    """The raw GSM8K solution (#### marker) works as a reference too."""
+    for rec in raw_records("gsm8k", "test")[:50]:
+        final = rec["answer"].rsplit("####", 1)[1].strip().replace(",", "")
+        assert verify_math(rec["answer"], f"\\boxed{{{final}}}")[0] == "correct"
+
+
+def test_aime_zero_padding_from_the_real_file(data_dir):
+    padded = [r for r in load_prompts("aime24", "test") if r["reference"].startswith("0")]
+    assert padded, "aime24 has zero-padded answers such as 025"
+    for row in padded:
+        assert verify_math(row["reference"], f"\\boxed{{{int(row['reference'])}}}")[0] == "correct"
+
+
+def test_verify_row_dispatch_and_switches():
+    cfg = VerifyConfig()
+    assert verify_row("math", "025", "\\boxed{25}", cfg) == Verdict("correct", "math-verify", "25")
+    assert verify_row("math", None, "\\boxed{25}", cfg).verdict == "bad_reference"
+    assert verify_row("general", "x", "x", cfg) is None  # no rule grader
+    assert verify_row("math", "1", "\\boxed{1}", VerifyConfig(math=False)) is None
+
+
+def test_batch_times_out_a_hung_item_and_keeps_going():
+    """sympy hangs on 9^(9^(9^9)): the worker is killed at the deadline, the item is `timeout`, the rest finish."""
+    items = [
+        ("math", "1", "\\boxed{9^{9^{9^{9}}}}"),
+        ("math", "025", "\\boxed{25}"),
+        ("mcq", "B", "Answer: B"),
+        ("general", None, "hello"),
+        ("math", "\\frac{1}{2}", "\\boxed{0.5}"),
+    ]
+    out = verify_batch(items, VerifyConfig(timeout_s=2.0, workers=2))
+    assert [v.verdict if v else None for v in out] == ["timeout", "correct", "correct", None, "correct"]
+    assert out[0].grader == "math-verify"
+    # one worker, one chunk of 8: the items after the hung one are requeued to a fresh worker
+    chunk = [("math", str(k), f"\\boxed{{{k}}}") for k in range(8)]
+    chunk[3] = ("math", "1", "\\boxed{9^{9^{9^{9}}}}")
+    out = verify_batch(chunk, VerifyConfig(timeout_s=2.0, workers=1))
+    assert [v.verdict for v in out] == ["correct"] * 3 + ["timeout"] + ["correct"] * 4
