@@ -1,0 +1,1 @@
+"""Stage 1, teacher generation: R1 prompt rules (prompts), teacher backends (backends), trace parsing (traces), the stage (run)."""

