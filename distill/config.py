@@ -88,7 +88,9 @@ class DecontamConfig(Strict):
         default_factory=lambda: ["aime24", "aime25", "math500", "gpqa_diamond", "amc23", "humaneval", "mbpp"]
     )
     check_traces: bool = False
-    max_corpus_df: float = 0.001  # n-grams in more than this share (and 5+) of the checked texts are boilerplate
+    max_corpus_df: float = (
+        0.001  # n-grams in more than this share (and 5+) of the checked texts are boilerplate
+    )
 
 
 class VerifyConfig(Strict):
@@ -107,7 +109,9 @@ class VerifyConfig(Strict):
 class FilterConfig(Strict):
     drop_malformed: bool = True
     drop_truncated: bool = True
-    max_foreign_script_ratio: float | None = 0.05  # share of words in a script other than the prompt's; None: off
+    max_foreign_script_ratio: float | None = (
+        0.05  # share of words in a script other than the prompt's; None: off
+    )
     max_paragraph_chars: int | None = 3000  # longest stretch without a line break; None: off
     drop_code_in_noncode: bool = True
     max_repeat_ngram_ratio: float | None = 0.3  # share of repeated `repeat_ngram`-word windows; None: off
@@ -139,7 +143,9 @@ class LoraConfig(Strict):
 
 
 class TrainConfig(Strict):
-    model: str | None = None  # checkpoint to fine-tune (registry name | path | hub id); None: the student's base
+    model: str | None = (
+        None  # checkpoint to fine-tune (registry name | path | hub id); None: the student's base
+    )
     lr: float | None = None  # None: the student's default
     epochs: float | None = None
     max_steps: int | None = None  # overrides epochs when set
@@ -155,7 +161,9 @@ class TrainConfig(Strict):
     gradient_checkpointing: bool = True
     attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    loss_chunk_tokens: int = 1024  # chunked CE: logits never exceed [chunk x vocab] (32k x 152k: 1/12 the memory)
+    loss_chunk_tokens: int = (
+        1024  # chunked CE: logits never exceed [chunk x vocab] (32k x 152k: 1/12 the memory)
+    )
     overlong: Literal["truncate", "drop"] = "truncate"
     lora: LoraConfig | None = None
     save_every: int = 500  # steps

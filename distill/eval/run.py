@@ -93,8 +93,9 @@ def benchmark_prompts(name: str, limit: int | None) -> list[dict]:
 def sample_benchmark(recipe: Recipe, name: str, k: int, limit: int | None, tokenizer: Any, backend: Any):
     """k samples per problem, graded; one row per sample."""
     from distill.curate.verify import verify_batch
-    from distill.generate.backends import GenRequest, SamplingSpec
-    from distill.generate.prompts import build_messages, render
+    from distill.generate.backends import SamplingSpec
+    from distill.generate.prompts import build_messages, prefilled
+    from distill.generate.run import make_request
     from distill.generate.traces import parse_trace
 
     cfg = recipe.eval
@@ -103,17 +104,15 @@ def sample_benchmark(recipe: Recipe, name: str, k: int, limit: int | None, token
     requests = []
     for i, p in enumerate(prompts):
         messages = build_messages(p["problem"], p["domain"], gen_cfg)
-        requests.append(
-            GenRequest(messages, render(tokenizer, messages, force_think=True), seed=cfg.seed + 1000 * i)
-        )
+        requests.append(make_request(tokenizer, messages, force_think=True, seed=cfg.seed + 1000 * i))
     sampling = SamplingSpec(n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
     started = time.perf_counter()
     outs = backend.generate(requests, sampling)
     seconds = time.perf_counter() - started
     rows, items = [], []
-    for p, completions in zip(prompts, outs, strict=True):
+    for p, req, completions in zip(prompts, requests, outs, strict=True):
         for j, c in enumerate(completions):
-            trace = parse_trace(c.text, c.finish_reason, thinking=True, prefilled=True)
+            trace = parse_trace(c.text, c.finish_reason, thinking=True, prefilled=prefilled(req.prompt_text))
             graded = trace.answer or c.text  # an unclosed thought is graded on the whole text
             items.append((p["domain"], p["reference"], graded))
             rows.append(

@@ -1,0 +1,87 @@
+"""The whole pipeline through the real CLI on the embedded SmolLM2: generate -> curate -> train -> patch -> eval ->
+push (dry run), then a rerun that skips every stage because the manifests match."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ["generate", "curate", "train", "patch", "eval", "push"]
+
+RECIPE = {
+    "name": "e2e",
+    "student": "smollm2-135m",
+    "teacher": {
+        "model": "smollm2-135m",
+        "thinking": False,
+        "enforce_eager": True,
+        "dtype": "float32",
+        "max_model_len": 1024,
+    },
+    # general domain: no grader, kept by policy, so the run never depends on a 135M model being right
+    "generate": {
+        "prompts": [{"source": "gsm8k", "split": "train", "limit": 6, "domain": "general"}],
+        "n": 2,
+        "max_tokens": 48,
+        "force_think": False,
+        "shard_size": 3,
+    },
+    "curate": {
+        "decontaminate": {"benchmarks": ["gsm8k:test", "math500"]},
+        "verify": {"code": False, "mcq": False, "workers": 1},
+        "filters": {"drop_truncated": False, "max_tokens": 256},
+        "select": {"policy": "all_correct", "keep_unverified_domains": True},
+    },
+    "train": {
+        "max_length": 256,
+        "max_steps": 2,
+        "micro_batch_size": 1,
+        "grad_accum": 1,
+        "save_every": 1,
+        "gradient_checkpointing": False,
+        "dtype": "float32",
+    },
+    "eval": {
+        "benchmarks": {"gsm8k": {"k": 2, "limit": 3}},
+        "max_tokens": 32,
+        "engine": {"enforce_eager": True, "dtype": "float32", "max_model_len": 1024},
+    },
+    "push": {"repo": "demo/e2e", "dry_run": True},
+}
+
+
+def distill(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=ROOT, timeout=1200
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_full_pipeline_then_every_stage_skips(tmp_path, smollm2_path):
+    run = tmp_path / "run"
+    path = tmp_path / "e2e.yaml"
+    path.write_text(yaml.safe_dump({**RECIPE, "run_dir": str(run)}))
+    distill("run", str(path), "--until", "push")
+    for stage in STAGES[:-1]:
+        assert (run / stage / "manifest.json").exists(), stage
+    assert not (run / "push" / "manifest.json").exists()  # a dry run uploads nothing, so it never looks done
+    manifests = {s: json.loads((run / s / "manifest.json").read_text()) for s in STAGES[:-1]}
+    assert manifests["generate"]["rows_out"] == 12  # 6 prompts x 2 samples
+    assert manifests["curate"]["inputs"] == {"generate": manifests["curate"]["inputs"]["generate"]}
+    assert (run / "train" / "final" / "model.safetensors").exists()
+    assert (run / "patch" / "release" / "tokenizer_config.json").exists()
+    assert json.loads((run / "eval" / "results.json").read_text())["benchmarks"]["gsm8k"]["n"] == 3
+    card = (run / "push" / "model_card.md").read_text()
+    assert "base_model" in card and "GSM8K" in card
+    # rerun: nothing is recomputed, every manifest is byte-identical except push (always runs)
+    before = {s: (run / s / "manifest.json").read_bytes() for s in STAGES[:-1]}
+    distill("run", str(path), "--until", "eval")
+    assert before == {s: (run / s / "manifest.json").read_bytes() for s in STAGES[:-1]}
+    shown = distill("show", str(run)).stdout
+    assert all(stage in shown for stage in STAGES) and "done" in shown and "dry run" in shown
