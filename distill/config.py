@@ -97,6 +97,9 @@ class VerifyConfig(Strict):
     math: bool = True
     code: bool = True
     mcq: bool = True
+    # No \boxed{} in the answer: grade the number after its last "answer is" / "answer:" instead of calling it
+    # unparseable. Off for R1 (it boxes); on for plain instruct teachers that ignore the directive (the demo).
+    math_answer_phrase: bool = False
     timeout_s: float = 5.0  # per item
     code_timeout_s: float = 10.0
     code_memory_mb: int = 1024

@@ -151,18 +151,51 @@ def resolve_model(arg: str) -> str:
     raise DistillError(f"model '{arg}' is not a registry name, an existing path, or a hub id (org/name)")
 
 
+def _declares_llama_fast(folder: Path) -> bool:
+    if not (folder / "tokenizer.json").exists() or not (folder / "tokenizer_config.json").exists():
+        return False
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    return cfg.get("tokenizer_class") in {"LlamaTokenizerFast", "LlamaTokenizer"}
+
+
+def engine_tokenizer(model: str) -> str | None:
+    """A tokenizer folder vLLM decodes correctly, for a local model whose tokenizer.json is byte-level BPE but is
+    declared LlamaTokenizerFast (every R1-Distill release does; ours too). transformers <5.24, which vLLM loads
+    it with, rebuilds it as sentencepiece and decodes "Ġ"/"Ċ" literally. The shadow copy (tokenizer files only,
+    class PreTrainedTokenizerFast) lives under DISTILL_HOME, keyed by content; None when nothing needs fixing."""
+    folder = Path(model)
+    if not _declares_llama_fast(folder):
+        return None
+    files = [
+        f for f in sorted(folder.iterdir()) if f.is_file() and ("token" in f.name or f.suffix == ".jinja")
+    ]
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+    shadow = distill_home() / "cache" / "tokenizers" / digest
+    if not (shadow / "tokenizer_config.json").exists():
+        staged = Path(tempfile.mkdtemp(dir=_mkdir(shadow.parent), prefix=".tok."))
+        for f in files:
+            shutil.copy2(f, staged / f.name)
+        cfg = json.loads((staged / "tokenizer_config.json").read_text())
+        (staged / "tokenizer_config.json").write_text(
+            json.dumps({**cfg, "tokenizer_class": "PreTrainedTokenizerFast"})
+        )
+        try:
+            os.replace(staged, shadow)
+        except OSError:  # a concurrent caller won the race: theirs is identical
+            shutil.rmtree(staged, ignore_errors=True)
+    return str(shadow)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def load_tokenizer(path: str):
     """Load a tokenizer robustly: transformers <5.24 mis-builds Llama-3 BPE folders declared as
     LlamaTokenizerFast (see docs), so a folder with tokenizer.json is loaded as PreTrainedTokenizerFast."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    folder = Path(path)
-    if (folder / "tokenizer.json").exists():
-        cfg = (
-            json.loads((folder / "tokenizer_config.json").read_text())
-            if (folder / "tokenizer_config.json").exists()
-            else {}
-        )
-        if cfg.get("tokenizer_class") in {"LlamaTokenizerFast", "LlamaTokenizer", "PreTrainedTokenizerFast"}:
-            return PreTrainedTokenizerFast.from_pretrained(path)
+    if _declares_llama_fast(Path(path)):
+        return PreTrainedTokenizerFast.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path)

@@ -76,3 +76,32 @@ def test_resolve_model_arguments(tmp_path, smollm2_path):
     assert resolve_model("Qwen/Qwen2.5-Math-7B") == "Qwen/Qwen2.5-Math-7B"
     with pytest.raises(DistillError, match="not a registry name"):
         resolve_model("no-such-model")
+
+
+def test_engine_tokenizer_fixes_release_declared_byte_level_bpe(smollm2_path, tmp_path):
+    """Release folders declare LlamaTokenizerFast over a byte-level BPE tokenizer.json; transformers <5.24 (what
+    vLLM loads tokenizers with here) then decodes "Ġ"/"Ċ" literally. The shadow folder decodes correctly."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from distill.models import engine_tokenizer, load_tokenizer
+
+    release = tmp_path / "release"
+    release.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(smollm2_path / name, release / name)
+    cfg = json.loads((release / "tokenizer_config.json").read_text())
+    (release / "tokenizer_config.json").write_text(
+        json.dumps({**cfg, "tokenizer_class": "LlamaTokenizerFast"})
+    )
+    text = "The answer is 9.\n\nDone"
+    ids = load_tokenizer(str(release)).encode(text, add_special_tokens=False)
+    assert "Ġ" in AutoTokenizer.from_pretrained(release).decode(ids)  # the trap itself, as vLLM would load it
+    assert engine_tokenizer(str(smollm2_path)) is None  # nothing to fix for a plain folder
+    shadow = engine_tokenizer(str(release))
+    assert AutoTokenizer.from_pretrained(shadow).decode(ids) == text
+    assert engine_tokenizer(str(release)) == shadow  # cached by content
+    assert (
+        json.loads((release / "tokenizer_config.json").read_text())["tokenizer_class"] == "LlamaTokenizerFast"
+    )

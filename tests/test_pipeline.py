@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
 STAGES = ["generate", "curate", "train", "patch", "eval", "push"]
 
 RECIPE = {
@@ -55,9 +55,9 @@ RECIPE = {
 }
 
 
-def distill(*args: str) -> subprocess.CompletedProcess:
+def distill(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=ROOT, timeout=1200
+        [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=cwd, timeout=1200
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -67,21 +67,24 @@ def test_full_pipeline_then_every_stage_skips(tmp_path, smollm2_path):
     run = tmp_path / "run"
     path = tmp_path / "e2e.yaml"
     path.write_text(yaml.safe_dump({**RECIPE, "run_dir": str(run)}))
-    distill("run", str(path), "--until", "push")
+    distill("run", str(path), "--until", "push", cwd=tmp_path)
     for stage in STAGES[:-1]:
         assert (run / stage / "manifest.json").exists(), stage
     assert not (run / "push" / "manifest.json").exists()  # a dry run uploads nothing, so it never looks done
     manifests = {s: json.loads((run / s / "manifest.json").read_text()) for s in STAGES[:-1]}
     assert manifests["generate"]["rows_out"] == 12  # 6 prompts x 2 samples
     assert manifests["curate"]["inputs"] == {"generate": manifests["curate"]["inputs"]["generate"]}
+    assert (tmp_path / "data_cards" / "e2e.md").exists()  # the card lands in ./data_cards of the caller
     assert (run / "train" / "final" / "model.safetensors").exists()
     assert (run / "patch" / "release" / "tokenizer_config.json").exists()
     assert json.loads((run / "eval" / "results.json").read_text())["benchmarks"]["gsm8k"]["n"] == 3
+    samples = pq.read_table(run / "eval" / "samples.parquet").to_pylist()
+    assert not any("Ġ" in s["completion"] or "Ċ" in s["completion"] for s in samples)  # vLLM decodes the release
     card = (run / "push" / "model_card.md").read_text()
     assert "base_model" in card and "GSM8K" in card
     # rerun: nothing is recomputed, every manifest is byte-identical except push (always runs)
     before = {s: (run / s / "manifest.json").read_bytes() for s in STAGES[:-1]}
-    distill("run", str(path), "--until", "eval")
+    distill("run", str(path), "--until", "eval", cwd=tmp_path)
     assert before == {s: (run / s / "manifest.json").read_bytes() for s in STAGES[:-1]}
-    shown = distill("show", str(run)).stdout
+    shown = distill("show", str(run), cwd=tmp_path).stdout
     assert all(stage in shown for stage in STAGES) and "done" in shown and "dry run" in shown

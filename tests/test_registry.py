@@ -71,8 +71,16 @@ def test_reference_formats(data_dir):
 
 def test_every_benchmark_is_registered_and_local(data_dir):
     assert {"aime24", "aime25", "math500", "gpqa_diamond", "amc23", "humaneval", "mbpp"} <= set(BENCHMARKS)
-    for name in SOURCES:
-        assert (data_dir / name).is_dir()
+    for name, src in SOURCES.items():
+        assert (data_dir / name).is_dir() or "<generated>" in src.files.values()
+
+
+def test_generated_arith_is_deterministic_and_correct():
+    rows = load_prompts("arith", "train")
+    assert len(rows) == 2000 and rows == load_prompts("arith", "train")
+    assert rows[0]["problem"] == "Tom has 14 apples and buys 8 more. How many apples does Tom have now?"
+    assert rows[0]["reference"] == "22"
+    assert load_prompts("arith", "test", limit=1)[0]["problem"] != rows[0]["problem"]
 
 
 def test_answer_extraction():

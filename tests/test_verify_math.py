@@ -105,3 +105,22 @@ def test_batch_times_out_a_hung_item_and_keeps_going():
     chunk[3] = ("math", "1", "\\boxed{9^{9^{9^{9}}}}")
     out = verify_batch(chunk, VerifyConfig(timeout_s=2.0, workers=1))
     assert [v.verdict for v in out] == ["correct"] * 3 + ["timeout"] + ["correct"] * 4
+
+
+# (reference, answer without \boxed{}, expected with verify.math_answer_phrase on)
+PHRASE_CASES = [
+    ("72", "In May she sold 24.\n\nSo, the answer is 72.", "correct"),
+    ("1072", "The final answer is: $1,072.", "correct"),
+    ("10", "Answer: 12\n\nI hope this helps.", "wrong"),
+    ("10", "first the answer is 3, then we fix it: the answer is 10", "correct"),  # the last phrase counts
+    ("-3/4", "so the answer is -3/4", "correct"),
+    ("7", "There are 7 apples.", "unparseable"),  # no phrase, no box: still never silently wrong
+    ("7", "\\boxed{7} although the answer is 9", "correct"),  # a box always wins
+]
+
+
+@pytest.mark.parametrize(("reference", "answer", "expected"), PHRASE_CASES)
+def test_answer_phrase_fallback(reference, answer, expected):
+    assert verify_math(reference, answer, phrase_fallback=True)[0] == expected
+    if "boxed" not in answer:
+        assert verify_math(reference, answer)[0] == "unparseable"  # off by default (R1 boxes its answers)

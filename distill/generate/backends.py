@@ -98,7 +98,7 @@ def cpu_engine_env(cache_dir: Path, ranks: int = 1) -> None:
 
 def engine_kwargs(teacher: TeacherConfig) -> dict[str, Any]:
     """vllm.LLM arguments for a teacher config (full R1: tensor_parallel_size=8, pipeline_parallel_size=2, ray)."""
-    from distill.models import resolve_model
+    from distill.models import engine_tokenizer, resolve_model
 
     kwargs = dict(
         model=resolve_model(teacher.model),
@@ -114,6 +114,10 @@ def engine_kwargs(teacher: TeacherConfig) -> dict[str, Any]:
         kwargs["distributed_executor_backend"] = teacher.distributed_executor_backend
     if teacher.tokenizer is not None:
         kwargs["tokenizer"] = resolve_model(teacher.tokenizer)
+    elif (shadow := engine_tokenizer(kwargs["model"])) is not None:
+        kwargs["tokenizer"] = (
+            shadow  # a release-format folder vLLM would otherwise detokenize as "ĠtheĠanswer"
+        )
     return kwargs
 
 

@@ -65,7 +65,7 @@ def verify_row(domain: str, reference: str | None, answer: str | None, cfg: Veri
     if domain == "math":
         from distill.curate.verify.math import verify_math
 
-        verdict, pred = verify_math(reference, answer)
+        verdict, pred = verify_math(reference, answer, phrase_fallback=cfg.math_answer_phrase)
     elif domain == "code":
         from distill.curate.verify.code import verify_code
 

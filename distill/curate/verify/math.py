@@ -7,17 +7,28 @@ times out at the process level (`verify_batch` kills a hung worker and records `
     gold "18" (GSM8K "#### 18") vs \\boxed{18.0}   -> correct
     gold "90^\\circ"    vs \\boxed{90}              -> correct
     gold "[2,5)"       vs \\boxed{(2,5)}           -> wrong
-    gold "\\frac{1}{2}" vs "the answer is 1/2"     -> unparseable (no \\boxed{})
+    gold "\\frac{1}{2}" vs "the answer is 1/2"     -> unparseable (no \\boxed{}); with phrase_fallback: correct
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from distill.data import gsm8k_answer, last_boxed
 
 GRADER = "math-verify"
+# "... the final answer is $1,072.50." -> "1072.50"; "Answer: -3/4" -> "-3/4"
+_ANSWER_PHRASE = re.compile(
+    r"answer\s*(?:is|:|=)\s*[^\d\n-]{0,12}(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)", re.IGNORECASE
+)
+
+
+def answer_phrase(text: str) -> str | None:
+    """The number after the last "answer is"/"answer:" of a text without \\boxed{}, commas removed."""
+    found = _ANSWER_PHRASE.findall(text)
+    return found[-1].replace(",", "").rstrip(".") if found else None
 
 
 def gold_text(reference: str) -> str:
@@ -47,7 +58,7 @@ def parse_gold(reference: str) -> list[Any] | None:
     return parsed if len(parsed) >= 2 else None
 
 
-def verify_math(reference: str, answer: str) -> tuple[str, str | None]:
+def verify_math(reference: str, answer: str, phrase_fallback: bool = False) -> tuple[str, str | None]:
     """(verdict, predicted answer): correct | wrong | unparseable | bad_reference."""
     from math_verify import verify
 
@@ -55,6 +66,8 @@ def verify_math(reference: str, answer: str) -> tuple[str, str | None]:
     if gold is None:
         return "bad_reference", None
     pred_text = last_boxed(answer or "")
+    if pred_text is None and phrase_fallback:
+        pred_text = answer_phrase(answer or "")
     if pred_text is None or not pred_text.strip():
         return "unparseable", pred_text
     pred = _parse_boxed(pred_text)
