@@ -162,12 +162,15 @@ def engine_tokenizer(model: str) -> str | None:
     """A tokenizer folder vLLM decodes correctly, for a local model whose tokenizer.json is byte-level BPE but is
     declared LlamaTokenizerFast (every R1-Distill release does; ours too). transformers <5.24, which vLLM loads
     it with, rebuilds it as sentencepiece and decodes "Ġ"/"Ċ" literally. The shadow copy (tokenizer files only,
-    class PreTrainedTokenizerFast) lives under DISTILL_HOME, keyed by content; None when nothing needs fixing."""
+    class PreTrainedTokenizerFast, plus config.json which vLLM reads beside it) lives under DISTILL_HOME, keyed by
+    content; None when nothing needs fixing."""
     folder = Path(model)
     if not _declares_llama_fast(folder):
         return None
     files = [
-        f for f in sorted(folder.iterdir()) if f.is_file() and ("token" in f.name or f.suffix == ".jinja")
+        f
+        for f in sorted(folder.iterdir())
+        if f.is_file() and ("token" in f.name or f.suffix == ".jinja" or f.name == "config.json")
     ]
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
     shadow = distill_home() / "cache" / "tokenizers" / digest

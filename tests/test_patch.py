@@ -378,3 +378,22 @@ def test_patch_stage(tmp_path, tiny_qwen2):
     with pytest.raises(DistillError, match="not a llama3 checkpoint"):
         patch_stage(bad, train, out)
     assert read_manifest(out) is None  # the failed rerun left no manifest behind
+
+
+def test_added_r1_tokens_start_from_their_analogues(smollm2_path):
+    """New EOS starts as the base EOS row, </think> as the mean of "</", "think", ">": not the mean of the vocab."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.models import load_tokenizer
+    from distill.patch import _base_pieces, prepare_model, release_tokenizer
+
+    tok = release_tokenizer(load_tokenizer(str(smollm2_path)), "smollm2-135m")
+    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    base_eos = model.config.eos_token_id
+    prepare_model(model, tok, "smollm2-135m")
+    emb = model.get_input_embeddings().weight
+    assert torch.equal(emb[tok.convert_tokens_to_ids("<｜end▁of▁sentence｜>")], emb[base_eos])
+    pieces = _base_pieces(tok, "</think>")
+    assert [tok.decode([i]) for i in pieces] == ["</", "think", ">"]
+    assert torch.allclose(emb[tok.convert_tokens_to_ids("</think>")], emb[pieces].mean(dim=0))

@@ -79,7 +79,9 @@ def test_full_pipeline_then_every_stage_skips(tmp_path, smollm2_path):
     assert (run / "patch" / "release" / "tokenizer_config.json").exists()
     assert json.loads((run / "eval" / "results.json").read_text())["benchmarks"]["gsm8k"]["n"] == 3
     samples = pq.read_table(run / "eval" / "samples.parquet").to_pylist()
-    assert not any("Ġ" in s["completion"] or "Ċ" in s["completion"] for s in samples)  # vLLM decodes the release
+    assert not any(
+        "Ġ" in s["completion"] or "Ċ" in s["completion"] for s in samples
+    )  # vLLM decodes the release
     card = (run / "push" / "model_card.md").read_text()
     assert "base_model" in card and "GSM8K" in card
     # rerun: nothing is recomputed, every manifest is byte-identical except push (always runs)
