@@ -122,14 +122,17 @@ ARITH_TEMPLATES = [
     ),
     ("{name} shares {a} cookies equally among {b} friends. How many cookies does each friend get?", "div"),
 ]
-ARITH_NAMES = ["Tom", "Anna", "Ben", "Maya", "Leo", "Sara", "Omar", "Lina"]
-# split -> (seed, rows, range of the first number): disjoint ranges, so no test problem also appears in train
-ARITH_SPLITS = {"train": (0, 2000, (2, 20)), "test": (1, 200, (21, 40))}
+# split -> (seed, rows, range of the first number, names): disjoint numbers and names, so no 8-gram of a test
+# problem other than the shared template text (which decontamination ignores) appears in train
+ARITH_SPLITS = {
+    "train": (0, 2000, (2, 20), ["Tom", "Anna", "Ben", "Maya", "Leo", "Sara", "Omar", "Lina"]),
+    "test": (1, 200, (21, 40), ["Nina", "Paul", "Rosa", "Ivan", "Zoe", "Hugo", "Mia", "Raj"]),
+}
 
 
 def arith_records(split: str) -> list[dict]:
     """Deterministic synthetic records: the same split always yields the same problems and answers."""
-    seed, count, (low, high) = ARITH_SPLITS[split]
+    seed, count, (low, high), names = ARITH_SPLITS[split]
     rng = random.Random(seed)
     records = []
     for i in range(count):
@@ -140,7 +143,7 @@ def arith_records(split: str) -> list[dict]:
         if op == "div":
             a *= b
         answer = {"add": a + b, "sub": a - b, "mul": a * b, "div": a // b}[op]
-        problem = template.format(name=rng.choice(ARITH_NAMES), a=a, b=b)
+        problem = template.format(name=rng.choice(names), a=a, b=b)
         records.append({"id": f"{split}-{i}", "problem": problem, "answer": str(answer)})
     return records
 

@@ -158,3 +158,11 @@ def test_training_source_needs_a_held_out_split(data_dir):
     assert (
         all(found[:5]) and sum(f is not None for f in found[5:]) <= 6
     )  # phrasing a 200-prompt corpus cannot tell
+
+
+def test_benchmark_versions_are_part_of_curate_inputs(data_dir):
+    from distill.curate.decontam import benchmarks_digest
+
+    assert benchmarks_digest(["aime24", "math500"]) == benchmarks_digest(["aime24", "math500"])
+    assert benchmarks_digest(["aime24"]) != benchmarks_digest(["aime25"])
+    assert benchmarks_digest(["arith:test"]) != benchmarks_digest(["arith:train"])

@@ -196,6 +196,17 @@ def build_index(benchmarks: dict[str, list[dict[str, Any]]], n: int) -> BenchInd
     return BenchIndex(n, hashes, owners, bitmap, items, full, versions, int((~keep).sum()))
 
 
+def benchmarks_digest(names: list[str]) -> str:
+    """One hash over the benchmark items decontamination reads: a new benchmark version reruns curation."""
+    from distill.data import load_prompts, split_spec
+
+    h = hashlib.sha256()
+    for name in names:
+        for row in load_prompts(split_spec(name)[0], split_spec(name)[1] or "test"):
+            h.update(f"{name}\t{row['prompt_id']}\t{row['problem']}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def load_index(names: list[str], n: int) -> BenchIndex:
     """Benchmarks through the data-source registry (DISTILL_DATA_DIR or the Hub): a registry benchmark's test
     split, or any source's held-out split named inline ("gsm8k:test")."""

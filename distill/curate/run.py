@@ -76,6 +76,10 @@ def curate(recipe: Recipe, src: Path, out: Path, force: bool = False) -> Manifes
     cfg = recipe.curate
     src, out = Path(src), Path(out)
     inputs = {"generate": manifest_hash(src)}
+    if cfg.decontaminate.benchmarks:
+        from distill.curate.decontam import benchmarks_digest
+
+        inputs["benchmarks"] = benchmarks_digest(cfg.decontaminate.benchmarks)
     cfg_hash = config_hash(cfg)
     manifest = prepare_stage("curate", out, cfg_hash, inputs, force)
     if manifest is None:
