@@ -111,15 +111,18 @@ def eval_(recipe: Recipe, set_: Sets = None, force: Force = False) -> None:
 @app.command()
 @user_errors
 def push(
-    recipe: Recipe,
+    recipe: Annotated[
+        Path, typer.Argument(help="A run dir (runs/NAME, holding recipe.resolved.yaml) or a recipe")
+    ],
     repo: Annotated[str | None, typer.Option(help="Hub repo id org/name (default: push.repo)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List files and the card; no network")] = False,
     set_: Sets = None,
 ) -> None:
     """Stage 6: upload the patched checkpoint and its model card to the Hugging Face Hub."""
-    from distill.pipeline import push_from_cli
+    from distill.pipeline import push_from_cli, recipe_of_run
 
-    push_from_cli(_load(recipe, set_), repo, dry_run)
+    loaded = recipe_of_run(recipe, set_ or []) if recipe.is_dir() else _load(recipe, set_)
+    push_from_cli(loaded, repo, dry_run)
 
 
 @app.command("run")

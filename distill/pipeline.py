@@ -103,6 +103,16 @@ def patch_from_cli(ckpt, out, student, check, recipe_path, sets, force) -> None:
     patch_mod.patch_checkpoint(ckpt, out, student)
 
 
+def recipe_of_run(run_dir: Path, sets: list[str]) -> Recipe:
+    """The recipe a run dir was made with (its recipe.resolved.yaml), pointed at that dir wherever it now is."""
+    resolved = Path(run_dir) / "recipe.resolved.yaml"
+    if not resolved.exists():
+        raise DistillError(
+            f"{run_dir}: not a run dir (no recipe.resolved.yaml); pass the run dir or its recipe"
+        )
+    return load_recipe(resolved, [*sets, f"run_dir={Path(run_dir).resolve()}"])
+
+
 def push_from_cli(recipe: Recipe, repo: str | None, dry_run: bool) -> None:
     from distill.push import push_stage
 

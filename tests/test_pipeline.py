@@ -87,6 +87,8 @@ def test_full_pipeline_then_every_stage_skips(tmp_path, smollm2_path):
     )  # vLLM decodes the release
     card = (run / "push" / "model_card.md").read_text()
     assert "base_model" in card and "GSM8K" in card
+    listed = distill("push", str(run), "--repo", "me/other", "--dry-run", cwd=tmp_path).stdout  # by run dir
+    assert "me/other" in listed and "model.safetensors" in listed
     # rerun: nothing is recomputed, every manifest is byte-identical except push (always runs)
     before = {s: (run / s / "manifest.json").read_bytes() for s in STAGES[:-1]}
     distill("run", str(path), "--until", "eval", cwd=tmp_path)
