@@ -66,8 +66,7 @@ def run_pipeline(recipe: Recipe, stages: list[str], force: bool = False) -> None
 
 def _recipe_for_student(recipe_path: Path | None, student: str | None, sets: list[str]) -> Recipe:
     if recipe_path is not None:
-        recipe = load_recipe(recipe_path, sets + ([f"student={student}"] if student else []))
-        return recipe
+        return load_recipe(recipe_path, sets + ([f"student={student}"] if student else []))
     if student is None:
         raise DistillError("give a RECIPE or --student NAME")
     from distill.config import apply_overrides
@@ -86,7 +85,7 @@ def train_from_cli(recipe_path, student, data, out, sets, force) -> None:
 
 
 def patch_from_cli(ckpt, out, student, check, recipe_path, sets, force) -> None:
-    from distill import patch as patch_mod  # noqa: F401  (raises a clear error until implemented)
+    from distill import patch as patch_mod
 
     if check is not None:
         if student is None:

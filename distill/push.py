@@ -24,22 +24,11 @@ from distill.artifacts import (
 )
 from distill.config import Recipe, config_hash
 from distill.errors import DistillError
+from distill.eval.report import DISPLAY
 from distill.students import get_student
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PROVENANCE_STAGES = ["generate", "curate", "train", "patch", "eval"]
-# Benchmark display names, as in DeepSeek's distilled-model table.
-BENCH_NAMES = {
-    "aime24": "AIME 2024",
-    "aime25": "AIME 2025",
-    "math500": "MATH-500",
-    "gpqa_diamond": "GPQA Diamond",
-    "livecodebench": "LiveCodeBench",
-    "amc23": "AMC 2023",
-    "humaneval": "HumanEval",
-    "mbpp": "MBPP",
-    "gsm8k": "GSM8K",
-}
 # DeepSeek-R1 README, "Distilled Model Evaluation" (AIME 2024 pass@1 / cons@64, MATH-500, GPQA Diamond,
 # LiveCodeBench pass@1): the numbers a reproduction is compared with.
 REPORTED = {
@@ -127,7 +116,7 @@ def eval_table(results: dict[str, Any] | None, release: str, model_name: str) ->
     columns, ours, theirs = [], [], []
     reported = REPORTED.get(release, {})
     for name, r in benches.items():
-        label = BENCH_NAMES.get(name, name)
+        label = DISPLAY.get(name, name)
         se = f" ± {_pct(r['pass@1_se'])}" if isinstance(r.get("pass@1_se"), (int, float)) else ""
         ref = reported.get(name)
         columns.append(f"{label} pass@1")
@@ -145,7 +134,7 @@ def eval_table(results: dict[str, Any] | None, release: str, model_name: str) ->
     if any(t != "-" for t in theirs):
         lines.append(f"| {release} (reported) | " + " | ".join(theirs) + " |")
     n_k = ", ".join(
-        f"{BENCH_NAMES.get(n, n)}: n={r.get('n', '?')}, k={r.get('k', '?')}" for n, r in benches.items()
+        f"{DISPLAY.get(n, n)}: n={r.get('n', '?')}, k={r.get('k', '?')}" for n, r in benches.items()
     )
     lines += [
         "",

@@ -51,39 +51,22 @@ def test_eval_on_real_engine_writes_scored_results(vllm_engine, smollm2_path, tm
 
 
 def test_score_pass1_and_cons():
+    def row(prompt_id, verdict, pred, finish="stop"):
+        return {
+            "prompt_id": prompt_id,
+            "verdict": verdict,
+            "pred_answer": pred,
+            "finish_reason": finish,
+            "completion_tokens": 5,
+            "gen_seconds": 1.0,
+        }
+
+    # (prompt, verdict, predicted answer[, finish reason])
     rows = [
-        {
-            "prompt_id": "a",
-            "verdict": "correct",
-            "pred_answer": "4",
-            "finish_reason": "stop",
-            "completion_tokens": 5,
-            "gen_seconds": 1.0,
-        },
-        {
-            "prompt_id": "a",
-            "verdict": "wrong",
-            "pred_answer": "5",
-            "finish_reason": "length",
-            "completion_tokens": 5,
-            "gen_seconds": 1.0,
-        },
-        {
-            "prompt_id": "b",
-            "verdict": "wrong",
-            "pred_answer": "1",
-            "finish_reason": "stop",
-            "completion_tokens": 5,
-            "gen_seconds": 1.0,
-        },
-        {
-            "prompt_id": "b",
-            "verdict": "wrong",
-            "pred_answer": "1",
-            "finish_reason": "stop",
-            "completion_tokens": 5,
-            "gen_seconds": 1.0,
-        },
+        row("a", "correct", "4"),
+        row("a", "wrong", "5", "length"),
+        row("b", "wrong", "1"),
+        row("b", "wrong", "1"),
     ]
     r = score(rows, k=2)
     assert r["pass@1"] == pytest.approx(0.25) and r["cons@k"] == pytest.approx(0.5) and r["truncated"] == 0.25

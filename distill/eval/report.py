@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# Benchmark display names, as in DeepSeek's distilled-model table (the model card uses them too).
 DISPLAY = {
     "aime24": "AIME 2024",
     "aime25": "AIME 2025",
     "math500": "MATH-500",
     "gpqa_diamond": "GPQA Diamond",
+    "livecodebench": "LiveCodeBench",
+    "amc23": "AMC 2023",
     "humaneval": "HumanEval",
     "mbpp": "MBPP",
     "gsm8k": "GSM8K",
-    "amc23": "AMC 2023",
 }
 
 

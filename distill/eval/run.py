@@ -38,8 +38,14 @@ def student_model(src: Path) -> Path:
 
 
 def engine_config(cfg: EvalConfig, model: Path) -> TeacherConfig:
-    engine = (cfg.engine or TeacherConfig()).model_copy(update={"model": str(model), "backend": "vllm"})
-    return engine.model_copy(update={"thinking": True, "tokenizer": None, "chat_template": None})
+    student = {
+        "model": str(model),
+        "backend": "vllm",
+        "thinking": True,
+        "tokenizer": None,
+        "chat_template": None,
+    }
+    return (cfg.engine or TeacherConfig()).model_copy(update=student)
 
 
 def evaluate(recipe: Recipe, src: Path, out: Path, force: bool = False, backend: Any = None):
