@@ -400,3 +400,51 @@ def test_vllm_serves_the_final_checkpoint(smollm2_path, tmp_path, monkeypatch):
     )
     assert tokenizer.decode(out.prompt_token_ids[-3:]) == "<｜Assistant｜><think>\n"
     assert len(out.outputs[0].token_ids) >= 1
+
+
+def test_mfu_flop_count_matches_torch_flop_counter():
+    """The MFU numerator (6 x matmul params x tokens + causal attention) against torch's FLOP counter on a
+    real forward + backward of the training loss. Eager attention computes the full s x s scores (twice the
+    causal half) and the chunked loss recomputes lm_head on the trained positions: both are added back."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    torch.manual_seed(0)
+    vocab, width, layers, s = 512, 128, 2, 256
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=width,
+        intermediate_size=256,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    ids = torch.randint(0, vocab, (1, s))
+    batch = {"input_ids": ids, "position_ids": torch.arange(s)[None], "positions": torch.arange(s - 1)}
+    batch["labels"] = ids[0, 1:]
+    with FlopCounterMode(display=False) as counter:
+        loop.forward_ce(model, model.get_output_embeddings(), batch, 64, flash=False).backward()
+
+    causal = loop.model_flops(loop.param_count(model), layers, width, tokens=s, sq_lens=s * s)
+    full_scores = 6 * layers * width * s * s  # the masked half eager computes anyway
+    recomputed_head = 2 * vocab * width * (s - 1)  # checkpointed loss chunks: one more lm_head forward
+    assert counter.get_total_flops() == pytest.approx(causal + full_scores + recomputed_head, rel=0.01)
+
+
+def test_bf16_autocast_trains_like_fp32_and_saves_bf16(tiny_qwen2, tmp_path):
+    """train.dtype=bfloat16 (the GPU default) runs the same loop under bf16 autocast with fp32 master
+    weights: the loss tracks fp32 to bf16 precision and final/ holds bf16 safetensors."""
+    src = make_curate(tmp_path / "curate", trace_rows(2, steps=2))
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        loop.train(recipe("qwen-1.5b", model=str(tiny_qwen2), dtype=dtype), src, tmp_path / dtype)
+        runs[dtype] = [m["loss"] for m in metrics(tmp_path / dtype)]
+    assert runs["bfloat16"][0] > runs["bfloat16"][-1]
+    assert runs["bfloat16"] == pytest.approx(runs["float32"], rel=0.02)
+    assert runs["bfloat16"] != runs["float32"]  # autocast really ran in bf16
+    final = weights(tmp_path / "bfloat16" / "final")
+    assert {t.dtype for t in final.values()} == {torch.bfloat16}
+    config = json.loads((tmp_path / "bfloat16" / "final" / "config.json").read_text())
+    assert config["dtype"] == "bfloat16"

@@ -111,11 +111,16 @@ def use_bf16(cfg: TrainConfig) -> bool:
 def make_accelerator(cfg: TrainConfig, out: Path):
     """Created before the model, so DeepSpeed ZeRO-3 / FSDP can shard it while it loads. The scheduler is
     stepped once per optimizer step (not once per process, Accelerate's default). Long collectives (rank 0
-    tokenizing 800k traces, saving a 70B checkpoint) get two hours instead of the 10-minute default."""
+    tokenizing 800k traces, saving a 70B checkpoint) get two hours instead of the 10-minute default.
+    Accelerate's state is a process-wide singleton: it is reset (keeping the process group) so a second
+    train() in one process (a notebook, a sweep) may use another precision."""
     from accelerate import Accelerator, InitProcessGroupKwargs
+    from accelerate.state import AcceleratorState, GradientState
 
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise DistillError("train.tensorboard=true needs the tensorboard package (pip install tensorboard)")
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     return Accelerator(
         mixed_precision="bf16" if use_bf16(cfg) else "no",
         step_scheduler_with_optimizer=False,
@@ -383,9 +388,12 @@ def save_final(accelerator, model, tokenizer, folder: Path, bf16: bool) -> None:
         dtype = torch.bfloat16 if bf16 else torch.float32
         state = {k: v.to(dtype) for k, v in state.items()}
         net.config.use_cache = True
-        net.config.dtype = dtype
         with atomic_folder(folder) as tmp:
             net.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            # save_pretrained records the fp32 master weights' dtype; vLLM's dtype=auto would then load
+            # bf16 weights as fp32 (2x memory): config.json must name the dtype of the saved tensors
+            net.config.dtype = dtype
+            net.config.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
     accelerator.wait_for_everyone()
 
