@@ -83,3 +83,14 @@ def test_crash_mid_write_leaves_no_manifest_and_no_partial_file(tmp_path):
     atomic_write_text(tmp_path / "x.txt", "ok")
     assert (tmp_path / "x.txt").read_text() == "ok"
     assert os.listdir(tmp_path).count("x.txt") == 1
+
+
+def test_atomic_files_get_the_mode_open_gives(tmp_path):
+    """Atomic writes go through mkstemp (0600); outputs must be readable as a plain open() would make them."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    write_parquet([{"a": 1}], tmp_path / "part-00000.parquet")
+    mode = plain.stat().st_mode & 0o777
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "part-00000.parquet").stat().st_mode & 0o777 == mode

@@ -416,3 +416,54 @@ def test_cli_curate(tmp_path):
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
     )
     assert bad.returncode == 2 and "generate" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_judge_verdicts_survive_a_crash(tmp_path, monkeypatch):
+    """The judge is the slow, paid part (DeepSeek-V3 over an API): verdicts are appended to a cache as they
+    come, so a rerun after a crash only asks about the rest, and a finished set starts no judge at all."""
+    monkeypatch.chdir(tmp_path)  # the data card goes to ./data_cards
+    import distill.curate.verify.judge as judge_mod
+    import distill.generate.backends as backends
+    from distill.config import TeacherConfig
+
+    rows = [
+        gen_row("q", i, APPLES, "7", f"Tom has {w} apples.") for i, w in enumerate(["seven", "7-ish", "9"])
+    ]
+    src = write_generate(tmp_path / "gen", [rows])
+    answers = {"seven": "CORRECT", "7-ish": "CORRECT", "Tom has 9": "INCORRECT"}
+
+    class CrashingJudge(ScriptedJudge):
+        def generate(self, requests, sampling, on_done=None):
+            if len(self.prompts) >= 1:
+                raise RuntimeError("judge server went away")
+            return super().generate(requests, sampling, on_done)
+
+    monkeypatch.setattr(judge_mod, "CACHE_BATCH", 1)
+    monkeypatch.setattr(backends, "make_backend", lambda cfg: CrashingJudge(answers))
+    teacher = TeacherConfig(model="judge-model", backend="openai", base_url="http://127.0.0.1:9/v1")
+    r = recipe(tmp_path, verify=VerifyConfig(judge=teacher), decontaminate=DecontamConfig(benchmarks=[]))
+    with pytest.raises(RuntimeError, match="went away"):
+        curate(r, src, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+    second = ScriptedJudge(answers)
+    monkeypatch.setattr(backends, "make_backend", lambda cfg: second)
+    curate(r, src, tmp_path / "out")
+    assert len(second.prompts) == 2  # one of three was judged before the crash
+    kept = {r["sample_index"]: r["grader"] for r in read_shards(tmp_path / "out" / "kept")}
+    assert kept == {0: "judge:judge-model", 1: "judge:judge-model"}
+
+    from distill.curate.run import judge_pass
+
+    third = ScriptedJudge(answers)
+    monkeypatch.setattr(backends, "make_backend", lambda cfg: third)
+    records = [
+        [
+            {"reason": None, "domain": "math", "verdict": None, "prompt_id": "q", "sample_index": i}
+            for i in range(3)
+        ]
+    ]
+    shards, cache = sorted(src.glob("part-*.parquet")), tmp_path / "judge.jsonl"
+    first = judge_pass(shards, records, r.curate, cache)
+    monkeypatch.setattr(backends, "make_backend", lambda cfg: pytest.fail("a judge was started"))
+    assert judge_pass(shards, records, r.curate, cache) == first and len(third.prompts) == 3

@@ -8,9 +8,9 @@ Order of the chain (each dropped row keeps the first reason that applies):
                re-grades unparseable answers); rows no grader handles are unverified
   4. select    all_correct | max_k | shortest per prompt; the correct rows left over are not_selected
 
-Step 2-3 results are cached per input shard under out/_work/<key>/ (the shard's record file is its marker), so
-a rerun after a crash resumes where verification stopped. The kept/ and dropped/ shards mirror the input shard
-numbering; manifest.json is written last.
+Step 2-3 results are cached per input shard under out/_work/<key>/ (the shard's record file is its marker), and
+judge verdicts in out/_work/<key>/judge.jsonl, so a rerun after a crash resumes where verification stopped.
+The kept/ and dropped/ shards mirror the input shard numbering; manifest.json is written last.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def curate(recipe: Recipe, src: Path, out: Path, force: bool = False) -> Manifes
     if cfg.verify.judge is not None:
         from distill.curate.verify.judge import grader_name
 
-        judged = judge_pass(shards, records, cfg)
+        judged = judge_pass(shards, records, cfg, work / "judge.jsonl")
         apply_judge(records, judged, grader_name(cfg.verify.judge))
     select(records, cfg)
     manifest = write_outputs(shards, records, judged, work, out, manifest)
@@ -318,11 +318,12 @@ def shard_records(
 
 
 def judge_pass(
-    shards: list[Path], records: list[list[dict[str, Any]]], cfg: CurateConfig
+    shards: list[Path], records: list[list[dict[str, Any]]], cfg: CurateConfig, cache: Path
 ) -> dict[tuple[int, int], str]:
     """Ask the judge about unparseable answers, general rows with a reference, and a `judge_sample` share of
-    rule-graded rows (to count disagreements). Returns {(shard, row): judge verdict}."""
-    from distill.curate.verify.judge import judge
+    rule-graded rows (to count disagreements); verdicts are cached in `cache` for a resume.
+    Returns {(shard, row): judge verdict}."""
+    from distill.curate.verify.judge import judge_cached
 
     vc = cfg.verify
     want: dict[int, list[int]] = defaultdict(list)  # shard -> rows
@@ -342,7 +343,7 @@ def judge_pass(
             if cols["reference"][i]:  # nothing to compare with otherwise
                 items.append((cols["problem"][i], str(cols["reference"][i]), cols["answer"][i] or ""))
                 keep.append((s, i))
-    return dict(zip(keep, judge(items, vc.judge, vc.judge_max_tokens), strict=True))
+    return dict(zip(keep, judge_cached(items, vc.judge, vc.judge_max_tokens, cache), strict=True))
 
 
 def _sampled(rec: dict[str, Any], share: float) -> bool:

@@ -11,7 +11,11 @@ and is asked for one word; a thinking judge may reason first, only the text afte
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from distill.config import TeacherConfig
@@ -30,6 +34,7 @@ Student's final answer:
 Do the two answers agree (same value, expression or choice; ignore formatting and units)? \
 Reply with exactly one word: CORRECT or INCORRECT."""
 PREDICTION_CHARS = 2000  # of the answer's end, when the rules extracted nothing
+CACHE_BATCH = 256  # judge requests between cache appends: a crash loses at most this many verdicts
 VERDICT_RE = re.compile(r"\b(INCORRECT|CORRECT)\b", re.IGNORECASE)
 
 
@@ -78,3 +83,47 @@ def judge(
         if owned:
             backend.close()
     return [parse_judgement(o[0].text) for o in outs]
+
+
+def _cache_key(item: tuple[str, str, str], cfg: TeacherConfig, max_tokens: int) -> str:
+    text = json.dumps([judge_prompt(*item), cfg.model, max_tokens])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def read_cache(path: Path) -> dict[str, str]:
+    """Verdicts already paid for; a line torn by a crash mid-write is ignored."""
+    found = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        found[row["key"]] = row["verdict"]
+    return found
+
+
+def judge_cached(
+    items: list[tuple[str, str, str]], cfg: TeacherConfig, max_tokens: int, cache: Path
+) -> list[str]:
+    """judge() with a resume cache (JSONL, appended every CACHE_BATCH verdicts): a rerun after a crash only
+    asks about items not judged yet, and starts no judge at all when every verdict is cached."""
+    from distill.generate.backends import make_backend
+
+    keys = [_cache_key(item, cfg, max_tokens) for item in items]
+    done = read_cache(cache)
+    todo = list({k: item for k, item in zip(keys, items, strict=True) if k not in done}.items())
+    if todo:
+        backend = make_backend(cfg)
+        try:
+            with open(cache, "a") as f:
+                for start in range(0, len(todo), CACHE_BATCH):
+                    batch = todo[start : start + CACHE_BATCH]
+                    verdicts = judge([item for _, item in batch], cfg, max_tokens, backend)
+                    for (key, _), verdict in zip(batch, verdicts, strict=True):
+                        done[key] = verdict
+                        f.write(json.dumps({"key": key, "verdict": verdict}) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+        finally:
+            backend.close()
+    return [done[k] for k in keys]
