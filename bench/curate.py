@@ -5,8 +5,9 @@
 
 (a) decontam  n-gram decontamination of synthetic traces against every registry benchmark: rows/s of
               distill.curate.decontam vs an open-r1 style pure-Python 8-gram check (goal >= 3x).
-(b) neardup   near-duplicate prompts with MinHash-LSH (rensa): wall time over --prompts (goal <= 10 min for
-              1M on 2 cores), and the ratio vs datasketch's pure-Python MinHash + MinHashLSH on a subset.
+(b) neardup   near-duplicate prompts with MinHash-LSH: wall time and peak RSS over --prompts (goal <= 10 min
+              for 1M on 2 cores) of distill vs the previous rensa RMinHashLSH version (each in a fresh process,
+              outputs compared), and the ratio vs datasketch's pure-Python MinHash + MinHashLSH on a subset.
 (c) verify    verification throughput: math-verify items/s in-process vs the process pool (1 and 2
               workers); sandboxed HumanEval programs/s with 1 and 2 workers.
 Needs DISTILL_DATA_DIR (the benchmark files). Synthetic data is seeded: reruns measure the same work.
@@ -142,22 +143,84 @@ def datasketch_baseline(texts: list[str], threshold: float, num_perm: int, shing
     return dups
 
 
-def bench_neardup(args) -> None:
+def rensa_lsh_baseline(texts: list[str], threshold: float, num_perm: int, shingle: int) -> list[int | None]:
+    """The previous distill implementation: rensa's RMinHashLSH index plus a dict of the kept RMinHash."""
+    from rensa import RMinHash, RMinHashLSH
+
+    from distill.curate.dedup import CHUNK, lsh_bands, shingles
+
+    lsh = RMinHashLSH(threshold, num_perm, lsh_bands(threshold, num_perm))
+    kept: dict[int, RMinHash] = {}
+    out: list[int | None] = []
+    for start in range(0, len(texts), CHUNK):
+        token_sets = [shingles(t, shingle) for t in texts[start : start + CHUNK]]
+        for offset, mh in enumerate(RMinHash.from_token_sets(token_sets, num_perm, 0)):
+            match = next((c for c in sorted(lsh.query(mh)) if mh.jaccard(kept[c]) >= threshold), None)
+            out.append(match)
+            if match is None:
+                lsh.insert(start + offset, mh)
+                kept[start + offset] = mh
+    return out
+
+
+def neardup_worker(impl: str, prompts: int) -> None:
+    """One implementation in a fresh process, so its peak RSS is its own: prints a JSON line."""
+    import hashlib
+    import json
+
     from distill.curate.dedup import near_duplicates
+
+    texts, planted = synthetic_prompts(prompts, dup_share=0.05)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (ru_maxrss is in KB on Linux)
+    fn = near_duplicates if impl == "distill" else rensa_lsh_baseline
+    start = time.perf_counter()
+    out = fn(texts, 0.8, 128, 5)
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    digest = hashlib.blake2b(repr(out).encode(), digest_size=8).hexdigest()
+    dups = sum(m is not None for m in out)
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "texts_mb": before,
+                "peak_mb": peak,
+                "dups": dups,
+                "planted": planted,
+                "digest": digest,
+            }
+        )
+    )
+
+
+def bench_neardup(args) -> None:
+    import json
+    import subprocess
+    import sys
 
     texts, planted = synthetic_prompts(args.prompts, dup_share=0.05)
     print(
         f"(b) near-duplicate prompts: {len(texts):,} prompts (~{sum(map(len, texts)) // len(texts)} chars), "
         f"threshold 0.8, 128 permutations, 5-word shingles, {os.cpu_count()} cores"
     )
-    start = time.perf_counter()
-    dups = sum(m is not None for m in near_duplicates(texts, 0.8, 128, 5))
-    wall = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    runs = {}
+    for impl, label in [("rensa-lsh", "previous (rensa RMinHashLSH)"), ("distill", "distill (numpy bands)")]:
+        cmd = [sys.executable, __file__, "--neardup-worker", impl, "--prompts", str(args.prompts)]
+        runs[impl] = r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        print(
+            f"    {label:29s} {r['wall']:6.1f} s ({len(texts) / r['wall']:8,.0f} prompts/s), peak RSS "
+            f"{r['peak_mb']:6,.0f} MB = texts {r['texts_mb']:,.0f} MB + {r['peak_mb'] - r['texts_mb']:,.0f} MB; "
+            f"{r['dups']:,} near-dups of {planted:,} planted"
+        )
+    old, new = runs["rensa-lsh"], runs["distill"]
     print(
-        f"    rensa MinHash-LSH: {wall:7.1f} s for {len(texts):,}  ({len(texts) / wall:9,.0f} prompts/s, "
-        f"{dups:,} near-dups of {planted:,} planted, peak RSS {rss:,.0f} MB; goal <= 600 s for 1M)"
+        f"    distill vs previous: {old['wall'] / new['wall']:.2f}x speed, peak RSS "
+        f"{old['peak_mb'] / new['peak_mb']:.1f}x lower (near-dup's own memory "
+        f"{(old['peak_mb'] - old['texts_mb']) / (new['peak_mb'] - new['texts_mb']):.1f}x lower); "
+        f"outputs identical: {old['digest'] == new['digest']} (goal <= 600 s for 1M)"
     )
+    from distill.curate.dedup import near_duplicates
+
     sub = texts[: args.baseline_prompts]
     start = time.perf_counter()
     ours = sum(m is not None for m in near_duplicates(sub, 0.8, 128, 5))
@@ -166,7 +229,7 @@ def bench_neardup(args) -> None:
     theirs = datasketch_baseline(sub, 0.8, 128, 5)
     slow = time.perf_counter() - start
     print(
-        f"    on the first {len(sub):,}: rensa {fast:.1f} s ({ours} dups), datasketch pure-Python {slow:.1f} s "
+        f"    on the first {len(sub):,}: distill {fast:.1f} s ({ours} dups), datasketch pure-Python {slow:.1f} s "
         f"({theirs} dups): {slow / fast:.1f}x"
     )
 
@@ -250,7 +313,11 @@ def main() -> None:
     )
     parser.add_argument("--math-items", type=int, default=2000, help="math answers to verify")
     parser.add_argument("--code-items", type=int, default=40, help="HumanEval programs to run in the sandbox")
+    parser.add_argument("--neardup-worker", choices=["distill", "rensa-lsh"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.neardup_worker:
+        neardup_worker(args.neardup_worker, args.prompts)
+        return
     for name, fn in [("decontam", bench_decontam), ("neardup", bench_neardup), ("verify", bench_verify)]:
         if args.only in (None, name):
             fn(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from distill.curate import decontam, dedup
@@ -29,6 +30,71 @@ def test_near_duplicates():
     assert out[200:250] == list(range(50))  # each edited copy points at its original
     assert out[250:] == [None] * 50
     assert dedup.near_duplicates(["tiny", "tiny", "other"], 0.8) == [None, 0, None]  # shorter than a shingle
+
+
+def rensa_lsh_reference(texts: list[str], threshold: float, num_perm: int = 128) -> list[int | None]:
+    """The previous implementation: rensa's RMinHashLSH over the kept texts, candidates in index order."""
+    from rensa import RMinHash, RMinHashLSH
+
+    lsh = RMinHashLSH(threshold, num_perm, dedup.lsh_bands(threshold, num_perm))
+    kept: dict[int, RMinHash] = {}
+    out: list[int | None] = []
+    for i, mh in enumerate(RMinHash.from_token_sets([dedup.shingles(t, 5) for t in texts], num_perm, 0)):
+        out.append(next((c for c in sorted(lsh.query(mh)) if mh.jaccard(kept[c]) >= threshold), None))
+        if out[-1] is None:
+            lsh.insert(i, mh)
+            kept[i] = mh
+    return out
+
+
+def test_near_duplicates_equal_the_rensa_lsh_reference():
+    """Edits of 1-8 words (Jaccard ~0.3-0.95), chains of edits, a shared template (many kept texts in one
+    bucket), 150 identical copies (one huge bucket), short and empty texts: same answer as rensa's LSH."""
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(400)]
+    texts = [" ".join(rng.choice(vocab) for _ in range(40)) for _ in range(150)]
+    for _ in range(250):
+        words = rng.choice(texts).split()
+        for _ in range(rng.randint(1, 8)):
+            words[rng.randrange(len(words))] = rng.choice(vocab)
+        texts.append(" ".join(words))
+    template = "a farmer has some apples and sells them at the market every day of the week for"
+    texts += [
+        f"{template} {' '.join(rng.choice(vocab) for _ in range(rng.randint(1, 6)))}" for _ in range(80)
+    ]
+    texts += ["", "tiny", "two words", "tiny", ""]
+    copies = [texts[7]] * 150 + [None] * (len(texts) - 150)  # interleaved: copy 0 (index 1) comes first
+    texts = [t for pair in zip(texts, copies, strict=True) for t in pair if t is not None]
+    for threshold in (0.5, 0.7, 0.8, 0.9):
+        out = dedup.near_duplicates(texts, threshold)
+        assert out == rensa_lsh_reference(texts, threshold), threshold
+        assert 150 < sum(o is not None for o in out) < len(texts) - 150  # neither nothing nor everything
+        assert out.count(1) >= 150  # the 149 later copies and the original (index 14) name copy 0
+
+
+def test_band_keys_equal_exactly_when_bands_equal():
+    rng = np.random.default_rng(0)
+    band = rng.integers(0, 4, size=(2000, 5), dtype=np.uint32)  # 1024 possible bands: many repeats
+    keys = dedup.band_keys(band).tolist()
+    same_band = {tuple(r): k for r, k in zip(band.tolist(), keys, strict=True)}
+    assert len(set(same_band.values())) == len(same_band)  # distinct bands, distinct keys
+    assert all(same_band[tuple(r)] == k for r, k in zip(band.tolist(), keys, strict=True))
+
+
+def test_normalize_equals_the_regex_definition():
+    """The fast normalize (str.split, callable repl) is the original regex pipeline, char for char."""
+    import re
+    import unicodedata
+
+    def reference(text: str) -> str:
+        text = unicodedata.normalize("NFKC", text).lower()
+        return re.sub(r"\s+", " ", re.sub(r"\s*([^\w\s])\s*", r"\1", text)).strip()
+
+    rng = random.Random(4)
+    alphabet = list(" \t\n\u00a0\u2003\u3000\x1c,.;:!?()-+=$\\{}aZ9é数ﬁ①_'\"")
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert dedup.normalize(text) == reference(text), repr(text)
 
 
 def test_lsh_bands_reach_recall():
