@@ -62,6 +62,9 @@ bench: setup
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/curate.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/patch.py
+	$(BIN)/python bench/eval.py
+	$(BIN)/python bench/push.py
 
 clean:
 	rm -rf runs .pytest_cache
