@@ -213,3 +213,17 @@ def prepare_stage(
     clear_manifest(out)
     out.mkdir(parents=True, exist_ok=True)
     return start_manifest(stage, cfg_hash, inputs)
+
+
+def checkpoint_files(folder: Path) -> list[dict[str, Any]]:
+    """A checkpoint folder's files for a manifest: sizes, and sha256 for all but the weights (hashing the
+    140 GB of a 70B model takes minutes; safetensors shards carry their own header checks)."""
+    rows = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file():
+            continue
+        row: dict[str, Any] = {"file": f"{folder.name}/{p.name}", "bytes": p.stat().st_size}
+        if p.suffix != ".safetensors":
+            row["sha256"] = sha256_file(p)
+        rows.append(row)
+    return rows

@@ -15,11 +15,11 @@ from typing import Any
 
 from distill.artifacts import (
     atomic_write_text,
+    checkpoint_files,
     finish_manifest,
     manifest_hash,
     prepare_stage,
     read_manifest,
-    sha256_file,
 )
 from distill.config import config_hash
 from distill.errors import DistillError
@@ -217,28 +217,54 @@ def prepare_model(model, tokenizer, student_name: str):
     import torch
     from transformers import GenerationConfig
 
-    student = get_student(student_name)
     old_rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > old_rows:
         # 64-row padding keeps the matmul shapes GPU-friendly; rows then start from their analogues (below)
         model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=True)
         init_new_token_rows(model, tokenizer, old_rows)
-    changes = CONFIG_CHANGES.get(student_name, {})
-    if changes.get("tie_word_embeddings") is False and model.config.tie_word_embeddings:
+    if (
+        CONFIG_CHANGES.get(student_name, {}).get("tie_word_embeddings") is False
+        and model.config.tie_word_embeddings
+    ):
         embed = model.get_input_embeddings().weight
         model.config.tie_word_embeddings = False
         model.lm_head.weight = torch.nn.Parameter(embed.detach().clone())
-    for key, value in changes.items():
-        setattr(model.config, key, value)
+    release_config(model.config, tokenizer, student_name)
     bos_id, eos_id = release_ids(tokenizer)
-    if student.family == "other":  # no DeepSeek release to copy: the config points at the R1 tokens
-        model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id = (
-            bos_id,
-            eos_id,
-            eos_id,
-        )
     model.generation_config = GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_id, **RELEASE_SAMPLING)
     return model
+
+
+def release_config(config, tokenizer, student_name: str) -> None:
+    """DeepSeek's config.json edits (in place); other families point their bos/eos/pad at the R1 tokens."""
+    for key, value in CONFIG_CHANGES.get(student_name, {}).items():
+        setattr(config, key, value)
+    if get_student(student_name).family == "other":  # no DeepSeek release to copy
+        bos_id, eos_id = release_ids(tokenizer)
+        config.bos_token_id, config.eos_token_id, config.pad_token_id = bos_id, eos_id, eos_id
+
+
+def weights_unchanged(config: dict[str, Any], tokenizer, student_name: str, ckpt: Path) -> bool:
+    """True when the release changes configs and tokenizer only: no rows to add, no lm_head to untie, and
+    safetensors weights. That is every release student patched from train's output (train already used the
+    release layout), so the weights are linked, not loaded and rewritten (140 GB for a 70B)."""
+    untie = CONFIG_CHANGES.get(student_name, {}).get("tie_word_embeddings") is False
+    return (
+        len(tokenizer) <= config.get("vocab_size", 0)
+        and not (untie and config.get("tie_word_embeddings", True))
+        and not list(ckpt.glob("*.bin"))
+        and bool(list(ckpt.glob("*.safetensors")))
+    )
+
+
+def link_weights(ckpt: Path, stage: Path) -> None:
+    """Hard-link the safetensors shards (and their index) into stage; copy across filesystems."""
+    for src in sorted(ckpt.iterdir()):
+        if src.suffix == ".safetensors" or src.name == "model.safetensors.index.json":
+            try:
+                os.link(src, stage / src.name)
+            except OSError:  # another filesystem, or links not supported
+                shutil.copy2(src, stage / src.name)
 
 
 def init_new_token_rows(model, tokenizer, old_rows: int) -> None:
@@ -310,7 +336,7 @@ def _swap_in(stage: Path, out: Path) -> None:
 def patch_checkpoint(ckpt: Path, out: Path, student_name: str) -> Path:
     """Write `out` in the release layout (config.json, generation_config.json, tokenizer files, safetensors)."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from distill.models import load_tokenizer
 
@@ -320,14 +346,21 @@ def patch_checkpoint(ckpt: Path, out: Path, student_name: str) -> Path:
     tokenizer = release_tokenizer(
         load_tokenizer(str(ckpt)), student_name, config.get("model_type"), str(ckpt)
     )
-    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype="auto")
-    prepare_model(model, tokenizer, student_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.with_name(f".{out.name}.staging-{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        with torch.no_grad():
-            model.save_pretrained(stage, safe_serialization=True)
+        if weights_unchanged(config, tokenizer, student_name, ckpt):
+            stage.mkdir()
+            link_weights(ckpt, stage)
+            release = AutoConfig.from_pretrained(ckpt)
+            release_config(release, tokenizer, student_name)
+            release.save_pretrained(stage)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(ckpt, dtype="auto")
+            prepare_model(model, tokenizer, student_name)
+            with torch.no_grad():
+                model.save_pretrained(stage, safe_serialization=True)
         gen = generation_config_dict(*release_ids(tokenizer))
         (stage / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         write_release_tokenizer(tokenizer, stage)
@@ -538,11 +571,7 @@ def patch_stage(recipe, src: Path, out: Path, force: bool = False):
         raise DistillError(
             f"{release}: release facts do not hold: {', '.join(failed)} (see {out}/conformance.md)"
         )
-    manifest.outputs = [
-        {"file": str(p.relative_to(out)), "sha256": sha256_file(p)}
-        for p in sorted(release.iterdir())
-        if p.is_file()
-    ]
+    manifest.outputs = checkpoint_files(release)
     manifest.metrics = {
         "student": recipe.student,
         "release": recipe.patch.release,

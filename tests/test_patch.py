@@ -273,6 +273,9 @@ def test_patch_checkpoint(request, tmp_path, fixture, student, diff, generation)
         assert torch.equal(before(ids).logits, after(ids).logits)
     untied = after.lm_head.weight.data_ptr() != after.get_input_embeddings().weight.data_ptr()
     assert untied == (not after.config.tie_word_embeddings)
+    # only untying rewrites weights; otherwise the shards are hard links (a 70B is not loaded and re-saved)
+    linked = (out / "model.safetensors").samefile(base / "model.safetensors")
+    assert linked == ("tie_word_embeddings" not in diff)
 
 
 def test_other_family_adds_tokens(tmp_path, smollm2_path):

@@ -29,12 +29,12 @@ from typing import Any
 from distill.artifacts import (
     atomic_path,
     atomic_write_text,
+    checkpoint_files,
     finish_manifest,
     is_fresh,
     manifest_hash,
     prepare_stage,
     read_manifest,
-    sha256_file,
 )
 from distill.config import Recipe, TrainConfig, config_hash
 from distill.errors import DistillError
@@ -479,17 +479,6 @@ def peak_flops() -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
-def output_files(folder: Path) -> list[dict[str, Any]]:
-    """final/ files with sizes; sha256 for all but the weights (hashing 140 GB of a 70B model takes minutes)."""
-    rows = []
-    for p in sorted(folder.iterdir()):
-        row: dict[str, Any] = {"file": f"{folder.name}/{p.name}", "bytes": p.stat().st_size}
-        if p.suffix != ".safetensors":
-            row["sha256"] = sha256_file(p)
-        rows.append(row)
-    return rows
-
-
 # ---------------------------------------------------------------- the stage
 
 
@@ -632,7 +621,7 @@ def train(recipe: Recipe, src: Path, out: Path, force: bool = False):
     plot_loss(logged, out / "loss.png")
     manifest.rows_in, manifest.rows_out = data.stats["rows_in"], len(data)
     manifest.dropped = dict(data.stats["dropped"])
-    manifest.outputs = output_files(out / "final")
+    manifest.outputs = checkpoint_files(out / "final")
     manifest.metrics = {
         **run_summary(logged, run),
         "steps": total_steps,
