@@ -9,7 +9,7 @@ export DISTILL_DATA_DIR ?= $(abspath ../shared/data)
 export DISTILL_HOME ?= $(HOME)/.cache/distill
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-gpu test test-slow lint format demo pipeline generate curate train patch eval push bench clean
+.PHONY: setup setup-gpu gpu-check test test-slow lint format demo pipeline generate curate train patch eval push bench clean
 
 setup: $(VENV)/.installed-cpu
 
@@ -33,6 +33,10 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow tests
+
+gpu-check:  ## on a CUDA machine after setup-gpu: the GPU tests (flash-attn varlen, bf16) and the MFU bench
+	$(BIN)/python -m pytest -q -m gpu tests
+	$(BIN)/python bench/train.py --only gpu
 
 lint: setup
 	$(BIN)/ruff check distill cli tests bench

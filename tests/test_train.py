@@ -110,6 +110,29 @@ def test_chunked_cross_entropy_equals_full_logits_loss_and_grads():
     )
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("attn", ["flash_attention_2", "sdpa"])
+def test_packed_loss_equals_per_sample_loss_on_cuda_bf16(tiny_qwen2, attn):
+    """The GPU path: bf16 weights on CUDA; flash-attn gets the varlen boundaries (cu_seq_lens) directly."""
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        pytest.skip("needs flash-attn")
+    model = tiny(tiny_qwen2, attn).to("cuda", torch.bfloat16)
+    flash = attn == "flash_attention_2"
+
+    def loss(samples):
+        batch = {k: v.cuda() if hasattr(v, "cuda") else v for k, v in collate_packed(samples).items()}
+        return loop.forward_ce(model, model.lm_head, batch, 16, flash=flash).item()
+
+    samples = random_samples(3, seed=1)
+    n = len(collate_packed(samples)["labels"])
+    with torch.no_grad():
+        assert abs(loss(samples) - sum(loss([s]) for s in samples)) / n < 2e-2  # bf16: ~3 digits
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("fixture", ["tiny_qwen2", "tiny_llama"])
 def test_packed_loss_equals_per_sample_loss(request, fixture, attn):
