@@ -195,6 +195,9 @@ class EvalConfig(Strict):
     max_tokens: int = 32768
     seed: int = 0
     engine: TeacherConfig | None = None  # engine options for the student; model is filled in
+    # A model scored alongside, on the same problems and sampling, with its own chat template and no <think>
+    # prefill: did distillation help? "base": the model the student was trained from (train.model or its base).
+    baseline: str | None = None
 
 
 class PushConfig(Strict):

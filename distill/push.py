@@ -108,29 +108,38 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.1f}" if isinstance(value, (int, float)) else "-"
 
 
+def _pct_se(r: dict[str, Any]) -> str:
+    se = r.get("pass@1_se")
+    return _pct(r.get("pass@1")) + (f" ± {_pct(se)}" if isinstance(se, (int, float)) else "")
+
+
 def eval_table(results: dict[str, Any] | None, release: str, model_name: str) -> str:
     """DeepSeek's layout: one row per model, `<benchmark> pass@1` (and `cons@k` when k > 1) columns, in %."""
     benches = (results or {}).get("benchmarks") or {}
     if not benches:
         return "Not evaluated yet (run `distill eval`)."
-    columns, ours, theirs = [], [], []
+    columns, ours, theirs, before = [], [], [], []
     reported = REPORTED.get(release, {})
+    base = (results or {}).get("baseline") or {}
     for name, r in benches.items():
         label = DISPLAY.get(name, name)
-        se = f" ± {_pct(r['pass@1_se'])}" if isinstance(r.get("pass@1_se"), (int, float)) else ""
-        ref = reported.get(name)
+        ref, b = reported.get(name), base.get("benchmarks", {}).get(name, {})
         columns.append(f"{label} pass@1")
-        ours.append(_pct(r.get("pass@1")) + se)
+        ours.append(_pct_se(r))
+        before.append(_pct_se(b))
         theirs.append(str(ref[0] if isinstance(ref, tuple) else ref) if ref is not None else "-")
         if (r.get("k") or 1) > 1 and "cons@k" in r:
             columns.append(f"{label} cons@{r['k']}")
             ours.append(_pct(r.get("cons@k")))
+            before.append(_pct(b.get("cons@k")))
             theirs.append(str(ref[1]) if isinstance(ref, tuple) and r["k"] == 64 else "-")
     lines = [
         "| Model | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
         f"| {model_name} (this model) | " + " | ".join(ours) + " |",
     ]
+    if base:
+        lines.append(f"| {Path(base['model']).name} (before distillation) | " + " | ".join(before) + " |")
     if any(t != "-" for t in theirs):
         lines.append(f"| {release} (reported) | " + " | ".join(theirs) + " |")
     n_k = ", ".join(

@@ -70,5 +70,36 @@ def test_score_pass1_and_cons():
     ]
     r = score(rows, k=2)
     assert r["pass@1"] == pytest.approx(0.25) and r["cons@k"] == pytest.approx(0.5) and r["truncated"] == 0.25
-    table = render_table("m", {"aime24": {**r, "k": 64}})
+    table = render_table([("m", {"aime24": {**r, "k": 64}}), ("base", {})])
     assert "AIME 2024 pass@1" in table and "AIME 2024 cons@64" in table and "25.0 ±" in table
+    assert "| base | - | - |" in table  # a row without that benchmark
+
+
+def test_baseline_is_scored_on_its_own_template_without_think(vllm_engine, smollm2_path, tmp_path):
+    """eval.baseline: the same problems and sampling for the model before distillation, on its own chat
+    template and without the <think> prefill; its own row in table.md and metrics."""
+    from distill.generate.backends import VLLMBackend
+
+    seen = []
+
+    class Recording(VLLMBackend):
+        def generate(self, requests, sampling, on_done=None):
+            seen.extend(r.prompt_text for r in requests)
+            return super().generate(requests, sampling, on_done)
+
+    r = recipe(k=1, limit=2)
+    r.eval.baseline = "smollm2-135m"
+    out = tmp_path / "eval"
+    manifest = evaluate(
+        r, smollm2_path, out, backend=VLLMBackend(vllm_engine), baseline_backend=Recording(vllm_engine)
+    )
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["baseline"]["name"] == "smollm2-135m"
+    assert set(payload["baseline"]["benchmarks"]) == {"gsm8k", "gpqa_diamond"}
+    samples = read_parquet(out / "samples.parquet")
+    assert sorted(s["model"] for s in samples) == ["baseline"] * 4 + ["student"] * 4
+    assert len(seen) == 4 and not any(t.rstrip().endswith("<think>") for t in seen)
+    assert all("<|im_start|>assistant" in t for t in seen)  # SmolLM2's own template
+    table = (out / "table.md").read_text()
+    assert "| eval-test |" in table and "smollm2-135m (" in table and "before distillation" in table
+    assert "baseline/gsm8k/pass@1" in manifest.metrics

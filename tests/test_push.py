@@ -280,6 +280,16 @@ def test_model_card_content(run_dir, tmp_path, fake_hub):
             {"benchmarks": {"gsm8k": {"pass@1": 0.25, "k": 1, "n": 8}}},
             "| m (this model) | 25.0 |",
         ),  # no SE, k=1
+        (
+            {
+                "benchmarks": {"math500": {"pass@1": 0.5, "pass@1_se": 0.1, "k": 4, "cons@k": 0.6, "n": 8}},
+                "baseline": {
+                    "model": "/m/Qwen2.5-Math-7B",
+                    "benchmarks": {"math500": {"pass@1": 0.25, "k": 4}},
+                },
+            },
+            "| Qwen2.5-Math-7B (before distillation) | 25.0 | - |\n| deepseek-ai/DeepSeek-R1-Distill-Qwen-7B (reported) | 92.8 |",
+        ),  # the base row, next to ours and DeepSeek's
     ],
 )
 def test_eval_table_tolerates_partial_results(results, expected):

@@ -18,18 +18,24 @@ DISPLAY = {
 }
 
 
-def render_table(model: str, results: dict[str, dict[str, Any]]) -> str:
-    """| Model | AIME 2024 pass@1 | AIME 2024 cons@64 | MATH-500 pass@1 | ... | with ± SE under pass@1."""
-    headers, cells = ["Model"], [model]
-    for name, r in results.items():
+def render_table(rows: list[tuple[str, dict[str, dict[str, Any]]]]) -> str:
+    """| Model | AIME 2024 pass@1 | AIME 2024 cons@64 | MATH-500 pass@1 | ... | one row per (model, results),
+    ± SE under pass@1; the columns are the first row's benchmarks."""
+    first = rows[0][1]
+    headers = ["Model"]
+    for name, r in first.items():
         title = DISPLAY.get(name.split(":")[0], name)
-        headers.append(f"{title} pass@1")
-        cells.append(f"{100 * r['pass@1']:.1f} ± {100 * r['pass@1_se']:.1f}")
-        if r["k"] > 1:
-            headers.append(f"{title} cons@{r['k']}")
-            cells.append(f"{100 * r['cons@k']:.1f}")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), "| " + " | ".join(cells) + " |"]
-    ks = ", ".join(f"{DISPLAY.get(n.split(':')[0], n)}: k={r['k']}, n={r['n']}" for n, r in results.items())
+        headers += [f"{title} pass@1"] + ([f"{title} cons@{r['k']}"] if r["k"] > 1 else [])
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for model, results in rows:
+        cells = [model]
+        for name, r in first.items():
+            got = results.get(name)
+            cells.append(f"{100 * got['pass@1']:.1f} ± {100 * got['pass@1_se']:.1f}" if got else "-")
+            if r["k"] > 1:
+                cells.append(f"{100 * got['cons@k']:.1f}" if got else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    ks = ", ".join(f"{DISPLAY.get(n.split(':')[0], n)}: k={r['k']}, n={r['n']}" for n, r in first.items())
     return (
         "\n".join(lines)
         + f"\n\npass@1 is averaged over k samples per problem (± standard error over problems); {ks}.\n"

@@ -4,6 +4,8 @@
 
 Prompts follow the R1 evaluation setup: one user turn with the domain directive, no system prompt, the release
 template's generation prompt ending in "<think>\\n", temperature 0.6 / top-p 0.95, k samples per problem.
+With `eval.baseline` another model (e.g. "base": the model before distillation) is scored the same way on its own
+chat template, without the <think> prefill, and gets its own row in table.md and the model card.
 """
 
 from __future__ import annotations
@@ -37,19 +39,37 @@ def student_model(src: Path) -> Path:
     )
 
 
-def engine_config(cfg: EvalConfig, model: Path) -> TeacherConfig:
+def baseline_model(recipe: Recipe) -> Path:
+    """eval.baseline as a model folder (or hub id); "base" is what the student was trained from."""
+    from distill.models import resolve_model
+
+    name = recipe.eval.baseline
+    if name == "base":
+        name = recipe.train.model or recipe.student  # a student name resolves to its base model
+    return Path(resolve_model(name))
+
+
+def engine_config(cfg: EvalConfig, model: Path, thinking: bool = True) -> TeacherConfig:
     student = {
         "model": str(model),
         "backend": "vllm",
-        "thinking": True,
+        "thinking": thinking,
         "tokenizer": None,
         "chat_template": None,
     }
     return (cfg.engine or TeacherConfig()).model_copy(update=student)
 
 
-def evaluate(recipe: Recipe, src: Path, out: Path, force: bool = False, backend: Any = None):
-    """Stage function. `backend` lets a caller share an engine that already serves the student (tests)."""
+def evaluate(
+    recipe: Recipe,
+    src: Path,
+    out: Path,
+    force: bool = False,
+    backend: Any = None,
+    baseline_backend: Any = None,
+):
+    """Stage function. `backend` / `baseline_backend` let a caller share engines that already serve the
+    student / the baseline (tests)."""
     src, out = Path(src), Path(out)
     model = student_model(src)
     inputs = {"patch": manifest_hash(src)} if (src / "manifest.json").exists() else {"model": str(model)}
@@ -64,28 +84,33 @@ def evaluate(recipe: Recipe, src: Path, out: Path, force: bool = False, backend:
     manifest = prepare_stage("eval", out, cfg_hash, inputs, force)
     if manifest is None:
         return read_manifest(out)
-    owned = backend is None
-    if owned:
-        from distill.generate.backends import make_backend
-
-        backend = make_backend(engine_config(recipe.eval, model))
-    try:
-        results, samples = run_benchmarks(recipe, model, backend)
-    finally:
-        if owned:
-            backend.close()
-    return write_outputs(out, manifest, recipe, model, results, samples)
+    results, samples = run_benchmarks(recipe, model, backend, thinking=True)
+    baseline = None
+    if recipe.eval.baseline:
+        base = baseline_model(recipe)
+        base_results, base_samples = run_benchmarks(recipe, base, baseline_backend, thinking=False)
+        baseline = {"model": str(base), "name": recipe.eval.baseline, "benchmarks": base_results}
+        samples += base_samples
+    return write_outputs(out, manifest, recipe, model, results, samples, baseline)
 
 
-def run_benchmarks(recipe: Recipe, model: Path, backend: Any) -> tuple[dict, list[dict]]:
+def run_benchmarks(recipe: Recipe, model: Path, backend: Any, thinking: bool) -> tuple[dict, list[dict]]:
+    """Every benchmark on one engine (started here and closed after, unless given)."""
+    from distill.generate.backends import make_backend
     from distill.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(model))
+    owned = backend is None
+    backend = backend or make_backend(engine_config(recipe.eval, model, thinking))
     results, samples = {}, []
-    for name, spec in recipe.eval.benchmarks.items():
-        rows = sample_benchmark(recipe, name, spec.k, spec.limit, tokenizer, backend)
-        results[name] = score(rows, spec.k)
-        samples.extend(rows)
+    try:
+        for name, spec in recipe.eval.benchmarks.items():
+            rows = sample_benchmark(recipe, name, spec, tokenizer, backend, thinking)
+            results[name] = score(rows, spec.k)
+            samples.extend({**row, "model": "student" if thinking else "baseline"} for row in rows)
+    finally:
+        if owned:
+            backend.close()
     return results, samples
 
 
@@ -96,8 +121,8 @@ def benchmark_prompts(name: str, limit: int | None) -> list[dict]:
     return load_prompts(base, split or "test", limit)
 
 
-def sample_benchmark(recipe: Recipe, name: str, k: int, limit: int | None, tokenizer: Any, backend: Any):
-    """k samples per problem, graded; one row per sample."""
+def sample_benchmark(recipe: Recipe, name: str, spec, tokenizer: Any, backend: Any, thinking: bool = True):
+    """spec.k samples per problem, graded; one row per sample. thinking: the R1 `<think>\\n` prefill."""
     from distill.curate.verify import verify_batch
     from distill.generate.backends import SamplingSpec
     from distill.generate.prompts import build_messages, prefilled
@@ -106,19 +131,19 @@ def sample_benchmark(recipe: Recipe, name: str, k: int, limit: int | None, token
 
     cfg = recipe.eval
     gen_cfg = recipe.generate.model_copy(update={"system_prompt": None})  # R1 eval: no system prompt
-    prompts = benchmark_prompts(name, limit)
+    prompts = benchmark_prompts(name, spec.limit)
     requests = []
     for i, p in enumerate(prompts):
         messages = build_messages(p["problem"], p["domain"], gen_cfg)
-        requests.append(make_request(tokenizer, messages, force_think=True, seed=cfg.seed + 1000 * i))
-    sampling = SamplingSpec(n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+        requests.append(make_request(tokenizer, messages, force_think=thinking, seed=cfg.seed + 1000 * i))
+    sampling = SamplingSpec(n=spec.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
     started = time.perf_counter()
     outs = backend.generate(requests, sampling)
     seconds = time.perf_counter() - started
     rows, items = [], []
     for p, req, completions in zip(prompts, requests, outs, strict=True):
         for j, c in enumerate(completions):
-            trace = parse_trace(c.text, c.finish_reason, thinking=True, prefilled=prefilled(req.prompt_text))
+            trace = parse_trace(c.text, c.finish_reason, thinking, prefilled=prefilled(req.prompt_text))
             graded = trace.answer or c.text  # an unclosed thought is graded on the whole text
             items.append((p["domain"], p["reference"], graded))
             rows.append(
@@ -163,7 +188,15 @@ def score(rows: list[dict], k: int) -> dict[str, Any]:
     }
 
 
-def write_outputs(out: Path, manifest, recipe: Recipe, model: Path, results: dict, samples: list[dict]):
+def write_outputs(
+    out: Path,
+    manifest,
+    recipe: Recipe,
+    model: Path,
+    results: dict,
+    samples: list[dict],
+    baseline: dict | None,
+):
     for row in samples:
         row.pop("gen_seconds", None)
     entry = write_parquet(samples, out / "samples.parquet")
@@ -177,23 +210,35 @@ def write_outputs(out: Path, manifest, recipe: Recipe, model: Path, results: dic
             "max_tokens": recipe.eval.max_tokens,
         },
     }
+    rows = [(recipe.name, results)]
+    if baseline:
+        payload["baseline"] = baseline
+        rows.append(
+            (
+                f"{baseline['name']} ({Path(baseline['model']).name}, before distillation)",
+                baseline["benchmarks"],
+            )
+        )
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
-    atomic_write_text(out / "table.md", render_table(recipe.name, results))
+    atomic_write_text(out / "table.md", render_table(rows))
     manifest.outputs = [entry]
     manifest.rows_in = len(samples)
     manifest.rows_out = len(samples)
     manifest.metrics = {f"{b}/{m}": r[m] for b, r in results.items() for m in ("pass@1", "cons@k")}
-    _print_summary(recipe.name, results)
+    for b, r in (baseline or {}).get("benchmarks", {}).items():
+        manifest.metrics.update({f"baseline/{b}/{m}": r[m] for m in ("pass@1", "cons@k")})
+    _print_summary(recipe.name, rows)
     return finish_manifest(out, manifest)
 
 
-def _print_summary(name: str, results: dict) -> None:
+def _print_summary(name: str, rows: list[tuple[str, dict]]) -> None:
     from distill.ui import print_table
 
     print_table(
         f"eval: {name}",
         [
             {
+                "model": label,
                 "benchmark": DISPLAY.get(b, b),
                 "k": r["k"],
                 "problems": r["n"],
@@ -202,6 +247,7 @@ def _print_summary(name: str, results: dict) -> None:
                 f"cons@{r['k']}": f"{100 * r['cons@k']:.1f}",
                 "tokens/s": f"{r['tokens_per_s']:.0f}",
             }
+            for label, results in rows
             for b, r in results.items()
         ],
     )
