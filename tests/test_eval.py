@@ -103,3 +103,16 @@ def test_baseline_is_scored_on_its_own_template_without_think(vllm_engine, smoll
     table = (out / "table.md").read_text()
     assert "| eval-test |" in table and "smollm2-135m (" in table and "before distillation" in table
     assert "baseline/gsm8k/pass@1" in manifest.metrics
+
+
+def test_unknown_baseline_fails_before_any_sampling(smollm2_path, tmp_path):
+    from distill.errors import DistillError
+
+    class Untouchable:
+        def generate(self, *a, **k):
+            raise AssertionError("nothing may be sampled for a run that cannot finish")
+
+    r = recipe()
+    r.eval.baseline = "no-such-model"
+    with pytest.raises(DistillError, match="'no-such-model' is not a registry name"):
+        evaluate(r, smollm2_path, tmp_path / "eval", backend=Untouchable())

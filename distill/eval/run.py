@@ -84,10 +84,10 @@ def evaluate(
     manifest = prepare_stage("eval", out, cfg_hash, inputs, force)
     if manifest is None:
         return read_manifest(out)
+    base = baseline_model(recipe) if recipe.eval.baseline else None  # a bad name fails before any sampling
     results, samples = run_benchmarks(recipe, model, backend, thinking=True)
     baseline = None
-    if recipe.eval.baseline:
-        base = baseline_model(recipe)
+    if base is not None:
         base_results, base_samples = run_benchmarks(recipe, base, baseline_backend, thinking=False)
         baseline = {"model": str(base), "name": recipe.eval.baseline, "benchmarks": base_results}
         samples += base_samples
