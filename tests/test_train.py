@@ -425,6 +425,22 @@ def test_vllm_serves_the_final_checkpoint(smollm2_path, tmp_path, monkeypatch):
     assert len(out.outputs[0].token_ids) >= 1
 
 
+def test_tensorboard_logs_the_metrics(tiny_qwen2, tmp_path):
+    """train.tensorboard=true: the per-step metrics also go to TensorBoard event files under the stage dir."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    src = make_curate(tmp_path / "curate", trace_rows(2, steps=2))
+    out = tmp_path / "train"
+    loop.train(recipe("qwen-1.5b", model=str(tiny_qwen2), tensorboard=True), src, out)
+    events = [p.parent for p in out.rglob("events.out.tfevents.*")]
+    assert len(events) == 1
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    logged = [e.value for e in acc.Scalars("loss")]
+    assert logged == pytest.approx([m["loss"] for m in metrics(out)], rel=1e-6)
+    assert {"lr", "grad_norm", "tokens_per_s"} <= set(acc.Tags()["scalars"])
+
+
 def test_mfu_flop_count_matches_torch_flop_counter():
     """The MFU numerator (6 x matmul params x tokens + causal attention) against torch's FLOP counter on a
     real forward + backward of the training loss. Eager attention computes the full s x s scores (twice the
