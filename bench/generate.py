@@ -1,6 +1,6 @@
 """Throughput of `distill generate` against raw `LLM.generate` on one engine, same prompts, same seeds.
 
-    flock /tmp/distill-heavy.lock .venv/bin/python bench/generate.py            # ~5 min on 2 CPU cores
+    flock /tmp/distill-heavy.lock .venv/bin/python bench/generate.py            # ~7 min on 2 CPU cores (3 rounds)
 
 The pipeline pass is the whole stage (load prompts, render, generate, parse, Parquet shard, marker, manifest);
 the raw pass is one `LLM.generate(prompt_texts, sampling_params)` call. Passes alternate (raw, pipeline, pipeline,
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=12, help="gsm8k test prompts (one shard, one batch)")
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
     parser.add_argument("--max-tokens", type=int, default=256, help="new tokens per sample")
-    parser.add_argument("--rounds", type=int, default=2, help="pairs of (raw, pipeline) passes")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of (raw, pipeline) passes")
     args = parser.parse_args()
 
     from distill.config import recipe_from_dict
