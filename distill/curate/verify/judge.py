@@ -58,31 +58,44 @@ def grader_name(cfg: TeacherConfig) -> str:
     return f"judge:{cfg.model}"
 
 
-def judge(
-    items: list[tuple[str, str, str]], cfg: TeacherConfig, max_tokens: int = 1024, backend: Any = None
-) -> list[str]:
-    """Verdicts for (problem, reference, prediction) items; starts the judge's backend unless one is given."""
-    from distill.generate.backends import GenRequest, SamplingSpec, make_backend
+def judge_requests(items: list[tuple[str, str, str]], cfg: TeacherConfig) -> list[Any]:
+    """One greedy GenRequest per (problem, reference, prediction), rendered with the judge's chat template
+    (loaded once; without one the server renders the messages)."""
+    from distill.generate.backends import GenRequest
     from distill.generate.prompts import load_teacher_tokenizer, render
 
-    if not items:
-        return []
     tokenizer = load_teacher_tokenizer(cfg)
     requests = []
     for problem, reference, prediction in items:
         messages = [{"role": "user", "content": judge_prompt(problem, reference, prediction)}]
         text = render(tokenizer, messages, force_think=False) if tokenizer is not None else ""
         requests.append(GenRequest(messages, text, seed=0))
+    return requests
+
+
+def ask(backend: Any, requests: list[Any], max_tokens: int) -> list[str]:
+    from distill.generate.backends import SamplingSpec
+
+    outs = backend.generate(requests, SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens))
+    return [parse_judgement(o[0].text) for o in outs]
+
+
+def judge(
+    items: list[tuple[str, str, str]], cfg: TeacherConfig, max_tokens: int = 1024, backend: Any = None
+) -> list[str]:
+    """Verdicts for (problem, reference, prediction) items; starts the judge's backend unless one is given."""
+    from distill.generate.backends import make_backend
+
+    if not items:
+        return []
+    requests = judge_requests(items, cfg)
     owned = backend is None
     backend = backend or make_backend(cfg)
     try:
-        outs = backend.generate(
-            requests, SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens)
-        )
+        return ask(backend, requests, max_tokens)
     finally:
         if owned:
             backend.close()
-    return [parse_judgement(o[0].text) for o in outs]
 
 
 def _cache_key(item: tuple[str, str, str], cfg: TeacherConfig, max_tokens: int) -> str:
@@ -113,12 +126,13 @@ def judge_cached(
     done = read_cache(cache)
     todo = list({k: item for k, item in zip(keys, items, strict=True) if k not in done}.items())
     if todo:
+        requests = judge_requests([item for _, item in todo], cfg)
         backend = make_backend(cfg)
         try:
             with open(cache, "a") as f:
                 for start in range(0, len(todo), CACHE_BATCH):
                     batch = todo[start : start + CACHE_BATCH]
-                    verdicts = judge([item for _, item in batch], cfg, max_tokens, backend)
+                    verdicts = ask(backend, requests[start : start + CACHE_BATCH], max_tokens)
                     for (key, _), verdict in zip(batch, verdicts, strict=True):
                         done[key] = verdict
                         f.write(json.dumps({"key": key, "verdict": verdict}) + "\n")
