@@ -238,9 +238,9 @@ def bench_verify(args) -> None:
     import json
 
     from distill.config import VerifyConfig
-    from distill.curate.verify import VerifierPool, verify_batch, verify_row
-    from distill.curate.verify.sandbox import sandbox_available
     from distill.data import load_prompts, raw_records
+    from distill.graders import VerifierPool, verify_batch, verify_row
+    from distill.graders.sandbox import sandbox_available
 
     rows = load_prompts("math500", "test")
     rng = random.Random(2)

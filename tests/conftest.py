@@ -95,12 +95,12 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_engine(smollm2_path):
     """One in-process vLLM CPU engine (a `vllm.LLM`) over SmolLM2 for the whole session: eager fp32, 2048-token
-    context, 1 GiB KV cache. Use it through `distill.generate.backends.VLLMBackend(vllm_engine)`."""
+    context, 1 GiB KV cache. Use it through `distill.engines.backends.VLLMBackend(vllm_engine)`."""
     os.environ.setdefault(
         "VLLM_CPU_KVCACHE_SPACE", "1"
     )  # GiB; several engines may be up at once in the suite
     from distill.config import TeacherConfig
-    from distill.generate.backends import VLLMBackend
+    from distill.engines.backends import VLLMBackend
 
     teacher = TeacherConfig(model=str(smollm2_path), dtype="float32", enforce_eager=True, max_model_len=2048)
     backend = VLLMBackend.start(teacher)

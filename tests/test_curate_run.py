@@ -13,8 +13,8 @@ import pytest
 from distill.artifacts import finish_manifest, read_manifest, read_shards, start_manifest, write_parquet
 from distill.config import CurateConfig, DecontamConfig, DedupConfig, Recipe, SelectConfig, VerifyConfig
 from distill.curate.run import curate
-from distill.curate.verify.sandbox import sandbox_available
 from distill.errors import DistillError
+from distill.graders.sandbox import sandbox_available
 
 ROOT = Path(__file__).resolve().parent.parent
 APPLES = "Tom has 3 apples and buys 4 more. How many apples does Tom have now?"
@@ -329,7 +329,7 @@ class ScriptedJudge:
         self.answers, self.prompts = answers, []
 
     def generate(self, requests, sampling, on_done=None):
-        from distill.generate.backends import Completion
+        from distill.engines.backends import Completion
 
         self.prompts += [r.messages[0]["content"] for r in requests]
         return [
@@ -347,7 +347,7 @@ class ScriptedJudge:
 
 def test_llm_judge_decides_unparseable_and_disagreements_are_counted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    import distill.generate.backends as backends
+    import distill.engines.backends as backends
     from distill.config import TeacherConfig
 
     rows = [
@@ -422,8 +422,8 @@ def test_judge_verdicts_survive_a_crash(tmp_path, monkeypatch):
     """The judge is the slow, paid part (DeepSeek-V3 over an API): verdicts are appended to a cache as they
     come, so a rerun after a crash only asks about the rest, and a finished set starts no judge at all."""
     monkeypatch.chdir(tmp_path)  # the data card goes to ./data_cards
-    import distill.curate.verify.judge as judge_mod
-    import distill.generate.backends as backends
+    import distill.engines.backends as backends
+    import distill.graders.judge as judge_mod
     from distill.config import TeacherConfig
 
     rows = [

@@ -8,8 +8,8 @@ import pytest
 
 from distill.artifacts import read_parquet
 from distill.config import recipe_from_dict
-from distill.eval.report import render_table
 from distill.eval.run import evaluate, score
+from distill.report import render_table
 
 
 def recipe(k=2, limit=3):
@@ -26,7 +26,7 @@ def recipe(k=2, limit=3):
 
 
 def test_eval_on_real_engine_writes_scored_results(vllm_engine, smollm2_path, tmp_path):
-    from distill.generate.backends import VLLMBackend
+    from distill.engines.backends import VLLMBackend
 
     out = tmp_path / "eval"
     manifest = evaluate(recipe(), smollm2_path, out, backend=VLLMBackend(vllm_engine))
@@ -78,7 +78,7 @@ def test_score_pass1_and_cons():
 def test_baseline_is_scored_on_its_own_template_without_think(vllm_engine, smollm2_path, tmp_path):
     """eval.baseline: the same problems and sampling for the model before distillation, on its own chat
     template and without the <think> prefill; its own row in table.md and metrics."""
-    from distill.generate.backends import VLLMBackend
+    from distill.engines.backends import VLLMBackend
 
     seen = []
 

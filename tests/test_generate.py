@@ -11,25 +11,25 @@ import pytest
 
 from distill.artifacts import read_manifest, read_shards, sha256_file, shard_name, write_parquet
 from distill.config import R1_MATH_DIRECTIVE, GenerateConfig, PromptSource, TeacherConfig, recipe_from_dict
-from distill.errors import DistillError
-from distill.generate.backends import GenRequest, SamplingSpec, VLLMBackend
-from distill.generate.prompts import (
+from distill.engines.backends import GenRequest, SamplingSpec, VLLMBackend
+from distill.engines.prompts import (
     build_messages,
     default_system_prompt,
     load_teacher_tokenizer,
+    make_request,
     render,
     user_content,
 )
+from distill.engines.traces import parse_trace
+from distill.errors import DistillError
 from distill.generate.run import (
     check_config,
     generate,
     load_prompt_set,
-    make_request,
     pending_shards,
     row_schema,
     shard_key,
 )
-from distill.generate.traces import parse_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 R1_TEMPLATE = ROOT / "distill" / "templates" / "r1_distill.jinja"

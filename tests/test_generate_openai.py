@@ -17,11 +17,11 @@ import pytest
 
 from distill.artifacts import read_shards
 from distill.config import GenerateConfig, TeacherConfig, recipe_from_dict
+from distill.engines.backends import GenRequest, OpenAIBackend, SamplingSpec, VLLMBackend, make_backend
+from distill.engines.prompts import build_messages, load_teacher_tokenizer, make_request
+from distill.engines.traces import parse_trace
 from distill.errors import DistillError
-from distill.generate.backends import GenRequest, OpenAIBackend, SamplingSpec, VLLMBackend, make_backend
-from distill.generate.prompts import build_messages, load_teacher_tokenizer
-from distill.generate.run import generate, load_prompt_set, make_request
-from distill.generate.traces import parse_trace
+from distill.generate.run import generate, load_prompt_set
 
 CHAT_REPLY = {
     "role": "assistant",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.curate.verify.sandbox import run_python, sandbox_available
+from distill.graders.sandbox import run_python, sandbox_available
 
 pytestmark = pytest.mark.skipif(not sandbox_available(), reason="no user/pid/net namespaces on this machine")
 

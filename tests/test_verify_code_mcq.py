@@ -7,11 +7,11 @@ import json
 import pytest
 
 from distill.config import VerifyConfig
-from distill.curate.verify import verify_batch
-from distill.curate.verify.code import build_program, extract_code, parse_tests, verify_code
-from distill.curate.verify.mcq import extract_letter, verify_mcq
-from distill.curate.verify.sandbox import sandbox_available
 from distill.data import load_prompts, raw_records
+from distill.graders import verify_batch
+from distill.graders.code import build_program, extract_code, parse_tests, verify_code
+from distill.graders.mcq import extract_letter, verify_mcq
+from distill.graders.sandbox import sandbox_available
 
 needs_sandbox = pytest.mark.skipif(not sandbox_available(), reason="no namespaces for the sandbox here")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.curate.verify.judge import judge_prompt, parse_judgement
+from distill.graders.judge import judge_prompt, parse_judgement
 
 REPLIES = [  # (judge reply, verdict)
     ("CORRECT", "correct"),
@@ -35,7 +35,7 @@ def test_prompt_carries_gold_and_prediction_tail():
 def test_real_judge_model_through_vllm(smollm2_path):
     """The embedded SmolLM2 as judge, through the generation backend (vLLM on CPU): every item gets a verdict."""
     from distill.config import TeacherConfig
-    from distill.curate.verify.judge import judge
+    from distill.graders.judge import judge
 
     cfg = TeacherConfig(
         model=str(smollm2_path), backend="vllm", enforce_eager=True, dtype="float32", max_model_len=1024

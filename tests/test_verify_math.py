@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from distill.config import VerifyConfig
-from distill.curate.verify import Verdict, verify_batch, verify_row
-from distill.curate.verify.math import gold_text, verify_math
 from distill.data import load_prompts, raw_records
+from distill.graders import Verdict, verify_batch, verify_row
+from distill.graders.math import gold_text, verify_math
 
 CASES = [  # (gold reference, completion answer, expected verdict)
     ("025", "So the answer is \\boxed{25}.", "correct"),  # zero-padded AIME

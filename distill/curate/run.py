@@ -96,7 +96,7 @@ def curate(recipe: Recipe, src: Path, out: Path, force: bool = False) -> Manifes
     records = row_pass(shards, prompt_drops, trace_drops, cfg, work)
     judged: dict[tuple[int, int], str] = {}
     if cfg.verify.judge is not None:
-        from distill.curate.verify.judge import grader_name
+        from distill.graders.judge import grader_name
 
         judged = judge_pass(shards, records, cfg, work / "judge.jsonl")
         apply_judge(records, judged, grader_name(cfg.verify.judge))
@@ -242,7 +242,7 @@ def row_pass(
     work: Path,
 ) -> list[list[dict[str, Any]]]:
     """Checks, sample dedup and verification for every row, one shard at a time (cached per shard)."""
-    from distill.curate.verify import VerifierPool
+    from distill.graders import VerifierPool
     from distill.ui import progress
 
     seen: dict[str, str] = {}  # trace hash -> prompt_id of its first kept row
@@ -323,7 +323,7 @@ def judge_pass(
     """Ask the judge about unparseable answers, general rows with a reference, and a `judge_sample` share of
     rule-graded rows (to count disagreements); verdicts are cached in `cache` for a resume.
     Returns {(shard, row): judge verdict}."""
-    from distill.curate.verify.judge import judge_cached
+    from distill.graders.judge import judge_cached
 
     vc = cfg.verify
     want: dict[int, list[int]] = defaultdict(list)  # shard -> rows

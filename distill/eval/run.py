@@ -26,7 +26,7 @@ from distill.artifacts import (
 from distill.config import EvalConfig, Recipe, TeacherConfig, config_hash
 from distill.errors import DistillError
 from distill.eval.metrics import cons_at_k, normalize_answer, pass1_mean_se
-from distill.eval.report import DISPLAY, render_table
+from distill.report import DISPLAY, render_table
 
 
 def student_model(src: Path) -> Path:
@@ -96,7 +96,7 @@ def evaluate(
 
 def run_benchmarks(recipe: Recipe, model: Path, backend: Any, thinking: bool) -> tuple[dict, list[dict]]:
     """Every benchmark on one engine (started here and closed after, unless given)."""
-    from distill.generate.backends import make_backend
+    from distill.engines.backends import make_backend
     from distill.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(model))
@@ -123,11 +123,10 @@ def benchmark_prompts(name: str, limit: int | None) -> list[dict]:
 
 def sample_benchmark(recipe: Recipe, name: str, spec, tokenizer: Any, backend: Any, thinking: bool = True):
     """spec.k samples per problem, graded; one row per sample. thinking: the R1 `<think>\\n` prefill."""
-    from distill.curate.verify import verify_batch
-    from distill.generate.backends import SamplingSpec
-    from distill.generate.prompts import build_messages, prefilled
-    from distill.generate.run import make_request
-    from distill.generate.traces import parse_trace
+    from distill.engines.backends import SamplingSpec
+    from distill.engines.prompts import build_messages, make_request, prefilled
+    from distill.engines.traces import parse_trace
+    from distill.graders import verify_batch
 
     cfg = recipe.eval
     gen_cfg = recipe.generate.model_copy(update={"system_prompt": None})  # R1 eval: no system prompt

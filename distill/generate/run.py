@@ -39,17 +39,17 @@ from distill.artifacts import (
 )
 from distill.config import GenerateConfig, Recipe, TeacherConfig, config_hash
 from distill.data import PROMPT_FIELDS, load_source
-from distill.errors import DistillError
-from distill.generate.backends import Backend, GenRequest, OnDone, SamplingSpec, make_backend
-from distill.generate.prompts import (
+from distill.engines.backends import Backend, OnDone, SamplingSpec, make_backend
+from distill.engines.prompts import (
     DOMAINS,
     build_messages,
     default_system_prompt,
     load_teacher_tokenizer,
+    make_request,
     prefilled,
-    render,
 )
-from distill.generate.traces import parse_trace
+from distill.engines.traces import parse_trace
+from distill.errors import DistillError
 
 DONE = "_done"
 COLUMN_FIELDS = (
@@ -171,14 +171,6 @@ def sampling_spec(cfg: GenerateConfig) -> SamplingSpec:
 def sampling_json(cfg: GenerateConfig) -> str:
     """The row's `sampling` field: what the teacher sampled with; each row adds its own seed."""
     return json.dumps({**asdict(sampling_spec(cfg)), "seed": cfg.seed}, sort_keys=True)
-
-
-def make_request(tokenizer: Any | None, messages: list[dict[str, str]], force_think: bool, seed: int | None):
-    """A backend request; without a tokenizer the server's chat template renders `messages` (chat API)."""
-    if tokenizer is None:
-        return GenRequest(messages, seed=seed)
-    text = render(tokenizer, messages, force_think)
-    return GenRequest(messages, text, tokenizer.encode(text, add_special_tokens=False), seed)
 
 
 # ---------------------------------------------------------------- shards

@@ -63,15 +63,15 @@ def verify_row(domain: str, reference: str | None, answer: str | None, cfg: Veri
         return Verdict("bad_reference", grader, None)
     answer = answer or ""
     if domain == "math":
-        from distill.curate.verify.math import verify_math
+        from distill.graders.math import verify_math
 
         verdict, pred = verify_math(reference, answer, phrase_fallback=cfg.math_answer_phrase)
     elif domain == "code":
-        from distill.curate.verify.code import verify_code
+        from distill.graders.code import verify_code
 
         verdict, pred = verify_code(reference, answer, cfg.code_timeout_s, cfg.code_memory_mb)
     else:
-        from distill.curate.verify.mcq import verify_mcq
+        from distill.graders.mcq import verify_mcq
 
         verdict, pred = verify_mcq(reference, answer)
     return Verdict(verdict, grader, pred)
@@ -87,7 +87,7 @@ def _worker_main() -> None:
     import resource
     import traceback
 
-    from distill.curate.verify.sandbox import SandboxUnavailable
+    from distill.graders.sandbox import SandboxUnavailable
 
     conn = Connection(int(sys.argv[1]))
     cfg = VerifyConfig.model_validate_json(sys.argv[2])
@@ -130,7 +130,7 @@ class VerifierPool:
 
     def _spawn(self, slot: int) -> None:
         ours, theirs = socket.socketpair()
-        code = "from distill.curate.verify import _worker_main; _worker_main()"
+        code = "from distill.graders import _worker_main; _worker_main()"
         root = str(Path(__file__).resolve().parents[3])  # the folder holding the distill package
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
         proc = subprocess.Popen(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distill.generate.prompts import THINK_CLOSE
+from distill.release import THINK_CLOSE
 
 TRUNCATING_FINISH = ("length", "prompt_too_long")
 

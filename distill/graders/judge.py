@@ -61,8 +61,8 @@ def grader_name(cfg: TeacherConfig) -> str:
 def judge_requests(items: list[tuple[str, str, str]], cfg: TeacherConfig) -> list[Any]:
     """One greedy GenRequest per (problem, reference, prediction), rendered with the judge's chat template
     (loaded once; without one the server renders the messages)."""
-    from distill.generate.backends import GenRequest
-    from distill.generate.prompts import load_teacher_tokenizer, render
+    from distill.engines.backends import GenRequest
+    from distill.engines.prompts import load_teacher_tokenizer, render
 
     tokenizer = load_teacher_tokenizer(cfg)
     requests = []
@@ -74,7 +74,7 @@ def judge_requests(items: list[tuple[str, str, str]], cfg: TeacherConfig) -> lis
 
 
 def ask(backend: Any, requests: list[Any], max_tokens: int) -> list[str]:
-    from distill.generate.backends import SamplingSpec
+    from distill.engines.backends import SamplingSpec
 
     outs = backend.generate(requests, SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens))
     return [parse_judgement(o[0].text) for o in outs]
@@ -84,7 +84,7 @@ def judge(
     items: list[tuple[str, str, str]], cfg: TeacherConfig, max_tokens: int = 1024, backend: Any = None
 ) -> list[str]:
     """Verdicts for (problem, reference, prediction) items; starts the judge's backend unless one is given."""
-    from distill.generate.backends import make_backend
+    from distill.engines.backends import make_backend
 
     if not items:
         return []
@@ -120,7 +120,7 @@ def judge_cached(
 ) -> list[str]:
     """judge() with a resume cache (JSONL, appended every CACHE_BATCH verdicts): a rerun after a crash only
     asks about items not judged yet, and starts no judge at all when every verdict is cached."""
-    from distill.generate.backends import make_backend
+    from distill.engines.backends import make_backend
 
     keys = [_cache_key(item, cfg, max_tokens) for item in items]
     done = read_cache(cache)

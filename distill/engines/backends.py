@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from distill.config import TeacherConfig
 from distill.errors import DistillError
-from distill.generate.prompts import THINK_CLOSE
+from distill.release import THINK_CLOSE
 
 OnDone = Callable[[int, int], None]  # (requests finished, tokens generated), called as requests complete
 RETRY_STATUS = {408, 429}  # plus every 5xx

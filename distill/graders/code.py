@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from distill.curate.verify.sandbox import run_python
+from distill.graders.sandbox import run_python
 
 GRADER = "sandbox"
 FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import GenerateConfig, TeacherConfig
+from distill.engines.backends import GenRequest
 from distill.errors import DistillError
+from distill.release import THINK_OPEN
 
-THINK_OPEN = "<think>\n"
-THINK_CLOSE = "</think>"
 DOMAINS = ("math", "code", "mcq", "general")
 _PROBE_USER = "\x00distill-user-probe\x00"
 _PROBE_SYSTEM = "\x00distill-system-probe\x00"
@@ -101,3 +101,11 @@ def load_teacher_tokenizer(teacher: TeacherConfig) -> Any | None:
             "set teacher.chat_template to a .jinja file"
         )
     return tok
+
+
+def make_request(tokenizer: Any | None, messages: list[dict[str, str]], force_think: bool, seed: int | None):
+    """A backend request; without a tokenizer the server's chat template renders `messages` (chat API)."""
+    if tokenizer is None:
+        return GenRequest(messages, seed=seed)
+    text = render(tokenizer, messages, force_think)
+    return GenRequest(messages, text, tokenizer.encode(text, add_special_tokens=False), seed)
