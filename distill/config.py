@@ -226,10 +226,12 @@ class Recipe(Strict):
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
 
-def config_hash(section: BaseModel | dict[str, Any]) -> str:
-    """Stable sha256 of a config section (sorted JSON); the skip key of a stage."""
+def config_hash(section: BaseModel | Any, ensure_ascii: bool = True) -> str:
+    """Stable sha256 of a config section or any JSON value (sorted JSON); the skip key of a stage.
+    ensure_ascii=False hashes non-ASCII text as UTF-8 (generate's shard keys, kept so that old runs resume)."""
     data = section.model_dump(mode="json") if isinstance(section, BaseModel) else section
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    text = json.dumps(data, sort_keys=True, ensure_ascii=ensure_ascii)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

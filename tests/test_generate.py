@@ -230,6 +230,18 @@ def test_pending_shards_keeps_matching_and_removes_stale(tmp_path):
     assert list(out.glob("part-*")) == [] and list((out / "_done").iterdir()) == []
 
 
+def test_shard_key_is_the_one_earlier_runs_recorded():
+    """Shards written before GenerateRun (when the key was generate's own _sha) must stay fresh: the key of
+    non-ASCII prompts is pinned to the value that code computed (UTF-8 JSON, not \\u escapes)."""
+    prompts = [
+        {"prompt_id": f"p{i}", "domain": "math", "problem": f"Löse x² = {i} — 日本", "reference": "2"}
+        | {"source": "s", "license": "l"}
+        for i in range(3)
+    ]
+    assert shard_key("8e05e43cf7d3f435", prompts) == "feb6231fed643dd5"
+    assert shard_key("8e05e43cf7d3f435", prompts[:2]) != shard_key("8e05e43cf7d3f435", prompts)
+
+
 # ---------------------------------------------------------------- the real engine
 
 
@@ -331,10 +343,10 @@ def test_stage_writes_every_sample_once_and_skips_when_fresh(tmp_path, smollm2_p
 def test_stage_r1_path_prefills_and_flags_every_row(tmp_path, smollm2_path, vllm_engine):
     """A thinking teacher with forced <think>\\n: SmolLM2 never closes the thought, so every row is flagged
     (malformed, or truncated too), and none is lost."""
-    template = {"chat_template": str(R1_TEMPLATE)} if R1_TEMPLATE.exists() else {}
+    assert R1_TEMPLATE.is_file(), "the shipped R1 template is missing"
     recipe = _recipe(tmp_path, smollm2_path, force_think=True, n=1, max_tokens=8)
     recipe.teacher.thinking = True
-    recipe.teacher.chat_template = template.get("chat_template")
+    recipe.teacher.chat_template = str(R1_TEMPLATE)
     out = tmp_path / "run" / "generate"
     manifest = generate(recipe, None, out, backend=VLLMBackend(vllm_engine))
     rows = list(read_shards(out))
@@ -343,8 +355,8 @@ def test_stage_r1_path_prefills_and_flags_every_row(tmp_path, smollm2_path, vllm
         assert r["prompt_text"].endswith("<think>\n") and r["prompt_text"].count("<think>") == 1
         assert "malformed" in r["flags"] and r["reasoning"] == r["completion"].strip() and r["answer"] == ""
         assert [m["role"] for m in r["messages"]] == ["user"]
-        if template:  # no system turn rendered: the prompt is bos + user turn + assistant + <think>\n
-            assert r["prompt_text"].startswith("<|im_start|><｜User｜>")
+        # no system turn rendered: the prompt is bos + user turn + assistant + <think>\n
+        assert r["prompt_text"].startswith("<|im_start|><｜User｜>")
 
 
 # ---------------------------------------------------------------- bad input through the CLI

@@ -24,9 +24,10 @@ import json
 import os
 import queue
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from distill.artifacts import (
     Manifest,
@@ -39,7 +40,7 @@ from distill.artifacts import (
 )
 from distill.config import GenerateConfig, Recipe, TeacherConfig, config_hash
 from distill.data import PROMPT_FIELDS, load_source
-from distill.engines.backends import Backend, OnDone, SamplingSpec, make_backend
+from distill.engines.backends import Backend, Completion, GenRequest, OnDone, SamplingSpec, make_backend
 from distill.engines.prompts import (
     DOMAINS,
     build_messages,
@@ -48,7 +49,7 @@ from distill.engines.prompts import (
     make_request,
     prefilled,
 )
-from distill.engines.traces import parse_trace
+from distill.engines.traces import Trace, parse_trace
 from distill.errors import DistillError
 
 DONE = "_done"
@@ -60,30 +61,92 @@ COLUMN_FIELDS = (
 )  # PromptSource.columns keys (data._map_columns)
 
 
-def row_schema():
-    """Generate row (design.md): the prompt row plus one sample. Explicit, so empty shards and None agree."""
+# ---------------------------------------------------------------- the run and its rows
+
+
+@dataclass
+class GenerateRun:
+    """What every shard of one run shares: the recipe, the teacher's tokenizer (None in a replica's parent), the
+    output folder, the stage key, and the row values fixed for the run (sampling JSON and its hash)."""
+
+    recipe: Recipe
+    tokenizer: Any
+    out: Path
+    key: str
+    sampling: str = field(init=False)
+    sampling_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.sampling = sampling_json(self.recipe.generate)
+        self.sampling_hash = config_hash(self.sampling, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample of one prompt, as the teacher returned it: what a row is made from."""
+
+    prompt: dict[str, Any]  # the prompt row (PROMPT_FIELDS)
+    request: GenRequest
+    completion: Completion
+    trace: Trace
+    index: int  # sample j of n
+
+
+class Column(NamedTuple):
+    name: str
+    arrow: str  # a key of arrow_types()
+    value: Callable[[GenerateRun, Sample], Any]
+
+
+def _prompt_column(name: str) -> Column:
+    return Column(name, "string", lambda run, s: s.prompt[name])
+
+
+# The generate row (design.md): the prompt row plus one sample. The one definition: the Arrow schema and each
+# row dict are both derived from it, so a new column is one line here.
+ROW: tuple[Column, ...] = (
+    *(_prompt_column(name) for name in PROMPT_FIELDS),
+    Column("sample_index", "int32", lambda run, s: s.index),
+    Column("messages", "messages", lambda run, s: s.request.messages),
+    Column("prompt_text", "string", lambda run, s: s.request.prompt_text),
+    Column("completion", "string", lambda run, s: s.completion.text),
+    Column("reasoning", "string", lambda run, s: s.trace.reasoning),
+    Column("answer", "string", lambda run, s: s.trace.answer),
+    Column("finish_reason", "string", lambda run, s: s.completion.finish_reason),
+    Column("prompt_tokens", "int32", lambda run, s: s.completion.prompt_tokens),
+    Column("completion_tokens", "int32", lambda run, s: s.completion.completion_tokens),
+    Column("flags", "strings", lambda run, s: s.trace.flags),
+    Column("teacher", "string", lambda run, s: run.recipe.teacher.model),
+    Column("sampling", "string", lambda run, s: run.sampling),
+    Column("sampling_hash", "string", lambda run, s: run.sampling_hash),
+    Column("seed", "int64", lambda run, s: s.request.seed + s.index),
+)
+
+
+def arrow_types() -> dict[str, Any]:
     import pyarrow as pa
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    return pa.schema(
-        [
-            *[(name, pa.string()) for name in PROMPT_FIELDS],
-            ("sample_index", pa.int32()),
-            ("messages", pa.list_(message)),
-            ("prompt_text", pa.string()),
-            ("completion", pa.string()),
-            ("reasoning", pa.string()),
-            ("answer", pa.string()),
-            ("finish_reason", pa.string()),
-            ("prompt_tokens", pa.int32()),
-            ("completion_tokens", pa.int32()),
-            ("flags", pa.list_(pa.string())),
-            ("teacher", pa.string()),
-            ("sampling", pa.string()),
-            ("sampling_hash", pa.string()),
-            ("seed", pa.int64()),
-        ]
-    )
+    return {
+        "string": pa.string(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "strings": pa.list_(pa.string()),
+        "messages": pa.list_(message),
+    }
+
+
+def row_schema(columns: tuple[Column, ...] = ROW):
+    """The Arrow schema of a shard. Explicit, so empty shards and None agree."""
+    import pyarrow as pa
+
+    types = arrow_types()
+    return pa.schema([(c.name, types[c.arrow]) for c in columns])
+
+
+def make_row(run: GenerateRun, sample: Sample, columns: tuple[Column, ...] = ROW) -> dict[str, Any]:
+    return {c.name: c.value(run, sample) for c in columns}
 
 
 # ---------------------------------------------------------------- inputs and keys
@@ -137,10 +200,6 @@ def load_prompt_set(cfg: GenerateConfig) -> tuple[list[dict[str, Any]], int]:
     return list(rows.values()), duplicates
 
 
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
 def stage_key(teacher: TeacherConfig, cfg: GenerateConfig) -> str:
     """Hash of what decides the output. The prompts are hashed apart (per shard and as the stage input)."""
     template = Path(teacher.chat_template).read_text() if teacher.chat_template else None
@@ -148,7 +207,7 @@ def stage_key(teacher: TeacherConfig, cfg: GenerateConfig) -> str:
         "model": teacher.model,
         "tokenizer": teacher.tokenizer,
         "thinking": teacher.thinking,
-        "chat_template": _sha(template) if template else None,
+        "chat_template": config_hash(template, ensure_ascii=False) if template else None,
     }
     return config_hash(
         {"teacher": who, "generate": cfg.model_dump(mode="json", exclude={"prompts", "shard_size"})}
@@ -156,7 +215,8 @@ def stage_key(teacher: TeacherConfig, cfg: GenerateConfig) -> str:
 
 
 def shard_key(key: str, rows: list[dict[str, Any]]) -> str:
-    return _sha({"key": key, "prompts": rows})
+    """ensure_ascii=False: the hash of every run made so far (old shards stay fresh)."""
+    return config_hash({"key": key, "prompts": rows}, ensure_ascii=False)
 
 
 def prompt_seed(seed: int, prompt_id: str) -> int:
@@ -207,26 +267,11 @@ def pending_shards(out: Path, plan: list[list[dict]], key: str, force: bool) -> 
 
 
 def run_shard(
-    backend: Backend,
-    tokenizer: Any,
-    recipe: Recipe,
-    index: int,
-    rows: list[dict],
-    out: Path,
-    key: str,
-    on_done: OnDone,
+    backend: Backend, run: GenerateRun, index: int, rows: list[dict], on_done: OnDone
 ) -> dict[str, Any]:
     """Generate one shard, write it atomically, then its marker."""
-    cfg, teacher = recipe.generate, recipe.teacher
-    requests = [
-        make_request(
-            tokenizer,
-            build_messages(r["problem"], r["domain"], cfg),
-            cfg.force_think,
-            prompt_seed(cfg.seed, r["prompt_id"]),
-        )
-        for r in rows
-    ]
+    cfg = run.recipe.generate
+    requests = [prompt_request(run, r) for r in rows]
     start = time.perf_counter()
     outs = backend.generate(requests, sampling_spec(cfg), on_done)
     seconds = time.perf_counter() - start
@@ -234,37 +279,33 @@ def run_shard(
         raise RuntimeError(
             f"backend returned {[len(o) for o in outs]} samples for {len(rows)} prompts x {cfg.n}"
         )
-    sampling, teacher_id = sampling_json(cfg), teacher.model
-    sampling_hash = _sha(sampling)
-    table = []
-    for row, req, samples in zip(rows, requests, outs, strict=True):
-        for j, c in enumerate(samples):
-            trace = parse_trace(c.text, c.finish_reason, teacher.thinking, prefilled(req.prompt_text))
-            table.append(
-                {
-                    **row,
-                    "sample_index": j,
-                    "messages": req.messages,
-                    "prompt_text": req.prompt_text,
-                    "completion": c.text,
-                    "reasoning": trace.reasoning,
-                    "answer": trace.answer,
-                    "finish_reason": c.finish_reason,
-                    "prompt_tokens": c.prompt_tokens,
-                    "completion_tokens": c.completion_tokens,
-                    "flags": trace.flags,
-                    "teacher": teacher_id,
-                    "sampling": sampling,
-                    "sampling_hash": sampling_hash,
-                    "seed": req.seed + j,
-                }
-            )
+    table = [
+        make_row(run, sample_of(run, row, req, c, j))
+        for row, req, samples in zip(rows, requests, outs, strict=True)
+        for j, c in enumerate(samples)
+    ]
+    return write_shard(run, index, rows, table, seconds)
+
+
+def prompt_request(run: GenerateRun, row: dict[str, Any]) -> GenRequest:
+    cfg = run.recipe.generate
+    messages = build_messages(row["problem"], row["domain"], cfg)
+    return make_request(run.tokenizer, messages, cfg.force_think, prompt_seed(cfg.seed, row["prompt_id"]))
+
+
+def sample_of(run: GenerateRun, row: dict, req: GenRequest, c: Completion, j: int) -> Sample:
+    trace = parse_trace(c.text, c.finish_reason, run.recipe.teacher.thinking, prefilled(req.prompt_text))
+    return Sample(row, req, c, trace, j)
+
+
+def write_shard(run: GenerateRun, index: int, rows: list[dict], table: list[dict], seconds: float) -> dict:
+    """The shard (atomically), then its marker: the key it was made for, its size and its counts."""
     name = shard_name(index)
-    entry = write_parquet(table, out / name, schema=row_schema())
+    entry = write_parquet(table, run.out / name, schema=row_schema())
     marker = {
         **entry,
-        "key": shard_key(key, rows),
-        "bytes": (out / name).stat().st_size,
+        "key": shard_key(run.key, rows),
+        "bytes": (run.out / name).stat().st_size,
         "prompts": len(rows),
         "prompt_tokens": sum(r["prompt_tokens"] for r in table),
         "completion_tokens": sum(r["completion_tokens"] for r in table),
@@ -272,7 +313,7 @@ def run_shard(
         "malformed": sum("malformed" in r["flags"] for r in table),
         "seconds": round(seconds, 3),
     }
-    atomic_write_text(_marker(out, name), json.dumps(marker, sort_keys=True))
+    atomic_write_text(_marker(run.out, name), json.dumps(marker, sort_keys=True))
     return marker
 
 
@@ -314,20 +355,14 @@ class ProgressView:
 
 
 def run_local(
-    recipe: Recipe,
-    tokenizer: Any,
-    jobs: list[tuple[int, list[dict]]],
-    out: Path,
-    key: str,
-    view: ProgressView,
-    backend: Backend | None,
+    run: GenerateRun, jobs: list[tuple[int, list[dict]]], view: ProgressView, backend: Backend | None
 ) -> None:
     own = backend is None
-    backend = backend or make_backend(recipe.teacher)
+    backend = backend or make_backend(run.recipe.teacher)
     view.begin()
     try:
         for index, rows in jobs:
-            run_shard(backend, tokenizer, recipe, index, rows, out, key, view.advance)
+            run_shard(backend, run, index, rows, view.advance)
     finally:
         if own:
             backend.close()
@@ -355,57 +390,37 @@ def _replica_main(
         os.environ["CUDA_VISIBLE_DEVICES"] = devices
     recipe = Recipe.model_validate(recipe_data)
     try:
-        tokenizer = load_teacher_tokenizer(recipe.teacher)
+        run = GenerateRun(recipe, load_teacher_tokenizer(recipe.teacher), Path(out), key)
         backend = make_backend(recipe.teacher)
         events.put(("ready", rank))
         while (job := jobs.get()) is not None:
-            run_shard(
-                backend,
-                tokenizer,
-                recipe,
-                job[0],
-                job[1],
-                Path(out),
-                key,
-                lambda p, t: events.put(("progress", p, t)),
-            )
+            run_shard(backend, run, job[0], job[1], lambda p, t: events.put(("progress", p, t)))
         backend.close()
     except BaseException as err:
         events.put(("error", rank, f"{type(err).__name__}: {err}"))
         raise
 
 
-def run_replicas(
-    recipe: Recipe, jobs: list[tuple[int, list[dict]]], out: Path, key: str, view: ProgressView
-) -> None:
+def run_replicas(run: GenerateRun, jobs: list[tuple[int, list[dict]]], view: ProgressView) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # vLLM and CUDA need fresh processes
-    dp = min(recipe.teacher.data_parallel_size, len(jobs))
+    dp = min(run.recipe.teacher.data_parallel_size, len(jobs))
     work, events = ctx.Queue(), ctx.Queue()
     for job in [*jobs, *[None] * dp]:
         work.put(job)
-    devices = replica_devices(recipe.teacher)
+    devices = replica_devices(run.recipe.teacher)
+    recipe_data = run.recipe.model_dump(mode="json")
     procs = [
         ctx.Process(
-            target=_replica_main,
-            args=(r, recipe.model_dump(mode="json"), str(out), key, devices[r], work, events),
+            target=_replica_main, args=(r, recipe_data, str(run.out), run.key, devices[r], work, events)
         )
         for r in range(dp)
     ]
     for p in procs:
         p.start()
-    errors: list[str] = []
     try:
-        while any(p.is_alive() for p in procs) or not events.empty():
-            with contextlib.suppress(queue.Empty):
-                event = events.get(timeout=0.5)
-                if event[0] == "progress":
-                    view.advance(event[1], event[2])
-                elif event[0] == "ready":
-                    view.begin()
-                else:
-                    errors.append(f"replica {event[1]}: {event[2]}")
+        errors = _pump_events(procs, events, view)
     finally:
         for p in procs:
             if p.is_alive():
@@ -415,6 +430,21 @@ def run_replicas(
     failed = [f"replica {r} exit code {p.exitcode}" for r, p in enumerate(procs) if p.exitcode != 0]
     if failed or errors:
         raise DistillError("; ".join(errors or failed) + " (finished shards are kept: rerun to resume)")
+
+
+def _pump_events(procs: list[Any], events: Any, view: ProgressView) -> list[str]:
+    """Progress and errors from the replicas until every one has exited; returns the errors."""
+    errors: list[str] = []
+    while any(p.is_alive() for p in procs) or not events.empty():
+        with contextlib.suppress(queue.Empty):
+            event = events.get(timeout=0.5)
+            if event[0] == "progress":
+                view.advance(event[1], event[2])
+            elif event[0] == "ready":
+                view.begin()
+            else:
+                errors.append(f"replica {event[1]}: {event[2]}")
+    return errors
 
 
 # ---------------------------------------------------------------- the stage
@@ -441,92 +471,92 @@ def generate(
     prompts, duplicates = load_prompt_set(cfg)
     key = stage_key(teacher, cfg)
     with _exclusive(out):
-        manifest = prepare_stage("generate", out, key, {"prompts": _sha(prompts)}, force)
+        manifest = prepare_stage(
+            "generate", out, key, {"prompts": config_hash(prompts, ensure_ascii=False)}, force
+        )
         if manifest is None:
             return read_manifest(out)
-        tokenizer = load_teacher_tokenizer(teacher)  # fails on a bad template before an engine starts
+        # the tokenizer loads first: a bad template fails before an engine starts
+        run = GenerateRun(recipe, load_teacher_tokenizer(teacher), out, key)
         plan = [prompts[i : i + cfg.shard_size] for i in range(0, len(prompts), cfg.shard_size)]
-        todo = pending_shards(out, plan, key, force)
-        jobs = [(i, plan[i]) for i in todo]
+        jobs = [(i, plan[i]) for i in pending_shards(out, plan, key, force)]
         start = time.perf_counter()
         with ProgressView(len(prompts), len(prompts) - sum(len(rows) for _, rows in jobs)) as view:
             if jobs and teacher.data_parallel_size > 1 and backend is None:
-                run_replicas(recipe, jobs, out, key, view)
+                run_replicas(run, jobs, view)
             elif jobs:
-                run_local(recipe, tokenizer, jobs, out, key, view, backend)
+                run_local(run, jobs, view, backend)
         run_stats = {
             "seconds": time.perf_counter() - start,
             "generate_seconds": view.seconds(),
             "tokens": view.tokens,
             "shards": len(jobs),
         }
-        return _finish(out, manifest, recipe, plan, key, duplicates, run_stats, tokenizer)
+        return _finish(run, manifest, plan, duplicates, run_stats)
 
 
 def _finish(
-    out: Path,
-    manifest: Manifest,
-    recipe: Recipe,
-    plan: list[list[dict]],
-    key: str,
-    duplicates: int,
-    run: dict[str, Any],
-    tokenizer: Any,
+    run: GenerateRun, manifest: Manifest, plan: list[list[dict]], duplicates: int, stats: dict[str, Any]
 ) -> Manifest:
     """Manifest from the shard markers (all shards, resumed ones included), a summary table, manifest.json last."""
-    from distill.ui import print_table
-
-    markers = [read_marker(out, shard_name(i), shard_key(key, rows)) for i, rows in enumerate(plan)]
-    if any(m is None for m in markers):  # a shard vanished under us: never claim completion
-        raise DistillError(f"{out}: shard markers missing after the run; rerun to regenerate them")
-    rows = sum(m["rows"] for m in markers)
-    prompts = sum(len(p) for p in plan)
-    if rows != prompts * recipe.generate.n:
-        raise DistillError(
-            f"{out}: {rows} rows for {prompts} prompts x n={recipe.generate.n}; rerun with --force"
-        )
-    total = {
-        k: sum(m[k] for m in markers)
-        for k in ("prompt_tokens", "completion_tokens", "truncated", "malformed")
-    }
+    markers = _all_markers(run, plan)
     manifest.outputs = [{"file": m["file"], "rows": m["rows"], "sha256": m["sha256"]} for m in markers]
-    manifest.rows_in, manifest.rows_out = prompts, rows
+    manifest.rows_in, manifest.rows_out = sum(len(p) for p in plan), sum(m["rows"] for m in markers)
     manifest.dropped = {"duplicate_prompt": duplicates} if duplicates else {}
-    manifest.metrics = {
+    manifest.metrics = _metrics(run, markers, manifest.rows_in, stats)
+    _print_summary(manifest.metrics, manifest.rows_out, len(plan))
+    return finish_manifest(run.out, manifest)
+
+
+def _all_markers(run: GenerateRun, plan: list[list[dict]]) -> list[dict[str, Any]]:
+    """Every shard's marker; fails rather than claim completion when one vanished or rows are missing."""
+    out, n = run.out, run.recipe.generate.n
+    markers = [read_marker(out, shard_name(i), shard_key(run.key, rows)) for i, rows in enumerate(plan)]
+    if any(m is None for m in markers):  # a shard vanished under us
+        raise DistillError(f"{out}: shard markers missing after the run; rerun to regenerate them")
+    rows, prompts = sum(m["rows"] for m in markers), sum(len(p) for p in plan)
+    if rows != prompts * n:
+        raise DistillError(f"{out}: {rows} rows for {prompts} prompts x n={n}; rerun with --force")
+    return markers
+
+
+def _metrics(run: GenerateRun, markers: list[dict], prompts: int, stats: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's totals and rates (all shards) and this run's speed (shards generated now)."""
+    keys = ("prompt_tokens", "completion_tokens", "truncated", "malformed")
+    total = {k: sum(m[k] for m in markers) for k in keys}
+    rows, tokenizer, busy = sum(m["rows"] for m in markers), run.tokenizer, stats["generate_seconds"]
+    return {
         "prompts": prompts,
-        "n": recipe.generate.n,
-        "teacher": recipe.teacher.model,
-        "sampling": sampling_json(recipe.generate),
+        "n": run.recipe.generate.n,
+        "teacher": run.recipe.teacher.model,
+        "sampling": run.sampling,
         **total,
         "truncated_rate": round(total["truncated"] / rows, 4),
         "malformed_rate": round(total["malformed"] / rows, 4),
         "mean_completion_tokens": round(total["completion_tokens"] / rows, 1),
         "template_default_system": default_system_prompt(tokenizer) if tokenizer is not None else None,
-        "run_shards_generated": run["shards"],
-        "run_shards_resumed": len(plan) - run["shards"],
-        "run_tokens": run["tokens"],
-        "run_seconds": round(run["seconds"], 2),  # wall, teacher start included
-        "run_generate_seconds": round(run["generate_seconds"], 2),
-        "run_tokens_per_s": round(run["tokens"] / run["generate_seconds"], 1)
-        if run["generate_seconds"]
-        else 0.0,
+        "run_shards_generated": stats["shards"],
+        "run_shards_resumed": len(markers) - stats["shards"],
+        "run_tokens": stats["tokens"],
+        "run_seconds": round(stats["seconds"], 2),  # wall, teacher start included
+        "run_generate_seconds": round(busy, 2),
+        "run_tokens_per_s": round(stats["tokens"] / busy, 1) if busy else 0.0,
     }
-    met = manifest.metrics
-    print_table(
-        "generate: summary",
-        [
-            {
-                "prompts": prompts,
-                "rows": rows,
-                "generated shards": f"{run['shards']}/{len(plan)}",
-                "tokens (run)": f"{run['tokens']:,}",
-                "seconds (run)": met["run_seconds"],
-                "generating (s)": met["run_generate_seconds"],
-                "tok/s (run)": met["run_tokens_per_s"],
-                "mean tokens": met["mean_completion_tokens"],
-                "truncated": f"{met['truncated_rate']:.1%}",
-                "malformed": f"{met['malformed_rate']:.1%}",
-            }
-        ],
-    )
-    return finish_manifest(out, manifest)
+
+
+def _print_summary(met: dict[str, Any], rows: int, shards: int) -> None:
+    from distill.ui import print_table
+
+    summary = {
+        "prompts": met["prompts"],
+        "rows": rows,
+        "generated shards": f"{met['run_shards_generated']}/{shards}",
+        "tokens (run)": f"{met['run_tokens']:,}",
+        "seconds (run)": met["run_seconds"],
+        "generating (s)": met["run_generate_seconds"],
+        "tok/s (run)": met["run_tokens_per_s"],
+        "mean tokens": met["mean_completion_tokens"],
+        "truncated": f"{met['truncated_rate']:.1%}",
+        "malformed": f"{met['malformed_rate']:.1%}",
+    }
+    print_table("generate: summary", [summary])
