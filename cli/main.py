@@ -225,6 +225,18 @@ def show(run_dir: Path) -> None:
 
 @app.command()
 @user_errors
+def plan(recipe: Recipe, set_: Sets = None) -> None:
+    """Estimate before a run: teacher tokens, GPU-hours (generate, SFT, eval), disk; --set plan.NAME=V."""
+    from distill.plan import plan as make_plan
+    from distill.plan import print_plan, split_sets
+
+    recipe_sets, plan_sets = split_sets(set_ or [])
+    loaded = _load(recipe, recipe_sets)
+    print_plan(loaded, *make_plan(loaded, plan_sets))
+
+
+@app.command()
+@user_errors
 def config(recipe: Recipe, set_: Sets = None) -> None:
     """Print the resolved recipe (defaults filled in, overrides applied)."""
     from distill.config import dump_recipe
