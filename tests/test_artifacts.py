@@ -12,6 +12,7 @@ import pytest
 
 from distill.artifacts import (
     MANIFEST,
+    atomic_dir,
     atomic_write_text,
     finish_manifest,
     manifest_hash,
@@ -94,3 +95,89 @@ def test_atomic_files_get_the_mode_open_gives(tmp_path):
     mode = plain.stat().st_mode & 0o777
     assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == mode
     assert (tmp_path / "part-00000.parquet").stat().st_mode & 0o777 == mode
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_atomic_dir_replaces_an_old_folder_whole(tmp_path):
+    target = tmp_path / "final"
+    (target / "sub").mkdir(parents=True)
+    (target / "old.txt").write_text("old")
+    (target / "sub" / "w.bin").write_text("old weights")
+    with atomic_dir(target) as staged:
+        assert staged.parent == tmp_path and staged != target and not list(staged.iterdir())
+        (staged / "sub").mkdir()
+        (staged / "sub" / "w.bin").write_text("new weights")
+        (staged / "config.json").write_text("{}")
+        assert _tree(target) == {
+            "old.txt": "old",
+            "sub/w.bin": "old weights",
+        }  # readers still see the old one
+    assert _tree(target) == {"sub/w.bin": "new weights", "config.json": "{}"}  # nothing of the old one stays
+    assert os.listdir(tmp_path) == ["final"]  # neither the temp nor the moved-aside folder is left
+
+
+def test_atomic_dir_exception_keeps_the_old_folder_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "final"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_dir(target) as staged:
+        (staged / "a.txt").write_text("half")
+        raise RuntimeError("disk full")
+    assert _tree(target) == {"a.txt": "old"}
+    assert os.listdir(tmp_path) == ["final"]
+
+
+def test_atomic_dir_new_folder_appears_only_when_complete(tmp_path):
+    target = tmp_path / "deep" / "release"  # missing parents are made
+    with atomic_dir(target) as staged:
+        for i in range(3):
+            (staged / f"part-{i}").write_text(str(i))
+            assert not target.exists()
+    assert _tree(target) == {"part-0": "0", "part-1": "1", "part-2": "2"}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # mkdir's mode, not mkdtemp's 0700
+    with pytest.raises(KeyboardInterrupt), atomic_dir(tmp_path / "never") as staged:
+        (staged / "x").write_text("x")
+        raise KeyboardInterrupt  # any exception, not only Exception
+    assert sorted(os.listdir(tmp_path)) == ["deep", "plain"]
+
+
+def test_atomic_dir_failed_rename_restores_the_old_folder(tmp_path, monkeypatch):
+    """The old folder is moved aside before the new one is renamed in; if that rename fails it comes back."""
+    target = tmp_path / "final"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    real_replace = os.replace
+
+    def fail_new(src, dst):
+        if str(src).endswith(".tmp"):
+            raise OSError("rename failed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_new)
+    with pytest.raises(OSError, match="rename failed"), atomic_dir(target) as staged:
+        (staged / "a.txt").write_text("new")
+    assert _tree(target) == {"a.txt": "old"}
+    assert os.listdir(tmp_path) == ["final"]
+
+
+def test_atomic_dir_killed_process_never_exposes_a_partial_folder(tmp_path):
+    """SIGKILL while filling: the old folder is intact (the temp sibling is the only trace; it is hidden)."""
+    target = tmp_path / "final"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    script = textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from distill.artifacts import atomic_dir
+        with atomic_dir(Path({str(target)!r})) as staged:
+            (staged / "a.txt").write_text("half")
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == -9
+    assert _tree(target) == {"a.txt": "old"}
+    assert [p for p in os.listdir(tmp_path) if not p.startswith(".")] == ["final"]
