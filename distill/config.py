@@ -45,9 +45,9 @@ class TeacherConfig(Strict):
     enforce_eager: bool = False
     dtype: str = "auto"
     # openai backend (vllm serve, SGLang, DeepSeek API)
-    base_url: str | None = None
+    base_url: str | list[str] | None = None  # one server, or a fleet: requests go to the least busy endpoint
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this env var, never from the recipe
-    concurrency: int = 64
+    concurrency: int = 64  # requests in flight per endpoint
     request_timeout_s: float = 1800.0
     max_retries: int = 8
 

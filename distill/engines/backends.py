@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +26,6 @@ from distill.errors import DistillError
 from distill.release import THINK_CLOSE
 
 OnDone = Callable[[int, int], None]  # (requests finished, tokens generated), called as requests complete
-RETRY_STATUS = {408, 429}  # plus every 5xx
 
 
 @dataclass
@@ -63,10 +62,12 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def make_backend(teacher: TeacherConfig) -> Backend:
-    """Start the teacher the recipe names; fails fast (DistillError) before any work is done."""
+def make_backend(teacher: TeacherConfig, log: Path | None = None) -> Backend:
+    """Start the teacher the recipe names; fails fast (DistillError) before any work is done. `log`: a file
+    the vLLM engine's own output (its INFO/WARNING lines, torch and triton warnings) goes to instead of the
+    terminal."""
     if teacher.backend == "vllm":
-        return VLLMBackend.start(teacher)
+        return VLLMBackend.start(teacher, log)
     if teacher.backend == "openai":
         backend = OpenAIBackend.from_config(teacher)
         backend.check()
@@ -124,13 +125,14 @@ def engine_kwargs(teacher: TeacherConfig) -> dict[str, Any]:
 class VLLMBackend:
     """A `vllm.LLM`: every request of a call is queued before the first step, so the engine batches them all."""
 
-    def __init__(self, llm: Any, owned: bool = False):
+    def __init__(self, llm: Any, owned: bool = False, log: Path | None = None):
         self.llm = llm
         self.owned = owned  # close() shuts the engine down only if we started it
+        self.log = log
         self._ids = itertools.count()
 
     @classmethod
-    def start(cls, teacher: TeacherConfig) -> VLLMBackend:
+    def start(cls, teacher: TeacherConfig, log: Path | None = None) -> VLLMBackend:
         from distill.models import distill_home
 
         kwargs = engine_kwargs(teacher)
@@ -142,9 +144,10 @@ class VLLMBackend:
             # chunks: it rewinds the request's generator, which only CUDA generators can do. Whole prefills
             # avoid it; vLLM then raises max_num_batched_tokens to at least max_model_len.
             kwargs["enable_chunked_prefill"] = False
-        from vllm import LLM
+        with engine_output(log):
+            from vllm import LLM
 
-        return cls(LLM(**kwargs), owned=True)
+            return cls(LLM(**kwargs), owned=True, log=log)
 
     def generate(
         self, requests: list[GenRequest], sampling: SamplingSpec, on_done: OnDone | None = None
@@ -195,8 +198,53 @@ class VLLMBackend:
 
     def close(self) -> None:
         if self.owned:
-            self.llm.llm_engine.engine_core.shutdown()
+            with engine_output(self.log):
+                self.llm.llm_engine.engine_core.shutdown()
             self.owned = False
+
+
+@contextmanager
+def engine_output(log: Path | None) -> Iterator[None]:
+    """Send everything written to stdout/stderr meanwhile, by this process and by the engine processes it
+    spawns (they inherit the file descriptors and keep them), to `log`; vLLM's logger keeps writing there
+    after. On an error the terminal gets one line naming the log. log=None: leave the terminal alone."""
+    if log is None:
+        yield
+        return
+    import logging
+    import sys
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "a", encoding="utf-8") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            _restore(saved)
+            print(f"vLLM engine failed; its log: {log}", file=sys.stderr)
+            raise
+        finally:
+            _restore(saved)
+    for handler in logging.getLogger("vllm").handlers:  # later lines from this process go to the log too
+        if type(handler) is logging.StreamHandler:
+            handler.setStream(open(log, "a", encoding="utf-8"))  # noqa: SIM115 (lives as long as the logger)
+
+
+def _restore(saved: list[int]) -> None:
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if saved[0] >= 0:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        saved[:] = [-1, -1]
 
 
 def _vllm_completion(out: Any, c: Any) -> Completion:
@@ -207,16 +255,18 @@ def _vllm_completion(out: Any, c: Any) -> Completion:
 
 
 class OpenAIBackend:
-    """`vllm serve`, SGLang, the DeepSeek API. A request with a rendered prompt goes to /completions as token
-    ids (exact prompt, prefill included); one without goes to /chat/completions, the server's template renders
-    it, and a reasoning the server split off (`reasoning_content`, vLLM: `reasoning`) is rejoined at its
-    </think>. One HTTP request per sample, at most `concurrency` in flight; 408/429/5xx, timeouts, dropped
-    connections and unparseable bodies are retried with exponential backoff and full jitter (Retry-After
-    honoured); other 4xx fail at once. The key comes only from the environment and is never logged."""
+    """`vllm serve`, SGLang, the DeepSeek API: one server or a fleet of them (distill.engines.fleet balances by
+    outstanding requests, benches failing endpoints and retries every request until it lands once). A request
+    with a rendered prompt goes to /completions as token ids (exact prompt, prefill included); one without goes
+    to /chat/completions, the server's template renders it, and a reasoning the server split off
+    (`reasoning_content`, vLLM: `reasoning`) is rejoined at its </think>. One HTTP request per sample, at most
+    `concurrency` in flight per endpoint; 408/429/5xx, timeouts, dropped connections and unparseable bodies are
+    retried with exponential backoff and full jitter (Retry-After honoured); other 4xx fail at once. The key
+    comes only from the environment and is never logged."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | list[str],
         model: str,
         *,
         api_key: str | None = None,
@@ -226,11 +276,19 @@ class OpenAIBackend:
         backoff_s: float = 1.0,
         backoff_cap_s: float = 60.0,
     ):
-        self.base_url = base_url.rstrip("/")
+        from distill.engines.fleet import Fleet
+
         self.model = model
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.concurrency, self.timeout_s, self.max_retries = concurrency, timeout_s, max_retries
-        self.backoff_s, self.backoff_cap_s = backoff_s, backoff_cap_s
+        self.fleet = Fleet(
+            base_url,
+            model,
+            api_key=api_key,
+            per_endpoint=concurrency,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            backoff_cap_s=backoff_cap_s,
+        )
 
     @classmethod
     def from_config(cls, teacher: TeacherConfig) -> OpenAIBackend:
@@ -248,47 +306,29 @@ class OpenAIBackend:
         )
 
     def check(self) -> None:
-        """Fail fast, before any shard is written, when the server is down or does not serve the model."""
-        import httpx
-
-        url = f"{self.base_url}/models"
-        try:
-            resp = httpx.get(url, headers=self._headers, timeout=30.0)
-            served = [m["id"] for m in resp.json()["data"]] if resp.status_code == 200 else None
-        except httpx.HTTPError as err:
-            raise DistillError(f"teacher server unreachable: {url} ({type(err).__name__}: {err})") from None
-        except (ValueError, KeyError, TypeError) as err:
-            raise DistillError(f"teacher server {url}: unexpected reply ({type(err).__name__})") from None
-        if served is None:
-            raise DistillError(f"teacher server {url}: HTTP {resp.status_code}: {resp.text[:300]}")
-        if self.model not in served:
-            raise DistillError(
-                f"teacher.model '{self.model}' is not served by {self.base_url} (serves: {served})"
-            )
+        """Fail fast, before any shard is written, when no endpoint is up or one does not serve the model."""
+        self.fleet.check()
 
     def generate(
         self, requests: list[GenRequest], sampling: SamplingSpec, on_done: OnDone | None = None
     ) -> list[list[Completion]]:
-        return asyncio.run(self._generate(requests, sampling, on_done or (lambda requests, tokens: None)))
+        on_done = on_done or (lambda requests, tokens: None)
+        results: list[list[Any]] = [[None] * sampling.n for _ in requests]
+        left = [sampling.n] * len(requests)
 
-    async def _generate(self, requests: list[GenRequest], sampling: SamplingSpec, on_done: OnDone):
-        import httpx
+        def landed(key: tuple[int, int], c: Completion) -> None:
+            i, j = key
+            results[i][j], left[i] = c, left[i] - 1
+            if left[i] == 0:
+                on_done(1, sum(s.completion_tokens for s in results[i]))
 
-        slots = asyncio.Semaphore(self.concurrency)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(headers=self._headers, timeout=self.timeout_s, limits=limits) as client:
+        jobs = (
+            ((i, j), *self._body(r, j, sampling)) for i, r in enumerate(requests) for j in range(sampling.n)
+        )
+        asyncio.run(self.fleet.map(jobs, landed))
+        return results
 
-            async def one(req: GenRequest) -> list[Completion]:
-                samples = [self._sample(client, slots, req, j, sampling) for j in range(sampling.n)]
-                done = list(await asyncio.gather(*samples))
-                on_done(1, sum(c.completion_tokens for c in done))
-                return done
-
-            return list(await asyncio.gather(*(one(r) for r in requests)))
-
-    async def _sample(
-        self, client: Any, slots: asyncio.Semaphore, req: GenRequest, j: int, sampling: SamplingSpec
-    ):
+    def _body(self, req: GenRequest, j: int, sampling: SamplingSpec) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self.model,
             "n": 1,
@@ -300,45 +340,12 @@ class OpenAIBackend:
             body["seed"] = req.seed + j
         if req.prompt_token_ids is not None or req.prompt_text:
             body["prompt"] = req.prompt_token_ids if req.prompt_token_ids is not None else req.prompt_text
-            return await self._post(client, slots, "/completions", body)
+            return "/completions", body
         body["messages"] = req.messages
-        return await self._post(client, slots, "/chat/completions", body)
-
-    async def _post(self, client: Any, slots: asyncio.Semaphore, path: str, body: dict) -> Completion:
-        import httpx
-
-        url, last = self.base_url + path, ""
-        for attempt in range(self.max_retries + 1):
-            retry_after = 0.0
-            try:
-                async with slots:  # released while backing off
-                    resp = await client.post(url, json=body)
-            except httpx.TransportError as err:  # timeouts, refused or dropped connections
-                last = type(err).__name__
-            else:
-                if resp.status_code == 200:
-                    try:
-                        return parse_response(resp.json())
-                    except (ValueError, KeyError, TypeError, IndexError) as err:
-                        last = f"unparseable reply ({type(err).__name__})"
-                elif resp.status_code in RETRY_STATUS or resp.status_code >= 500:
-                    last, retry_after = f"HTTP {resp.status_code}", _retry_after(resp.headers)
-                else:
-                    raise DistillError(f"{url}: HTTP {resp.status_code}: {resp.text[:300]}")
-            if attempt < self.max_retries:
-                cap = min(self.backoff_cap_s, self.backoff_s * 2**attempt)
-                await asyncio.sleep(max(random.uniform(0, cap), min(retry_after, self.backoff_cap_s)))
-        raise DistillError(f"{url}: giving up after {self.max_retries + 1} attempts (last: {last})")
+        return "/chat/completions", body
 
     def close(self) -> None:
-        pass  # one HTTP client per generate() call; nothing held between calls
-
-
-def _retry_after(headers: Any) -> float:
-    try:
-        return float(headers.get("retry-after", 0))
-    except ValueError:  # an HTTP date: fall back to our own backoff
-        return 0.0
+        pass  # one HTTP session per generate() call; nothing held between calls
 
 
 def parse_response(data: dict) -> Completion:
