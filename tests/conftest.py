@@ -15,6 +15,70 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# What a marked test needs, by marker: requirement name -> probe (why it is absent, or None). Each probe looks at
+# the machine directly (kernel namespaces, a CUDA device, an importable flash_attn), never at the component tested.
+def _no_namespaces() -> str | None:
+    from distill.graders.sandbox import namespaces_missing
+
+    return namespaces_missing()
+
+
+def _no_cuda() -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA device"
+
+
+def _no_flash_attn() -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec("flash_attn") is not None else "flash-attn is not installed"
+
+
+NEEDS = {"sandbox": {"sandbox": _no_namespaces}, "gpu": {"gpu": _no_cuda, "flash_attn": _no_flash_attn}}
+
+
+def required() -> set[str]:
+    """DISTILL_REQUIRE=sandbox,gpu,...: where these must be present (CI, `make gpu-check`), a skip is a failure."""
+    return {name.strip() for name in os.environ.get("DISTILL_REQUIRE", "").split(",") if name.strip()}
+
+
+def _requirements(item) -> dict:
+    return {
+        name: probe
+        for marker, probes in NEEDS.items()
+        if item.get_closest_marker(marker)
+        for name, probe in probes.items()
+    }
+
+
+def pytest_runtest_setup(item):
+    """A `sandbox` test skips only where the kernel has no namespaces, a `gpu` test only where CUDA is absent;
+    each fails instead when DISTILL_REQUIRE names what is missing. (flash-attn is checked in the tests that use it.)"""
+    for name, probe in _requirements(item).items():
+        if name == "flash_attn":
+            continue
+        reason = probe()
+        if reason and name in required():
+            pytest.fail(f"DISTILL_REQUIRE={name}: {reason}", pytrace=False)
+        if reason:
+            pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under DISTILL_REQUIRE, a marked test that skips anyway (e.g. `pytest.skip("needs flash-attn")` in its body)
+    is reported as failed: what was required did not run."""
+    outcome = yield
+    report = outcome.get_result()
+    wanted = sorted(set(_requirements(item)) & required())
+    if report.skipped and wanted and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        report.longrepr = f"DISTILL_REQUIRE={','.join(wanted)} but the test skipped: {reason}"
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = Path(os.environ["DISTILL_DATA_DIR"])

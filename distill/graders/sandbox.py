@@ -90,9 +90,7 @@ def run_python(
         "tmp_mb": tmp_mb,
         "hide": sorted({"/root", os.path.expanduser("~")}),
     }
-    flags = ["--mount", "--net", "--pid", "--fork", "--kill-child"]
-    if not root:  # an unprivileged user namespace gives the same mounts without root
-        flags = ["--user", "--map-root-user", *flags]
+    flags = unshare_flags(root)
     status_r, status_w = os.pipe()  # the launcher writes the program's exit status here
     spec["status_fd"] = status_w
     cmd = [unshare, *flags, python, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)]
@@ -132,6 +130,9 @@ def _supervise(
     stdout, stderr = _tail(out_path), _tail(err_path)
     if SETUP_FAILED in stderr:
         raise SandboxUnavailable(stderr.strip().splitlines()[-1])
+    if status == "" and not timed_out:  # the launcher died before reporting: never call that a timeout
+        cause = (stderr.strip().splitlines() or ["no message"])[-1]
+        raise SandboxUnavailable(f"sandbox launcher exited {proc.returncode} before the program ran: {cause}")
     return _result(status, timed_out, stdout, stderr, seconds)
 
 
@@ -151,13 +152,33 @@ def _tail(path: str) -> str:
         return f.read().decode(errors="replace")
 
 
+def unshare_flags(root: bool) -> list[str]:
+    """The namespaces `run_python` asks for; without root an unprivileged user namespace provides the rest."""
+    flags = ["--mount", "--net", "--pid", "--fork", "--kill-child"]
+    return flags if root else ["--user", "--map-root-user", *flags]
+
+
 @cache
+def namespaces_missing() -> str | None:
+    """Why this machine cannot build the sandbox (no `unshare`, namespaces refused), or None when it can.
+
+    A direct probe of the kernel: `unshare` with the sandbox's namespace flags runs `true`. It never runs the
+    launcher, so a broken launcher still fails its tests instead of looking like a machine without namespaces.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return "`unshare` (util-linux) not found"
+    probe = subprocess.run(
+        [unshare, *unshare_flags(os.geteuid() == 0), "true"], capture_output=True, text=True, timeout=30
+    )
+    if probe.returncode != 0:
+        return f"namespaces refused: {(probe.stderr.strip().splitlines() or ['exit ' + str(probe.returncode)])[-1]}"
+    return None
+
+
 def sandbox_available() -> bool:
-    """True when a trivial program runs in the sandbox here (checked once per process)."""
-    try:
-        return run_python("print('ok')", timeout_s=10).stdout.strip() == "ok"
-    except SandboxUnavailable:
-        return False
+    """True when the kernel gives the sandbox its namespaces here (the probe above, once per process)."""
+    return namespaces_missing() is None
 
 
 # ---------------------------------------------------------------- launcher (runs inside the namespaces)
