@@ -56,3 +56,17 @@ def normalize_answer(text: str | None) -> str | None:
     for junk in ("\\left", "\\right", "\\!", "$", " "):
         out = out.replace(junk, "")
     return out or None
+
+
+def paired_gain(after: dict[str, Sequence[bool]], before: dict[str, Sequence[bool]]) -> tuple[float, float, int]:
+    """Mean over shared problems of (after's fraction correct - before's), its SE over problems, and the count.
+
+    Pairing removes the between-problem variance both models share: with after = before + 0.1 on every problem
+    the SE is 0, where two unpaired SEs would add up.
+    """
+    diffs = [sum(after[p]) / len(after[p]) - sum(before[p]) / len(before[p]) for p in after if p in before]
+    if not diffs:
+        return 0.0, 0.0, 0
+    mean = sum(diffs) / len(diffs)
+    var = sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1)
+    return mean, math.sqrt(var / len(diffs)), len(diffs)

@@ -25,8 +25,10 @@ from distill.artifacts import (
 )
 from distill.config import EvalConfig, Recipe, TeacherConfig, config_hash
 from distill.errors import DistillError
-from distill.eval.metrics import cons_at_k, normalize_answer, pass1_mean_se
+from distill.eval.metrics import cons_at_k, normalize_answer, paired_gain, pass1_mean_se
 from distill.report import DISPLAY, render_table
+
+ENGINE_LOG = "engine.log"  # in the run dir, shared by the stages that start a vLLM engine
 
 
 def student_model(src: Path) -> Path:
@@ -85,23 +87,26 @@ def evaluate(
     if manifest is None:
         return read_manifest(out)
     base = baseline_model(recipe) if recipe.eval.baseline else None  # a bad name fails before any sampling
-    results, samples = run_benchmarks(recipe, model, backend, thinking=True)
+    log = out.parent / ENGINE_LOG
+    results, samples = run_benchmarks(recipe, model, backend, thinking=True, log=log)
     baseline = None
     if base is not None:
-        base_results, base_samples = run_benchmarks(recipe, base, baseline_backend, thinking=False)
+        base_results, base_samples = run_benchmarks(recipe, base, baseline_backend, thinking=False, log=log)
         baseline = {"model": str(base), "name": recipe.eval.baseline, "benchmarks": base_results}
         samples += base_samples
     return write_outputs(out, manifest, recipe, model, results, samples, baseline)
 
 
-def run_benchmarks(recipe: Recipe, model: Path, backend: Any, thinking: bool) -> tuple[dict, list[dict]]:
-    """Every benchmark on one engine (started here and closed after, unless given)."""
+def run_benchmarks(
+    recipe: Recipe, model: Path, backend: Any, thinking: bool, log: Path | None = None
+) -> tuple[dict, list[dict]]:
+    """Every benchmark on one engine (started here, its output to `log`, and closed after, unless given)."""
     from distill.engines.backends import make_backend
     from distill.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(model))
     owned = backend is None
-    backend = backend or make_backend(engine_config(recipe.eval, model, thinking))
+    backend = backend or make_backend(engine_config(recipe.eval, model, thinking), log)
     results, samples = {}, []
     try:
         for name, spec in recipe.eval.benchmarks.items():
@@ -137,7 +142,9 @@ def sample_benchmark(recipe: Recipe, name: str, spec, tokenizer: Any, backend: A
         requests.append(make_request(tokenizer, messages, force_think=thinking, seed=cfg.seed + 1000 * i))
     sampling = SamplingSpec(n=spec.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
     started = time.perf_counter()
-    outs = backend.generate(requests, sampling)
+    outs = generate_with_bar(
+        backend, requests, sampling, f"eval {'student' if thinking else 'baseline'} {name}"
+    )
     seconds = time.perf_counter() - started
     rows, items = [], []
     for p, req, completions in zip(prompts, requests, outs, strict=True):
@@ -163,6 +170,23 @@ def sample_benchmark(recipe: Recipe, name: str, spec, tokenizer: Any, backend: A
         row["grader"] = verdict.grader if verdict else None
         row["pred_answer"] = verdict.pred_answer if verdict else None
     return rows
+
+
+def generate_with_bar(backend: Any, requests: list, sampling: Any, title: str) -> list:
+    """backend.generate under one progress bar: problems done, tokens/s, ETA."""
+    from distill.ui import progress
+
+    with progress(refresh_per_second=2) as bar:
+        task = bar.add_task(title, total=len(requests), info="")
+        tokens = [0]
+        started = time.perf_counter()
+
+        def advance(done: int, new_tokens: int) -> None:
+            tokens[0] += new_tokens
+            rate = tokens[0] / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=done, info=f"{rate:.0f} tok/s")
+
+        return backend.generate(requests, sampling, advance)
 
 
 def score(rows: list[dict], k: int) -> dict[str, Any]:
@@ -218,16 +242,84 @@ def write_outputs(
                 baseline["benchmarks"],
             )
         )
+    verdict = held_out_verdict(samples, results, baseline["benchmarks"]) if baseline else None
+    if verdict:
+        payload["verdict"] = verdict
+        plot_before_after(rows, out / "before_after.png")
+    table = render_table(rows) + (f"\n{verdict['line']}\n" if verdict else "")
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
-    atomic_write_text(out / "table.md", render_table(rows))
+    atomic_write_text(out / "table.md", table)
     manifest.outputs = [entry]
     manifest.rows_in = len(samples)
     manifest.rows_out = len(samples)
     manifest.metrics = {f"{b}/{m}": r[m] for b, r in results.items() for m in ("pass@1", "cons@k")}
     for b, r in (baseline or {}).get("benchmarks", {}).items():
         manifest.metrics.update({f"baseline/{b}/{m}": r[m] for m in ("pass@1", "cons@k")})
+    if verdict:
+        manifest.metrics.update({f"held_out/{m}": verdict[m] for m in VERDICT_METRICS})
     _print_summary(recipe.name, rows)
+    if verdict:
+        print(verdict["line"])
     return finish_manifest(out, manifest)
+
+
+VERDICT_METRICS = ("before", "before_se", "after", "after_se", "gain", "gain_se", "problems", "k")
+
+
+def held_out_verdict(samples: list[dict], results: dict, base_results: dict) -> dict[str, Any]:
+    """Did distillation help? The first benchmark (the recipe's held-out split), student minus baseline,
+    paired by problem: the SE of the gain leaves out the spread of problem difficulty both models share."""
+    name = next(iter(results))
+    correct: dict[str, dict[str, list[bool]]] = {"student": {}, "baseline": {}}
+    for row in samples:
+        if row["benchmark"] == name:
+            correct[row["model"]].setdefault(row["prompt_id"], []).append(row["verdict"] == "correct")
+    gain, gain_se, n = paired_gain(correct["student"], correct["baseline"])
+    after, before = results[name], base_results[name]
+    v = {
+        "benchmark": name,
+        "before": before["pass@1"],
+        "before_se": before["pass@1_se"],
+        "after": after["pass@1"],
+        "after_se": after["pass@1_se"],
+        "gain": gain,
+        "gain_se": gain_se,
+        "problems": n,
+        "k": after["k"],
+    }
+    pct = {m: f"{100 * v[m]:.1f}" for m in VERDICT_METRICS[:6]}
+    v["line"] = (
+        f"held-out pass@1: before {pct['before']} ± {pct['before_se']}, after {pct['after']} ± "
+        f"{pct['after_se']}, gain {pct['gain']} ± {pct['gain_se']} (paired, {n} problems × {v['k']})"
+    )
+    return v
+
+
+def plot_before_after(rows: list[tuple[str, dict]], png: Path) -> None:
+    """pass@1 ± SE per benchmark, the model before distillation beside the student (percent)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from distill.artifacts import atomic_path
+
+    (_, after), (_, before) = rows[0], rows[1]
+    names = list(after)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 4))
+    for shift, label, res in ((-0.2, "before distillation", before), (0.2, "after (student)", after)):
+        xs = [i + shift for i in range(len(names))]
+        ys = [100 * res[b]["pass@1"] if b in res else 0.0 for b in names]
+        err = [100 * res[b]["pass@1_se"] if b in res else 0.0 for b in names]
+        ax.bar(xs, ys, width=0.4, yerr=err, capsize=4, label=label)
+    ax.set_xticks(range(len(names)), [DISPLAY.get(b.split(":")[0]) or b for b in names])
+    ax.set_ylabel("pass@1 (%), ± SE over problems")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def _print_summary(name: str, rows: list[tuple[str, dict]]) -> None:
