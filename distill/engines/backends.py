@@ -26,6 +26,7 @@ from distill.errors import DistillError
 from distill.release import THINK_CLOSE
 
 OnDone = Callable[[int, int], None]  # (requests finished, tokens generated), called as requests complete
+ENGINE_LOG = "engine.log"  # vLLM's own output, in the run dir (runs/<name>/engine.log), not on the terminal
 
 
 @dataclass

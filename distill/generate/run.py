@@ -40,7 +40,15 @@ from distill.artifacts import (
 )
 from distill.config import GenerateConfig, Recipe, TeacherConfig, config_hash
 from distill.data import PROMPT_FIELDS, load_source
-from distill.engines.backends import Backend, Completion, GenRequest, OnDone, SamplingSpec, make_backend
+from distill.engines.backends import (
+    ENGINE_LOG,
+    Backend,
+    Completion,
+    GenRequest,
+    OnDone,
+    SamplingSpec,
+    make_backend,
+)
 from distill.engines.prompts import (
     DOMAINS,
     build_messages,
@@ -358,7 +366,7 @@ def run_local(
     run: GenerateRun, jobs: list[tuple[int, list[dict]]], view: ProgressView, backend: Backend | None
 ) -> None:
     own = backend is None
-    backend = backend or make_backend(run.recipe.teacher)
+    backend = backend or make_backend(run.recipe.teacher, run.out.parent / ENGINE_LOG)
     view.begin()
     try:
         for index, rows in jobs:
@@ -391,7 +399,7 @@ def _replica_main(
     recipe = Recipe.model_validate(recipe_data)
     try:
         run = GenerateRun(recipe, load_teacher_tokenizer(recipe.teacher), Path(out), key)
-        backend = make_backend(recipe.teacher)
+        backend = make_backend(recipe.teacher, Path(out).parent / ENGINE_LOG)
         events.put(("ready", rank))
         while (job := jobs.get()) is not None:
             run_shard(backend, run, job[0], job[1], lambda p, t: events.put(("progress", p, t)))
