@@ -24,11 +24,10 @@ from distill.artifacts import (
     write_parquet,
 )
 from distill.config import EvalConfig, Recipe, TeacherConfig, config_hash
+from distill.engines.backends import ENGINE_LOG
 from distill.errors import DistillError
 from distill.eval.metrics import cons_at_k, normalize_answer, paired_gain, pass1_mean_se
 from distill.report import DISPLAY, render_table
-
-ENGINE_LOG = "engine.log"  # in the run dir, shared by the stages that start a vLLM engine
 
 
 def student_model(src: Path) -> Path:
