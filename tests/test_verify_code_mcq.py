@@ -104,6 +104,9 @@ MCQ = [  # (answer text, extracted letter)
     ("Thus the answer is (D).", "D"),
     ("The final answer is $\\boxed{A}$", "A"),
     ("\\boxed{\\text{(C)}}", "C"),
+    ("\\boxed{C. x = 42}", "C"),  # a letter with its choice's text
+    ("\\boxed{(B) 10^{-4} eV}", "B"),
+    ("\\boxed{x = 42}", None),  # a value, no choice
     ("Answer: A ... on reflection, Answer: B", "B"),  # the last one counts
     ("C", "C"),
     ("(D)", "D"),

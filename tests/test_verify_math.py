@@ -7,7 +7,7 @@ import pytest
 from distill.config import VerifyConfig
 from distill.data import load_prompts, raw_records
 from distill.graders import Verdict, verify_batch, verify_row
-from distill.graders.math import gold_text, verify_math
+from distill.graders.math import gold_letter, gold_text, verify_math
 
 CASES = [  # (gold reference, completion answer, expected verdict)
     ("025", "So the answer is \\boxed{25}.", "correct"),  # zero-padded AIME
@@ -36,8 +36,45 @@ CASES = [  # (gold reference, completion answer, expected verdict)
     ("\\frac{", "\\boxed{7}", "bad_reference"),
 ]
 
+# issue 15: several boxes, ordered tuples, gold answers math-verify misreads, letters
+MULTI_CASES = [  # (gold reference, completion answer, expected verdict)
+    ("1, 2", "x = \\boxed{2} or x = \\boxed{1}", "correct"),  # a solution set spread over boxes
+    ("-3, 3", "the roots are $\\boxed{-3}$ and $\\boxed{3}$.", "correct"),
+    ("1, 2", "x = \\boxed{2} or x = \\boxed{3}", "wrong"),
+    ("1, 2, 3", "\\boxed{1}, \\boxed{2}", "wrong"),  # a value missing
+    ("1, 2", "\\boxed{1}, \\boxed{2}, \\boxed{5}", "wrong"),  # an extra value
+    ("1, 2", "\\boxed{1}\n\nso both: \\boxed{1, 2}", "correct"),  # the last box already holds the set
+    ("(1,2),(3,4)", "\\boxed{(3,4)} and \\boxed{(1,2)}", "correct"),  # pairs: a set of ordered pairs
+    ("(1,2),(3,4)", "\\boxed{(2,1)} and \\boxed{(4,3)}", "wrong"),  # each pair is ordered
+    ("\\{1, 2\\}", "\\boxed{2, 1}", "correct"),
+    ("x=1 \\text{ or } x=2", "\\boxed{x=2}, \\boxed{x=1}", "correct"),
+    ("(2,1)", "\\boxed{(2, 1)}", "correct"),  # ordered tuples compare in order
+    ("(2,1)", "\\boxed{(1, 2)}", "wrong"),
+    ("(3,1,2)", "\\boxed{(1,2,3)}", "wrong"),
+    ("(2,1)", "x = \\boxed{2}, y = \\boxed{1}", "correct"),  # boxes of an ordered answer, in order
+    ("(2,1)", "x = \\boxed{1}, y = \\boxed{2}", "wrong"),
+    ("[2,5)", "\\boxed{(2,5]}", "wrong"),  # intervals: ends in order, open/closed kept
+    ("(-\\infty, 2]", "\\boxed{(-\\infty,2]}", "correct"),
+    ("7", "\\boxed{3} then \\boxed{7}", "correct"),  # one gold value: the last box
+    ("7", "\\boxed{7} then \\boxed{3}", "wrong"),
+    ("5\\", "\\boxed{5}", "correct"),  # stray trailing backslash in the gold
+    ("12\\\\", "\\boxed{12}", "correct"),
+    ("\\dfrac{1}{29,\\!322,\\!216}", "\\boxed{\\frac{1}{29322216}}", "correct"),  # \\! thousands separators
+    ("10,\\!080", "\\boxed{10080}", "correct"),
+    ("\\!\\sqrt{33}", "\\boxed{\\sqrt{33}}", "correct"),
+    ("30^\\circ.", "\\boxed{30^\\circ}", "correct"),  # a trailing period (MATH train)
+    ("-1./3", "\\boxed{-\\frac{1}{3}}", "correct"),  # Minerva's "-1./3"
+    ("C", "\\boxed{C. x = 42}", "correct"),  # multiple choice inside a math set
+    ("C", "\\boxed{(C) 42}", "correct"),
+    ("\\text{(C)}", "\\boxed{\\text{(C)}}", "correct"),
+    ("\\text{(E)},", "\\boxed{E}", "correct"),
+    ("C", "\\boxed{B. x = 41}", "wrong"),
+    ("C", "\\boxed{42}", "wrong"),  # a value, not a choice
+    ("C", "the answer is C", "unparseable"),  # no box (phrase_fallback off)
+]
 
-@pytest.mark.parametrize(("reference", "answer", "expected"), CASES)
+
+@pytest.mark.parametrize(("reference", "answer", "expected"), CASES + MULTI_CASES)
 def test_math_cases(reference, answer, expected):
     assert verify_math(reference, answer)[0] == expected
 
@@ -57,9 +94,8 @@ def test_real_gold_answers_verify_against_themselves(data_dir, name, limit):
     rows = load_prompts(name, "test", limit)
     for row in rows:
         ref = row["reference"]
-        assert verify_math(ref, f"The final answer is $\\boxed{{{ref}}}$.") == ("correct", ref), row[
-            "prompt_id"
-        ]
+        expected = ("correct", gold_letter(ref) or ref)  # a choice "\\text{(C)}" is graded as its letter
+        assert verify_math(ref, f"The final answer is $\\boxed{{{ref}}}$.") == expected, row["prompt_id"]
     numeric = [r for r in rows if r["reference"].lstrip("-").isdigit()]
     for row in numeric[:100]:
         wrong = str(int(row["reference"]) + 1)

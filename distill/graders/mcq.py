@@ -2,6 +2,7 @@
 
 Where the letter is looked for, last match first:
     \\boxed{C}, \\boxed{\\text{(C)}}             -> C
+    \\boxed{C. x = 42}, \\boxed{(C) 42}         -> C (a letter followed by its choice's text)
     "Answer: C", "**Answer:** (C)", "answer is C" -> C
     "C", "(C)", "C) 10^-4 eV" as the whole answer  -> C
     anything else                                 -> unparseable
@@ -22,15 +23,22 @@ ANSWER_RE = re.compile(
     r"(?![A-Za-z])"
 )
 BARE_RE = re.compile(rf"^(?:\(?({_LETTER})\)?\.?$|\(?({_LETTER})[).:]\s)")
+# inside a box: "C", "c", "(C)", "C. x = 42", "(C) 42", "C: 42", "\\text{(C) } 42"; not "CD", "C = 5", "a + b"
+BOX_LETTER_RE = re.compile(rf"(?i:\(?({_LETTER})\)?\.?)$|\(({_LETTER})\)|({_LETTER})[.:)](?:\s|$)")
+
+
+def letter_of(boxed: str) -> str | None:
+    """The choice a box's content names: "C. x = 42" -> "C"; None when it names none."""
+    inner = re.sub(r"\\text(?:bf)?\{([^}]*)\}", r"\1", boxed).strip()
+    found = BOX_LETTER_RE.match(inner)
+    return next(g for g in found.groups() if g).upper() if found else None
 
 
 def extract_letter(answer: str) -> str | None:
     """The letter the answer text chooses, or None."""
     boxed = last_boxed(answer)
-    if boxed is not None:
-        inner = re.sub(r"\\text(?:bf)?\{([^}]*)\}", r"\1", boxed).strip().strip("()").strip()
-        if len(inner) == 1 and inner.upper() in LETTERS:
-            return inner.upper()
+    if boxed is not None and letter_of(boxed) is not None:
+        return letter_of(boxed)
     matches = ANSWER_RE.findall(answer)
     if matches:
         return matches[-1]
