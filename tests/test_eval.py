@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -116,3 +117,93 @@ def test_unknown_baseline_fails_before_any_sampling(smollm2_path, tmp_path):
     r.eval.baseline = "no-such-model"
     with pytest.raises(DistillError, match="'no-such-model' is not a registry name"):
         evaluate(r, smollm2_path, tmp_path / "eval", backend=Untouchable())
+
+
+class ScriptedServer:
+    """A loopback OpenAI-compatible /v1/completions responder. eval seeds sample j of problem i with
+    eval.seed + 1000 * i + j, so the reply is looked up by seed: the same script whatever the arrival order."""
+
+    def __init__(self, script: dict[int, list[tuple[str, str]]]):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.script, self.prompts = script, {}
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                i, j = divmod(body["seed"], 1000)
+                srv.prompts[i] = body["prompt"]
+                text, finish = srv.script[i][j]
+                reply = {
+                    "choices": [{"text": text, "finish_reason": finish}],
+                    "usage": {"prompt_tokens": len(body["prompt"]), "completion_tokens": 10},
+                }
+                payload = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        import threading
+
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def boxed(answer: str) -> tuple[str, str]:
+    return f"Let me compute.\n</think>\n\nThe final answer is $\\boxed{{{answer}}}$.", "stop"
+
+
+def test_eval_scores_scripted_completions_exactly(smollm2_path, tmp_path):
+    """Known answers through eval's real path (prompt rendering, OpenAI backend over HTTP, trace parsing,
+    math-verify, scoring, results.json): pass@1, its SE and cons@k equal the values worked out by hand."""
+    from distill.data import load_prompts
+    from distill.engines.backends import OpenAIBackend
+    from distill.models import load_tokenizer
+
+    gold = [p["reference"] for p in load_prompts("gsm8k", "test", 3)]
+    assert gold == ["18", "3", "70000"]  # GSM8K test, first three problems
+    unparseable = ("I am not sure how to start this one", "length")  # no </think>, no number, cut off
+    script = {
+        0: [boxed("18"), boxed("18.0"), boxed("18"), boxed("18")],  # 4/4 correct; majority 18: cons hit
+        1: [boxed("3"), boxed("7"), boxed("7"), boxed("7")],  # 1/4; majority 7 is wrong: cons miss
+        2: [boxed("70000"), boxed("70,000"), boxed("5"), unparseable],  # 2/4; majority 70000: cons hit
+    }
+    cfg = {"benchmarks": {"gsm8k": {"k": 4, "limit": 3}}, "max_tokens": 64}
+    recipe = recipe_from_dict({"name": "eval-scripted", "eval": cfg, "curate": {"verify": {"workers": 1}}})
+    with ScriptedServer(script) as server:
+        evaluate(recipe, smollm2_path, tmp_path / "eval", backend=OpenAIBackend(server.url, "student"))
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())["benchmarks"]["gsm8k"]
+    per_problem = [4 / 4, 1 / 4, 2 / 4]
+    mean = sum(per_problem) / 3  # 0.5833
+    se = math.sqrt(sum((p - mean) ** 2 for p in per_problem) / 2 / 3)  # sample variance over problems, / n
+    assert result["pass@1"] == pytest.approx(7 / 12) and mean == pytest.approx(7 / 12)
+    assert result["pass@1_se"] == pytest.approx(se) and se == pytest.approx(0.2204793, abs=1e-7)
+    assert result["cons@k"] == pytest.approx(2 / 3)
+    assert result["verdicts"] == {"correct": 7, "unparseable": 1, "wrong": 4}
+    assert (result["k"], result["n"], result["truncated"]) == (4, 3, pytest.approx(1 / 12))
+    samples = read_parquet(tmp_path / "eval" / "samples.parquet")
+    assert [s["verdict"] for s in samples if s["prompt_id"] == samples[-1]["prompt_id"]] == [
+        "correct",
+        "correct",
+        "wrong",
+        "unparseable",
+    ]
+    problems = [p["problem"] for p in load_prompts("gsm8k", "test", 3)]
+    tokenizer = load_tokenizer(str(smollm2_path))
+    for i, problem in enumerate(problems):  # each scripted reply answered its own problem's prompt
+        sent = tokenizer.decode(server.prompts[i])
+        assert problem in sent and sent.endswith("<think>\n")
