@@ -24,7 +24,8 @@ from distill.artifacts import (
 )
 from distill.config import Recipe, config_hash
 from distill.errors import DistillError
-from distill.report import DISPLAY
+from distill.release import THINK
+from distill.report import render_table
 from distill.students import get_student
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -90,9 +91,9 @@ def provenance(run: Path) -> dict[str, dict[str, Any]]:
 
 
 def read_eval(run: Path) -> dict[str, Any] | None:
-    """run_dir/eval/results.json as the eval stage writes it, or None before evaluation."""
+    """run_dir/eval/results.json of the finished eval stage (its manifest is written after it), or None."""
     path = run / "eval" / "results.json"
-    if not path.exists():
+    if read_manifest(run / "eval") is None or not path.exists():
         return None
     try:
         return json.loads(path.read_text())
@@ -104,53 +105,31 @@ def read_eval(run: Path) -> dict[str, Any] | None:
 # Model card
 
 
-def _pct(value: Any) -> str:
-    return f"{100 * value:.1f}" if isinstance(value, (int, float)) else "-"
-
-
-def _pct_se(r: dict[str, Any]) -> str:
-    se = r.get("pass@1_se")
-    return _pct(r.get("pass@1")) + (f" ± {_pct(se)}" if isinstance(se, (int, float)) else "")
-
-
 def eval_table(results: dict[str, Any] | None, release: str, model_name: str) -> str:
-    """DeepSeek's layout: one row per model, `<benchmark> pass@1` (and `cons@k` when k > 1) columns, in %."""
+    """eval's table.md (report.render_table) with this model's row, the base before distillation when eval
+    scored it, and DeepSeek's reported numbers for the release; then eval's held-out verdict when it has one."""
     benches = (results or {}).get("benchmarks") or {}
     if not benches:
         return "Not evaluated yet (run `distill eval`)."
-    columns, ours, theirs, before = [], [], [], []
-    reported = REPORTED.get(release, {})
-    base = (results or {}).get("baseline") or {}
-    for name, r in benches.items():
-        label = DISPLAY.get(name, name)
-        ref, b = reported.get(name), base.get("benchmarks", {}).get(name, {})
-        columns.append(f"{label} pass@1")
-        ours.append(_pct_se(r))
-        before.append(_pct_se(b))
-        theirs.append(str(ref[0] if isinstance(ref, tuple) else ref) if ref is not None else "-")
-        if (r.get("k") or 1) > 1 and "cons@k" in r:
-            columns.append(f"{label} cons@{r['k']}")
-            ours.append(_pct(r.get("cons@k")))
-            before.append(_pct(b.get("cons@k")))
-            theirs.append(str(ref[1]) if isinstance(ref, tuple) and r["k"] == 64 else "-")
-    lines = [
-        "| Model | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
-        f"| {model_name} (this model) | " + " | ".join(ours) + " |",
-    ]
+    rows = [(f"{model_name} (this model)", benches)]
+    base = results.get("baseline")
     if base:
-        lines.append(f"| {Path(base['model']).name} (before distillation) | " + " | ".join(before) + " |")
-    if any(t != "-" for t in theirs):
-        lines.append(f"| {release} (reported) | " + " | ".join(theirs) + " |")
-    n_k = ", ".join(
-        f"{DISPLAY.get(n, n)}: n={r.get('n', '?')}, k={r.get('k', '?')}" for n, r in benches.items()
-    )
-    lines += [
-        "",
-        f"pass@1 is averaged over k samples per problem (± standard error); cons@k is the majority "
-        f"vote over the k samples. {n_k}.",
-    ]
-    return "\n".join(lines)
+        rows.append((f"{Path(base['model']).name} (before distillation)", base["benchmarks"]))
+    reported = reported_results(release, benches)
+    if reported:
+        rows.append((f"{release} (reported)", reported))
+    verdict = (results.get("verdict") or {}).get("line")
+    return render_table(rows) + (f"\n{verdict}\n" if verdict else "")
+
+
+def reported_results(release: str, benchmarks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """DeepSeek's numbers for the benchmarks we ran, as results (fractions; cons@64 where reported)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in REPORTED.get(release, {}).items():
+        if name in benchmarks:
+            p1, cons = value if isinstance(value, tuple) else (value, None)
+            out[name] = {"pass@1": p1 / 100} | ({"cons@k": cons / 100, "k": 64} if cons is not None else {})
+    return out
 
 
 def _kv_table(rows: dict[str, Any], head: tuple[str, str] = ("", "")) -> str:
@@ -191,25 +170,33 @@ def _data_section(recipe: Recipe, prov: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _training_section(recipe: Recipe, prov: dict[str, dict[str, Any]]) -> str:
-    student, t = get_student(recipe.student), recipe.train
-    rows = {
-        "learning rate": t.lr if t.lr is not None else student.lr,
-        "epochs": t.epochs if t.epochs is not None else student.epochs,
-        "max steps": t.max_steps or "-",
-        "max length (tokens)": t.max_length or student.max_length,
-        "packing": t.packing,
-        "schedule": f"{t.lr_scheduler}, warmup {t.warmup_ratio:.0%}",
-        "weight decay": t.weight_decay,
-        "LoRA": f"r={t.lora.r}" if t.lora else "no (full fine-tune)",
+def _training_section(prov: dict[str, dict[str, Any]]) -> str:
+    """Train's effective config and run facts, as its manifest recorded them (what the run used)."""
+    train = prov.get("train")
+    if not train:
+        return "Not trained yet (run `distill train`)."
+    rows = _hyper_parameters(train.get("config"))
+    rows |= {f"run: {k}": v for k, v in _scalars(train["metrics"]).items()}
+    rows["run: wall time (s)"] = train["seconds"]
+    rows["software"] = ", ".join(f"{k} {v}" for k, v in sorted(train["versions"].items()))
+    return _kv_table(rows, ("hyper-parameter", "value"))
+
+
+def _hyper_parameters(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    if cfg is None:  # a train manifest from before train recorded its config
+        return {"hyper-parameters": "not recorded in train's manifest"}
+    lora = cfg.get("lora")
+    return {
+        "learning rate": cfg["lr"],
+        "epochs": cfg["epochs"],
+        "max steps": cfg.get("max_steps") or "-",
+        "max length (tokens)": cfg["max_length"],
+        "packing": cfg["packing"],
+        "schedule": f"{cfg['lr_scheduler']}, warmup {cfg['warmup_ratio']:.0%}",
+        "weight decay": cfg["weight_decay"],
+        "LoRA": f"r={lora['r']}" if lora else "no (full fine-tune)",
         "loss": "on assistant tokens only",
     }
-    train = prov.get("train")
-    if train:
-        rows |= {f"run: {k}": v for k, v in _scalars(train["metrics"]).items()}
-        rows["run: wall time (s)"] = train["seconds"]
-        rows["software"] = ", ".join(f"{k} {v}" for k, v in sorted(train["versions"].items()))
-    return _kv_table(rows, ("hyper-parameter", "value"))
 
 
 def _provenance_section(prov: dict[str, dict[str, Any]]) -> str:
@@ -230,7 +217,7 @@ USAGE = r"""Follow DeepSeek's usage recommendations for R1 models:
 - temperature 0.5-0.7 (0.6 recommended) and top-p 0.95 (the defaults in `generation_config.json`);
 - no system prompt: put every instruction in the user turn;
 - for math, add "Please reason step by step, and put your final answer within \boxed{}." to the prompt;
-- the chat template starts the answer with `<think>\n` so that the model always reasons first;
+- the chat template starts the answer with `@PREFILL@` so that the model always reasons first;
 - report pass@1 averaged over several samples at temperature 0.6, not greedy decoding.
 
 ```bash
@@ -247,7 +234,7 @@ ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generat
                               return_tensors="pt").to(model.device)
 out = model.generate(ids, max_new_tokens=4096, do_sample=True, temperature=0.6, top_p=0.95)
 print(tok.decode(out[0][ids.shape[1]:]))
-```"""
+```""".replace("@PREFILL@", THINK + r"\n")  # the R1 tag from the release spec
 
 
 def _card_datasets(recipe: Recipe, dataset_repo: str | None) -> list[str]:
@@ -281,7 +268,7 @@ def model_card(
     g, te = recipe.generate, recipe.teacher
     sampling = (
         f"temperature {g.temperature}, top-p {g.top_p}, n={g.n} samples per prompt, up to {g.max_tokens} "
-        f"new tokens, seed {g.seed}" + (", `<think>\\n` prefilled" if g.force_think else "")
+        f"new tokens, seed {g.seed}" + (f", `{THINK}\\n` prefilled" if g.force_think else "")
     )
     conformance = prov.get("patch", {}).get("metrics", {})
     parts = [
@@ -297,7 +284,7 @@ def model_card(
         f"- Sampling: {sampling}",
         _data_section(recipe, prov),
         "### Training",
-        _training_section(recipe, prov),
+        _training_section(prov),
         "## Evaluation",
         eval_table(results, student.release, repo.split("/")[-1]),
         "## Usage",

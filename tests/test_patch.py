@@ -14,20 +14,12 @@ from distill.artifacts import finish_manifest, read_manifest, start_manifest
 from distill.config import recipe_from_dict
 from distill.errors import DistillError
 from distill.models import load_tokenizer
-from distill.patch import (
-    BOS,
-    EOS,
-    GENERATION_PREFIX,
-    chat_template,
-    check_release,
-    patch_checkpoint,
-    patch_stage,
-    release_tokenizer,
-)
+from distill.patch import check_release, patch_checkpoint, patch_stage
+from distill.release import BOS, EOS, GENERATION_PREFIX, chat_template
+from distill.release_files import release_tokenizer
 from distill.vocab import base_tokenizer
 
 GOLDEN = Path(__file__).parent / "golden"
-IGNORED_CONFIG_KEYS = {"transformers_version", "dtype"}  # written by the installed transformers
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +209,14 @@ def test_template_files_are_the_release_text():
 # patch_checkpoint on tiny random models
 
 
-def _config_diff(base: Path, release: Path) -> dict:
-    a, b = (json.loads((p / "config.json").read_text()) for p in (base, release))
-    keys = (set(a) | set(b)) - IGNORED_CONFIG_KEYS
-    return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}
+def _config_diff(base: Path, release: Path, name: str = "config.json") -> dict:
+    """Keys whose value differs (every key, transformers_version and dtype too); the key order must not."""
+    a, b = (json.loads((p / name).read_text()) for p in (base, release))
+    assert [k for k in b if k in a] == list(a)  # the base's keys, in the base's order
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+SAMPLING_DIFF = {"do_sample": (None, True), "temperature": (None, 0.6), "top_p": (None, 0.95)}
 
 
 @pytest.mark.parametrize(
@@ -230,15 +226,15 @@ def _config_diff(base: Path, release: Path) -> dict:
             "tiny_qwen2",
             "qwen-1.5b",
             {"max_position_embeddings": (4096, 131072), "tie_word_embeddings": (True, False)},
-            {"bos_token_id": 151646, "eos_token_id": 151643},
+            {"bos_token_id": (151643, 151646), **SAMPLING_DIFF},
         ),
         (
             "tiny_qwen2",
             "qwen-7b",
             {"max_position_embeddings": (4096, 131072)},
-            {"bos_token_id": 151646, "eos_token_id": 151643},
+            {"bos_token_id": (151643, 151646), **SAMPLING_DIFF},
         ),
-        ("tiny_llama", "llama-8b", {}, {"bos_token_id": 128000, "eos_token_id": 128001}),
+        ("tiny_llama", "llama-8b", {}, SAMPLING_DIFF),
     ],
 )
 def test_patch_checkpoint(request, tmp_path, fixture, student, diff, generation):
@@ -259,8 +255,7 @@ def test_patch_checkpoint(request, tmp_path, fixture, student, diff, generation)
     facts = check_release(out, student)
     assert [f for f in facts if not f["ok"]] == []
     assert _config_diff(base, out) == diff
-    gen = json.loads((out / "generation_config.json").read_text())
-    assert gen == {**generation, "do_sample": True, "temperature": 0.6, "top_p": 0.95}
+    assert _config_diff(base, out, "generation_config.json") == generation  # the base's file, edited
     assert (out / "tokenizer_config.json").read_text() == (GOLDEN / "tokenizer_config.json").read_text()
     if fixture == "tiny_qwen2":  # added_tokens exactly as in deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
         added = json.loads((out / "tokenizer.json").read_text())["added_tokens"]
@@ -389,7 +384,7 @@ def test_added_r1_tokens_start_from_their_analogues(smollm2_path):
     from transformers import AutoModelForCausalLM
 
     from distill.models import load_tokenizer
-    from distill.patch import _base_pieces, prepare_model, release_tokenizer
+    from distill.release_files import _base_pieces, prepare_model, release_tokenizer
 
     tok = release_tokenizer(load_tokenizer(str(smollm2_path)), "smollm2-135m")
     model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)

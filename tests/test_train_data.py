@@ -43,7 +43,7 @@ ROW = {
 
 def release(student: str, smollm2_path: Path | None = None):
     from distill.models import load_tokenizer
-    from distill.patch import release_tokenizer
+    from distill.release_files import release_tokenizer
     from distill.vocab import base_tokenizer
 
     family = {"qwen-7b": "qwen2", "llama-8b": "llama3"}.get(student)

@@ -19,7 +19,7 @@ from typing import Any
 from distill.config import GenerateConfig, TeacherConfig
 from distill.engines.backends import GenRequest
 from distill.errors import DistillError
-from distill.release import THINK_OPEN
+from distill.release import THINK, THINK_OPEN
 
 DOMAINS = ("math", "code", "mcq", "general")
 _PROBE_USER = "\x00distill-user-probe\x00"
@@ -54,13 +54,13 @@ def render(tokenizer: Any, messages: list[dict[str, str]], force_think: bool) ->
     """The chat template with the generation prompt, then "<think>\\n" unless the template already ends with it."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if force_think and not text.endswith(THINK_OPEN):
-        text += "\n" if text.endswith("<think>") else THINK_OPEN
+        text += "\n" if text.endswith(THINK) else THINK_OPEN
     return text
 
 
 def prefilled(prompt_text: str) -> bool:
     """True when the opening think tag is part of the prompt, so the completion starts inside the thought."""
-    return prompt_text.endswith((THINK_OPEN, "<think>"))
+    return prompt_text.endswith((THINK_OPEN, THINK))
 
 
 def default_system_prompt(tokenizer: Any) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from distill.release import THINK_CLOSE
+from distill.release import THINK, THINK_CLOSE
 
 TRUNCATING_FINISH = ("length", "prompt_too_long")
 
@@ -33,9 +33,9 @@ def parse_trace(text: str, finish_reason: str, thinking: bool, prefilled: bool) 
     if not thinking:
         return Trace("", text.strip(), flags)
     body = text
-    if not prefilled and body.lstrip().startswith("<think>"):
-        body = body.lstrip()[len("<think>") :]
+    if not prefilled and body.lstrip().startswith(THINK):
+        body = body.lstrip()[len(THINK) :]
     reasoning, closed, answer = body.partition(THINK_CLOSE)
-    if not closed or "<think>" in body or THINK_CLOSE in answer:
+    if not closed or THINK in body or THINK_CLOSE in answer:
         flags.append("malformed")
     return Trace(reasoning.strip(), answer.strip(), flags)

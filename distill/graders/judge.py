@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import TeacherConfig
+from distill.release import THINK_CLOSE
 
 PROMPT = """You are grading a student's final answer against the reference answer.
 
@@ -48,7 +49,7 @@ def judge_prompt(problem: str, reference: str, prediction: str) -> str:
 
 def parse_judgement(text: str) -> str:
     """correct | wrong | unparseable, from the judge's last CORRECT/INCORRECT after any reasoning."""
-    found = VERDICT_RE.findall(text.rsplit("</think>", 1)[-1])
+    found = VERDICT_RE.findall(text.rsplit(THINK_CLOSE, 1)[-1])
     if not found:
         return "unparseable"
     return "correct" if found[-1].upper() == "CORRECT" else "wrong"

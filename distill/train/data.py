@@ -20,16 +20,14 @@ import numpy as np
 
 from distill.artifacts import atomic_write_text
 from distill.errors import DistillError
+from distill.release import ASSISTANT, chat_template
 
 IGNORE = -100  # target of a position that is not trained (prompt, padding, sample end)
-ASSISTANT = "<｜Assistant｜>"
 ENCODE_BATCH = 512  # rows rendered and tokenized together (the fast tokenizer parallelises a batch)
 TRAIN_FIELDS = ("messages", "reasoning", "answer")
 
 
 def training_template() -> str:
-    from distill.patch import chat_template
-
     return chat_template(train=True)
 
 
