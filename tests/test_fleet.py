@@ -1,0 +1,211 @@
+"""The fleet client: balancing, benching a failing endpoint, start-up checks, and two real `vllm serve` processes
+with one killed (SIGKILL) mid-run: the stage still writes exactly every row, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distill.artifacts import read_shards
+from distill.config import recipe_from_dict
+from distill.engines.fleet import Fleet
+from distill.errors import DistillError
+from distill.generate.run import generate, load_prompt_set
+
+
+class Server:
+    """A loopback OpenAI-compatible server answering /completions with its own name, or always HTTP `status`."""
+
+    def __init__(self, name: str, status: int = 200):
+        self.name, self.status, self.posts, self.lock = name, status, 0, threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> Server:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handler(self):
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": "teacher"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with srv.lock:
+                    srv.posts += 1
+                if srv.status != 200:
+                    return self._send(srv.status, {"error": {"message": "down"}})
+                time.sleep(0.02)
+                text = f"{srv.name}:{body['seed']}"
+                self._send(200, {"choices": [{"text": text, "finish_reason": "stop"}], "usage": {}})
+
+        return Handler
+
+
+def _run(fleet: Fleet, n: int) -> dict[int, str]:
+    got: dict[int, str] = {}
+
+    def landed(key, c):
+        assert key not in got  # exactly once
+        got[key] = c.text
+
+    body = {"model": "teacher", "prompt": [1, 2]}
+    asyncio.run(fleet.map(((i, "/completions", {**body, "seed": i}) for i in range(n)), landed))
+    return got
+
+
+def test_requests_are_balanced_and_each_lands_once():
+    with Server("a") as a, Server("b") as b:
+        fleet = Fleet([a.url, b.url], "teacher", per_endpoint=4)
+        got = _run(fleet, 60)
+    assert sorted(got) == list(range(60)) and all(text.endswith(f":{i}") for i, text in got.items())
+    assert a.posts + b.posts == 60 and min(a.posts, b.posts) >= 20  # least outstanding first: both busy
+
+
+def test_a_failing_endpoint_is_benched_and_its_requests_land_elsewhere():
+    with Server("good") as good, Server("bad", status=503) as bad:
+        fleet = Fleet([bad.url, good.url], "teacher", per_endpoint=2, backoff_s=0.001, bench_s=60)
+        got = _run(fleet, 40)
+    assert sorted(got) == list(range(40)) and all(t.startswith("good:") for t in got.values())
+    assert bad.posts <= 4  # 3 failures in a row bench it (plus one already in flight)
+    assert [e.benched for e in fleet.endpoints] == [True, False]
+
+
+def test_a_benched_endpoint_is_health_checked_back_into_rotation():
+    with Server("a") as a, Server("b") as b:
+        fleet = Fleet([a.url, b.url], "teacher", per_endpoint=2, bench_s=0.05)
+        fleet._bench(fleet.endpoints[0])
+        got = _run(fleet, 200)  # ~2 s of requests; the probe after 0.05 s puts `a` back
+    assert len(got) == 200 and not fleet.endpoints[0].benched and a.posts > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_start_benches_a_dead_endpoint_and_refuses_an_all_dead_fleet(capsys):
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    with Server("a") as a:
+        fleet = Fleet([dead, a.url], "teacher")
+        fleet.check()
+        got = _run(fleet, 10)
+    assert len(got) == 10 and fleet.endpoints[0].benched and "benched at start" in capsys.readouterr().err
+    with pytest.raises(DistillError, match="teacher server unreachable: .*ConnectError"):
+        Fleet([dead], "teacher").check()
+    with pytest.raises(DistillError, match="distinct endpoints"):
+        Fleet([dead, dead], "teacher")
+
+
+# ---------------------------------------------------------------- two real `vllm serve` processes
+
+
+def _serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """`vllm serve` SmolLM2 (eager fp32, 1 GiB KV cache) on a free loopback port, as test_generate_openai does."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in sorted(os.sched_getaffinity(0))),
+    }
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2"]
+    cmd += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "1024", "--no-enable-chunked-prefill"]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+def _wait_up(proc: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.time() + 400
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, f"vllm serve not up after 400 s:\n{log.read_text()[-3000:]}"
+        time.sleep(1)
+
+
+def test_two_vllm_servers_one_killed_mid_run_every_row_lands_once(smollm2_path, tmp_path):
+    servers = [_serve(smollm2_path, tmp_path / f"server{i}.log") for i in range(2)]
+    try:
+        for i, (proc, url) in enumerate(servers):
+            _wait_up(proc, url, tmp_path / f"server{i}.log")
+        recipe = recipe_from_dict(
+            {
+                "name": "fleet",
+                "run_dir": str(tmp_path / "run"),
+                "teacher": {
+                    "backend": "openai",
+                    "model": "smollm2",
+                    "base_url": [url for _, url in servers],
+                    "tokenizer": str(smollm2_path),
+                    "thinking": False,
+                    "concurrency": 4,
+                },
+                "generate": {
+                    "prompts": [{"source": "gsm8k", "split": "test", "limit": 16}],
+                    "n": 2,
+                    "max_tokens": 24,
+                    "force_think": False,
+                    "shard_size": 2,
+                },
+            }
+        )
+        out = tmp_path / "run" / "generate"
+        victim = servers[1][0]
+
+        def kill_after_first_shard():
+            while not list((out / "_done").glob("*.ok")):
+                time.sleep(0.05)
+            os.killpg(victim.pid, signal.SIGKILL)  # the server and its engine process, mid-run
+
+        killer = threading.Thread(target=kill_after_first_shard, daemon=True)
+        killer.start()
+        manifest = generate(recipe, None, out)
+        killer.join(5)
+        assert victim.poll() is not None and manifest.metrics["run_shards_resumed"] == 0
+        rows = list(read_shards(out))
+        expected = {(p["prompt_id"], j) for p in load_prompt_set(recipe.generate)[0] for j in range(2)}
+        keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
+        assert len(keys) == 32 == len(set(keys)) and set(keys) == expected  # every row, none twice
+        assert all(r["completion"] for r in rows)
+    finally:
+        for proc, _ in servers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
