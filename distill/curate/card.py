@@ -1,34 +1,46 @@
 """Data card of a curated dataset (markdown) and its token-length histogram (PNG).
 
-Written twice: `<run>/curate/card.md` + `lengths.png`, and `data_cards/<dataset>.md` +
-`<dataset>-lengths.png` under the working directory (the repository root when run from it).
+Written twice: `<run>/curate/card.md` + `lengths.png`, and `<dataset>.md` + `<dataset>-lengths.png` in the
+repository's data_cards/ (the checkout this package is imported from, whatever the working directory), or in
+$DISTILL_CARDS_DIR when set. An installed wheel has no repository: then only the run's copy is written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from distill.artifacts import Manifest, atomic_path, atomic_write_text
 from distill.config import Recipe
 
-CARDS_DIR = Path("data_cards")
+REPO = Path(__file__).resolve().parents[2]  # distill/curate/card.py -> the checkout holding distill/
 VERDICT_COLUMNS = ("correct", "wrong", "unparseable", "timeout", "bad_reference")
+
+
+def cards_dir() -> Path | None:
+    """The repository copy's folder: $DISTILL_CARDS_DIR, else data_cards/ of the source checkout; None when
+    the package is installed (no pyproject.toml beside it)."""
+    if os.environ.get("DISTILL_CARDS_DIR"):
+        return Path(os.environ["DISTILL_CARDS_DIR"])
+    return REPO / "data_cards" if (REPO / "pyproject.toml").is_file() else None
 
 
 def write_cards(
     recipe: Recipe, out: Path, manifest: Manifest, lengths_in: list[int], lengths_kept: list[int]
 ) -> Path:
-    """Write both copies of the card and the histogram; returns the data_cards/ path."""
+    """Write both copies of the card and the histogram; returns the repository copy's path (else the run's)."""
     name = recipe.curate.dataset_name or recipe.name
     plot_lengths(lengths_in, lengths_kept, out / "lengths.png")
     atomic_write_text(out / "card.md", render_card(name, recipe, manifest, lengths_kept, "lengths.png"))
+    cards = cards_dir()
+    if cards is None:
+        return out / "card.md"
     png = f"{name}-lengths.png"
-    plot_lengths(lengths_in, lengths_kept, CARDS_DIR / png)
-    card = CARDS_DIR / f"{name}.md"
-    atomic_write_text(card, render_card(name, recipe, manifest, lengths_kept, png))
-    return card
+    plot_lengths(lengths_in, lengths_kept, cards / png)
+    atomic_write_text(cards / f"{name}.md", render_card(name, recipe, manifest, lengths_kept, png))
+    return cards / f"{name}.md"
 
 
 def plot_lengths(lengths_in: list[int], lengths_kept: list[int], path: Path) -> None:

@@ -1,9 +1,9 @@
-"""Row checks (R1's filters): each takes a generated row and the filter config, returns a drop reason or None.
+"""Row checks (R1's filters): each takes a generated row and the filter config, and says whether to drop it.
 
 DeepSeek "filtered out chain-of-thought with mixed languages, long paragraphs, and code blocks"; we add the
 usual guards (missing gold answer, truncated or malformed traces, degenerate repetition, length bounds).
-`first_failure` runs them in CHECKS order, so each dropped row carries exactly one reason, the first that
-fired. A threshold set to None switches its check off.
+CHECKS maps each drop reason to its check, in chain order; `first_failure` names the first that fires, so
+each dropped row carries exactly one reason. A threshold set to None switches its check off.
 
     reasoning "x = 2 ... 所以答案是 2 ..." for an English problem   -> mixed_language (CJK words > 5%)
     a 4,000-character line                                        -> long_paragraph
@@ -68,61 +68,58 @@ def repeat_ratio(text: str, n: int) -> float:
     return 1.0 - len(set(windows)) / len(windows)
 
 
-def no_reference(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+def no_reference(row: dict[str, Any], cfg: FilterConfig) -> bool:
     ref = row.get("reference")
-    missing = ref is None or not str(ref).strip()
-    return "no_reference" if missing and row.get("domain") in VERIFIABLE else None
+    return (ref is None or not str(ref).strip()) and row.get("domain") in VERIFIABLE
 
 
-def truncated(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+def truncated(row: dict[str, Any], cfg: FilterConfig) -> bool:
     hit = "truncated" in (row.get("flags") or []) or row.get("finish_reason") == "length"
-    return "truncated" if cfg.drop_truncated and hit else None
+    return cfg.drop_truncated and hit
 
 
-def malformed(row: dict[str, Any], cfg: FilterConfig) -> str | None:
-    return "malformed" if cfg.drop_malformed and "malformed" in (row.get("flags") or []) else None
+def malformed(row: dict[str, Any], cfg: FilterConfig) -> bool:
+    return cfg.drop_malformed and "malformed" in (row.get("flags") or [])
 
 
-def length(row: dict[str, Any], cfg: FilterConfig) -> str | None:
-    tokens = row.get("completion_tokens") or 0
-    if tokens < cfg.min_tokens:
-        return "too_short"
-    if cfg.max_tokens is not None and tokens > cfg.max_tokens:
-        return "too_long"
-    return None
+def too_short(row: dict[str, Any], cfg: FilterConfig) -> bool:
+    return (row.get("completion_tokens") or 0) < cfg.min_tokens
 
 
-def mixed_language(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+def too_long(row: dict[str, Any], cfg: FilterConfig) -> bool:
+    return cfg.max_tokens is not None and (row.get("completion_tokens") or 0) > cfg.max_tokens
+
+
+def mixed_language(row: dict[str, Any], cfg: FilterConfig) -> bool:
     if cfg.max_foreign_script_ratio is None:
-        return None
-    ratio = foreign_ratio(row.get("problem") or "", trace_text(row))
-    return "mixed_language" if ratio > cfg.max_foreign_script_ratio else None
+        return False
+    return foreign_ratio(row.get("problem") or "", trace_text(row)) > cfg.max_foreign_script_ratio
 
 
-def long_paragraph(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+def long_paragraph(row: dict[str, Any], cfg: FilterConfig) -> bool:
     if cfg.max_paragraph_chars is None:
-        return None
-    longest = max(map(len, trace_text(row).split("\n")))
-    return "long_paragraph" if longest > cfg.max_paragraph_chars else None
+        return False
+    return max(map(len, trace_text(row).split("\n"))) > cfg.max_paragraph_chars
 
 
-def code_in_reasoning(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+def code_in_reasoning(row: dict[str, Any], cfg: FilterConfig) -> bool:
     hit = row.get("domain") != "code" and "```" in (row.get("reasoning") or "")
-    return "code_in_reasoning" if cfg.drop_code_in_noncode and hit else None
+    return cfg.drop_code_in_noncode and hit
 
 
-def repetition(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+def repetition(row: dict[str, Any], cfg: FilterConfig) -> bool:
     if cfg.max_repeat_ngram_ratio is None:
-        return None
-    ratio = repeat_ratio(trace_text(row), cfg.repeat_ngram)
-    return "repetition" if ratio > cfg.max_repeat_ngram_ratio else None
+        return False
+    return repeat_ratio(trace_text(row), cfg.repeat_ngram) > cfg.max_repeat_ngram_ratio
 
 
-CHECKS: dict[str, Callable[[dict[str, Any], FilterConfig], str | None]] = {
+# drop reason -> its check, in chain order (curate.run splices these into its STEPS)
+CHECKS: dict[str, Callable[[dict[str, Any], FilterConfig], bool]] = {
     "no_reference": no_reference,
     "truncated": truncated,
     "malformed": malformed,
-    "length": length,
+    "too_short": too_short,
+    "too_long": too_long,
     "mixed_language": mixed_language,
     "long_paragraph": long_paragraph,
     "code_in_reasoning": code_in_reasoning,
@@ -132,8 +129,4 @@ CHECKS: dict[str, Callable[[dict[str, Any], FilterConfig], str | None]] = {
 
 def first_failure(row: dict[str, Any], cfg: FilterConfig) -> str | None:
     """The drop reason of the first check that fails, or None when the row passes them all."""
-    for check in CHECKS.values():
-        reason = check(row, cfg)
-        if reason is not None:
-            return reason
-    return None
+    return next((reason for reason, check in CHECKS.items() if check(row, cfg)), None)
