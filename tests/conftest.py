@@ -15,6 +15,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cards_dir(tmp_path_factory) -> Path:
+    """The data cards curate writes for the repository go here in tests, never into the checkout's data_cards/
+    (subprocesses inherit it)."""
+    os.environ.setdefault("DISTILL_CARDS_DIR", str(tmp_path_factory.mktemp("data_cards")))
+    return Path(os.environ["DISTILL_CARDS_DIR"])
+
+
 # What a marked test needs, by marker: requirement name -> probe (why it is absent, or None). Each probe looks at
 # the machine directly (kernel namespaces, a CUDA device, an importable flash_attn), never at the component tested.
 def _no_namespaces() -> str | None:

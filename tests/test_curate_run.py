@@ -265,7 +265,7 @@ def test_every_row_gets_its_fate(tmp_path, src, cards):
     ):
         assert text in card
     assert (cards / "curate-test-lengths.png").read_bytes()[:4] == b"\x89PNG"
-    assert not (tmp_path / "data_cards" / "lengths.png").exists()
+    assert not (ROOT / "data_cards" / "curate-test.md").exists()  # the checkout's own folder is untouched
     assert read_manifest(out).rows_out == 2
     assert curate(recipe(tmp_path), src, out).started_at == m.started_at  # fresh: skipped
 

@@ -63,7 +63,7 @@ def distill(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_full_pipeline_then_every_stage_skips(tmp_path, smollm2_path):
+def test_full_pipeline_then_every_stage_skips(tmp_path, smollm2_path, cards_dir):
     run = tmp_path / "run"
     path = tmp_path / "e2e.yaml"
     path.write_text(yaml.safe_dump({**RECIPE, "run_dir": str(run)}))
@@ -77,7 +77,7 @@ def test_full_pipeline_then_every_stage_skips(tmp_path, smollm2_path):
         "generate",
         "benchmarks",
     }  # benchmark versions are inputs too
-    assert (tmp_path / "data_cards" / "e2e.md").exists()  # the card lands in ./data_cards of the caller
+    assert (cards_dir / "e2e.md").exists()  # the repository copy of the card (a temp folder in tests)
     assert (run / "train" / "final" / "model.safetensors").exists()
     assert (run / "patch" / "release" / "tokenizer_config.json").exists()
     assert json.loads((run / "eval" / "results.json").read_text())["benchmarks"]["gsm8k"]["n"] == 3
