@@ -64,13 +64,16 @@ def openr1_baseline(bench_texts: list[str], texts: list[str], n: int = 8) -> lis
 
 def bench_decontam(args) -> None:
     from distill.curate import decontam
-    from distill.data import BENCHMARKS, load_prompts
+    from distill.data import BENCHMARKS, data_dir, load_prompts
 
-    benchmarks = {name: load_prompts(name, "test") for name in BENCHMARKS}
+    root = data_dir()  # a benchmark without a local copy (livecodebench) is left out, not fetched
+    benchmarks = {
+        name: load_prompts(name, "test") for name in BENCHMARKS if root is None or (root / name).is_dir()
+    }
     bench_texts = [r["problem"] for rows in benchmarks.values() for r in rows]
     texts = synthetic_traces(args.traces, args.words, bench_texts, planted=0.01)
     print(
-        f"(a) decontamination: {len(texts)} traces x {args.words} words vs {len(BENCHMARKS)} benchmarks "
+        f"(a) decontamination: {len(texts)} traces x {args.words} words vs {len(benchmarks)} benchmarks "
         f"({len(bench_texts)} items, 8-grams)"
     )
     start = time.perf_counter()

@@ -81,6 +81,7 @@ def _humaneval_row(r: dict) -> tuple[str, str | None, str | None]:
 def _mbpp_row(r: dict) -> tuple[str, str | None, str | None]:
     test_list = r.get("test_list") or r.get("test")
     tests = {"format": "mbpp", "setup": r.get("test_setup_code") or "", "tests": list(test_list)}
+    tests["challenge"] = list(r.get("challenge_test_list") or [])  # graded only when asked
     text = r.get("text") or r.get("prompt")
     problem = f"{text}\nYour code should pass these tests:\n\n" + "\n".join(test_list)
     return problem, json.dumps(tests), str(r["task_id"])
@@ -97,6 +98,42 @@ def _gpqa_row(r: dict) -> tuple[str, str | None, str | None]:
     return f"{r['Question'].strip()}\n\n{body}", answer, r["Record ID"]
 
 
+# LiveCodeBench's own prompt lines (lcb_runner/prompts/code_generation.py), for LeetCode starters and stdin programs
+LCB_STARTER = "You will use the following starter code to write the solution to the problem and enclose your code within delimiters."
+LCB_STDIN = (
+    "Read the inputs from stdin solve the problem and write the answer to stdout (do not directly test on the "
+    "sample inputs). Enclose your code within delimiters as follows. Ensure that when the python program runs, "
+    "it reads the inputs, runs the algorithm and writes output to STDOUT."
+)
+# release windows by contest date, inclusive months; "YYYY-MM..YYYY-MM" selects any other window
+LCB_WINDOWS = {"deepseek-r1": ("2024-08", "2025-01")}
+
+
+def livecodebench_window(split: str) -> tuple[str, str]:
+    """A window "2024-08..2025-01" or a named one -> (first month, last month)."""
+    if split in LCB_WINDOWS:
+        return LCB_WINDOWS[split]
+    found = re.fullmatch(r"(\d{4}-(?:0[1-9]|1[0-2]))\.\.(\d{4}-(?:0[1-9]|1[0-2]))", split)
+    if found is None or found.group(1) > found.group(2):
+        raise DistillError(
+            f"data set 'livecodebench': unknown window '{split}' "
+            f"(use YYYY-MM..YYYY-MM, e.g. 2024-08..2025-01, or one of: {', '.join(LCB_WINDOWS)})"
+        )
+    return found.group(1), found.group(2)
+
+
+def _livecodebench_row(r: dict) -> tuple[str, str | None, str | None]:
+    from distill.graders.stdio import from_livecodebench
+
+    where = f"livecodebench row {r.get('question_id')!r}"
+    if not isinstance(r.get("question_content"), str) or not r.get("question_id"):
+        raise DistillError(f"{where}: malformed LiveCodeBench row (no question_id or question_content)")
+    starter = r.get("starter_code") or ""
+    code = starter or "# YOUR CODE HERE"
+    ask = f"{LCB_STARTER if starter else LCB_STDIN}\n```python\n{code}\n```"
+    return f"{r['question_content']}\n\n{ask}", json.dumps(from_livecodebench(r, where)), r["question_id"]
+
+
 ROW_BUILDERS: dict[str, Callable[[dict], tuple[str, str | None, str | None]]] = {
     "math": _math_row,
     "aime": _aime_row,
@@ -104,6 +141,7 @@ ROW_BUILDERS: dict[str, Callable[[dict], tuple[str, str | None, str | None]]] = 
     "humaneval": _humaneval_row,
     "mbpp": _mbpp_row,
     "gpqa": _gpqa_row,
+    "livecodebench": _livecodebench_row,
 }
 
 # Generated, not downloaded: one-step arithmetic word problems a 135M model solves now and then, so the CPU demo's
@@ -269,6 +307,16 @@ SOURCES: dict[str, DataSource] = {
             "mbpp",
             benchmark=True,
         ),
+        DataSource(
+            "livecodebench",
+            "livecodebench/code_generation_lite",
+            None,
+            {"test": "test.jsonl"},  # split: a release window instead, e.g. livecodebench:2024-08..2025-01
+            "code",
+            "CC BY 4.0 (LiveCodeBench); problems from LeetCode, AtCoder, Codeforces",
+            "livecodebench",
+            benchmark=True,
+        ),
     ]
 }
 BENCHMARKS = [s.name for s in SOURCES.values() if s.benchmark]
@@ -328,6 +376,9 @@ def raw_records(name: str, split: str | None = None) -> list[dict]:
     name, split = split_spec(name, split)
     src = get_source(name)
     split = split or ("train" if "train" in src.files else "test")
+    if name == "livecodebench" and split != "test":  # a release window: the file filtered by contest date
+        first, last = livecodebench_window(split)
+        return [r for r in raw_records(name, "test") if first <= str(r.get("contest_date", ""))[:7] <= last]
     if split not in src.files:
         raise DistillError(f"data set '{name}' has no split '{split}' (has: {', '.join(src.files)})")
     if src.files[split] == "<generated>":

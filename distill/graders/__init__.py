@@ -9,8 +9,8 @@ A verdict is one of correct | wrong | unparseable | timeout; `bad_reference` say
 could not be read (the row is dropped, it is no verdict on the completion). None: no rule grader for that
 domain (general prompts, or a domain switched off in VerifyConfig). `verify_batch` runs items in `cfg.workers`
 fresh worker processes with a per-item deadline (math/mcq `timeout_s`, code `code_timeout_s` plus sandbox
-start-up): a worker past its deadline, or one that dies, is killed and replaced and the item is `timeout`; so
-is an item on which the grader itself raises. A machine that cannot build the code sandbox is an error, never a
+start-up; stdin/stdout tests: their cases' own limits, distill.graders.stdio): a worker past its deadline, or
+one that dies, is killed and replaced and the item is `timeout`; so is an item on which the grader itself raises. A machine that cannot build the code sandbox is an error, never a
 verdict. To grade several batches with the same workers: `with VerifierPool(cfg) as pool: pool.map(items)`.
 """
 
@@ -77,9 +77,18 @@ def verify_row(domain: str, reference: str | None, answer: str | None, cfg: Veri
     return Verdict(verdict, grader, pred)
 
 
-def item_deadline(domain: str, cfg: VerifyConfig) -> float:
-    """Seconds one item may take in a worker before it is killed."""
-    return cfg.code_timeout_s + CODE_STARTUP_S if domain == "code" else cfg.timeout_s
+def item_deadline(domain: str, cfg: VerifyConfig, reference: str | None = None) -> float:
+    """Seconds one item may take in a worker before it is killed (stdin/stdout tests: their cases' budget)."""
+    if domain != "code":
+        return cfg.timeout_s
+    if reference and ('"stdio"' in reference or '"functional"' in reference):  # skip the JSON parse otherwise
+        from distill.graders.code import parse_tests
+        from distill.graders.stdio import check_tests, wall_budget
+
+        tests = parse_tests(reference)
+        if tests is not None and tests["format"] in ("stdio", "functional") and check_tests(tests) is None:
+            return wall_budget(tests) + CODE_STARTUP_S
+    return cfg.code_timeout_s + CODE_STARTUP_S
 
 
 def _worker_main() -> None:
@@ -227,7 +236,8 @@ class VerifierPool:
         return results
 
     def _deadline(self, items: list[Item], chunk: deque[int]) -> float:
-        return time.monotonic() + item_deadline(items[chunk[0]][0], self.cfg)
+        domain, reference, _ = items[chunk[0]]
+        return time.monotonic() + item_deadline(domain, self.cfg, reference)
 
     def _receive(self, slot: int, items: list[Item], chunk: deque[int], results: list[Verdict | None]) -> int:
         """Take every reply waiting on this worker; a dead worker fails its current item. Returns items done."""

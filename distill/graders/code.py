@@ -2,8 +2,11 @@
 
 References (distill.data): {"format": "humaneval", "prompt", "test", "entry_point"} runs
 prompt + code + test + check(entry_point) (the prompt gives imports and, for a body-only answer, the def);
-{"format": "mbpp", "setup", "tests": [asserts]} runs setup + code + asserts. Exit 0 is correct, a failed
-assert or crash is wrong, the wall or CPU limit is timeout, no code block is unparseable.
+{"format": "mbpp", "setup", "tests": [asserts], "challenge": [asserts]} runs in MBPP's own order: code, then
+setup (`test_setup_code` uses the candidate's classes, e.g. `root = Node(1)`), then the asserts, then the
+challenge asserts when asked. {"format": "stdio" | "functional", ...}: see distill.graders.stdio.
+Exit 0 is correct, a failed assert or crash is wrong, the wall or CPU limit is timeout, no code block is
+unparseable.
 """
 
 from __future__ import annotations
@@ -37,21 +40,24 @@ def parse_tests(reference: str) -> dict | None:
         return tests
     if tests.get("format") == "mbpp" and isinstance(tests.get("tests"), list) and tests["tests"]:
         return tests
+    if tests.get("format") in ("stdio", "functional"):
+        return tests
     return None
 
 
-def build_program(tests: dict, code: str) -> str:
+def build_program(tests: dict, code: str, challenge: bool = False) -> str:
     """The whole program the sandbox runs: candidate code followed by the benchmark's own checks."""
     if tests["format"] == "humaneval":
         entry = tests["entry_point"]
         # a full def after the prompt's stub redefines it; a bare body continues the stub
         glue = "\n\n" if re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE) else ""
         return f"{tests['prompt']}{glue}{code}\n\n{tests['test']}\n\ncheck({entry})\n"
-    return f"{tests.get('setup') or ''}\n{code}\n\n" + "\n".join(tests["tests"]) + "\n"
+    asserts = tests["tests"] + (list(tests.get("challenge") or []) if challenge else [])
+    return f"{code}\n\n{tests.get('setup') or ''}\n\n" + "\n".join(asserts) + "\n"
 
 
 def verify_code(
-    reference: str, answer: str, timeout_s: float = 10.0, memory_mb: int = 1024
+    reference: str, answer: str, timeout_s: float = 10.0, memory_mb: int = 1024, challenge: bool = False
 ) -> tuple[str, str | None]:
     """(verdict, extracted code): correct | wrong | timeout | unparseable | bad_reference."""
     tests = parse_tests(reference)
@@ -60,6 +66,10 @@ def verify_code(
     code = extract_code(answer)
     if code is None:
         return "unparseable", None
-    result = run_python(build_program(tests, code), timeout_s=timeout_s, memory_mb=memory_mb)
+    if tests["format"] in ("stdio", "functional"):
+        from distill.graders.stdio import grade
+
+        return grade(tests, code, memory_mb=memory_mb).verdict, code
+    result = run_python(build_program(tests, code, challenge), timeout_s=timeout_s, memory_mb=memory_mb)
     verdict = {"ok": "correct", "error": "wrong", "timeout": "timeout"}[result.status]
     return verdict, code
