@@ -17,7 +17,7 @@ from distill.errors import DistillError
 from distill.students import get_student
 from distill.train import loop
 from distill.train.data import collate_packed, collate_padded, trained
-from distill.train.loss import chunked_cross_entropy
+from distill.train.loss import chunked_cross_entropy, forward_ce
 
 STUDENT = {"tiny_qwen2": "qwen-1.5b", "tiny_llama": "llama-8b"}
 
@@ -125,7 +125,7 @@ def test_packed_loss_equals_per_sample_loss_on_cuda_bf16(tiny_qwen2, attn):
 
     def loss(samples):
         batch = {k: v.cuda() if hasattr(v, "cuda") else v for k, v in collate_packed(samples).items()}
-        return loop.forward_ce(model, model.lm_head, batch, 16, flash=flash).item()
+        return forward_ce(model, model.lm_head, batch, 16, flash=flash).item()
 
     samples = random_samples(3, seed=1)
     n = len(collate_packed(samples)["labels"])
@@ -140,10 +140,8 @@ def test_packed_loss_equals_per_sample_loss(request, fixture, attn):
     samples = random_samples(3, seed=1)
     packed = collate_packed(samples)
     with torch.no_grad():
-        together = loop.forward_ce(model, model.lm_head, packed, 16, flash=False)
-        apart = sum(
-            loop.forward_ce(model, model.lm_head, collate_packed([s]), 16, flash=False) for s in samples
-        )
+        together = forward_ce(model, model.lm_head, packed, 16, flash=False)
+        apart = sum(forward_ce(model, model.lm_head, collate_packed([s]), 16, flash=False) for s in samples)
         n = len(packed["labels"])
         assert abs(together.item() - apart.item()) / n < 1e-5
         # The trap this guards against: with a cache the restarting positions are ignored and samples
@@ -339,9 +337,6 @@ def test_bad_input_gets_a_clear_message(tiny_qwen2, tmp_path):
 
     result = CliRunner().invoke(app, ["train", "--student", "qwen-9000b", "--data", str(tmp_path)])
     assert result.exit_code == 2 and "unknown student 'qwen-9000b'" in result.output
-    with pytest.raises(DistillError, match="flash-attn"):
-        loop.attention_impl("flash_attention_2") if not torch.cuda.is_available() else pytest.skip("has CUDA")
-
     offline = make_curate(tmp_path / "ok", trace_rows(1))
     with pytest.raises(DistillError, match="cannot load its tokenizer"):  # tests run with HF_HUB_OFFLINE=1
         loop.train(recipe("qwen-1.5b", model="nobody/no-such-model"), offline, tmp_path / "out-offline")
@@ -355,6 +350,29 @@ def test_bad_input_gets_a_clear_message(tiny_qwen2, tmp_path):
             long,
             tmp_path / "out-long",
         )
+
+
+def test_flash_attention_without_cuda_is_a_clear_error(monkeypatch):
+    """What a CPU machine (or a CUDA one told there is no GPU) answers: auto is sdpa, flash-attn is refused."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert loop.attention_impl("auto") == "sdpa"
+    with pytest.raises(DistillError, match="needs a CUDA GPU and the flash-attn package"):
+        loop.attention_impl("flash_attention_2")
+
+
+@pytest.mark.gpu
+def test_flash_attention_on_cuda_follows_the_flash_attn_package():
+    """On a CUDA machine: auto takes flash-attention 2 exactly when flash-attn is importable; asking for it
+    without the package is the clear error, with it the request is kept."""
+    import importlib.util
+
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    assert loop.attention_impl("auto") == ("flash_attention_2" if has_flash else "sdpa")
+    if has_flash:
+        assert loop.attention_impl("flash_attention_2") == "flash_attention_2"
+    else:
+        with pytest.raises(DistillError, match="flash-attn"):
+            loop.attention_impl("flash_attention_2")
 
 
 def test_two_processes_equal_one_with_twice_the_accumulation(tiny_qwen2, tmp_path):
@@ -464,7 +482,7 @@ def test_mfu_flop_count_matches_torch_flop_counter():
     batch = {"input_ids": ids, "position_ids": torch.arange(s)[None], "positions": torch.arange(s - 1)}
     batch["labels"] = ids[0, 1:]
     with FlopCounterMode(display=False) as counter:
-        loop.forward_ce(model, model.get_output_embeddings(), batch, 64, flash=False).backward()
+        forward_ce(model, model.get_output_embeddings(), batch, 64, flash=False).backward()
 
     causal = loop.model_flops(loop.param_count(model), layers, width, tokens=s, sq_lens=s * s)
     full_scores = 6 * layers * width * s * s  # the masked half eager computes anyway

@@ -22,11 +22,15 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from distill.artifacts import (
+    Manifest,
+    atomic_dir,
     atomic_path,
     atomic_write_text,
     checkpoint_files,
@@ -36,7 +40,7 @@ from distill.artifacts import (
     prepare_stage,
     read_manifest,
 )
-from distill.config import Recipe, TrainConfig, config_hash
+from distill.config import Recipe, TrainConfig, config_hash, load_recipe
 from distill.errors import DistillError
 from distill.models import resolve_model
 from distill.students import Student, get_student
@@ -55,7 +59,7 @@ from distill.train.data import (
     training_template,
     training_units,
 )
-from distill.train.loss import chunked_cross_entropy
+from distill.train.loss import LossFn, forward_ce
 from distill.ui import progress
 
 # Dense bf16 peak per GPU (FLOP/s) for the MFU estimate; matched as a substring of the device name.
@@ -150,7 +154,7 @@ def release_tokenizer_for(model_path: str, student_name: str):
     """The student's release tokenizer (R1 tokens renamed into / added to the base vocabulary), so the ids
     trained on are the ids the released checkpoint reads and writes."""
     from distill.models import load_tokenizer
-    from distill.patch import release_tokenizer
+    from distill.release_files import release_tokenizer
 
     try:
         base = load_tokenizer(model_path)
@@ -193,7 +197,7 @@ def load_model(cfg: TrainConfig, tokenizer, student_name: str, attn: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from distill.patch import prepare_model
+    from distill.release_files import prepare_model
 
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.float32, attn_implementation=attn)
     rows_before = model.get_input_embeddings().num_embeddings
@@ -270,33 +274,21 @@ def batch_for(data: TokenData, indices: list[int], packing: bool, pad_id: int, d
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
-def forward_ce(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
-    """Summed CE of one micro-batch. The model runs whole (so DDP/FSDP/ZeRO hooks fire) but computes
-    logits for one position only; the loss projects the final hidden states in checkpointed chunks."""
-    extra = {}
-    if flash and "cu_seq_lens" in batch:  # packed: hand flash-attn its varlen boundaries directly
-        cu, longest = batch["cu_seq_lens"], batch["max_seq_len"]
-        extra = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
-    out = model(
-        input_ids=batch["input_ids"],
-        position_ids=batch["position_ids"],
-        attention_mask=batch.get("attention_mask"),
-        use_cache=False,
-        output_hidden_states=True,
-        logits_to_keep=1,
-        **extra,
-    )
-    return chunked_cross_entropy(
-        out.hidden_states[-1], lm_head, batch["positions"], batch["labels"], chunk_tokens
-    )
-
-
 def train_step(
-    accelerator, model, lm_head, optimizer, scheduler, batches: list[dict], cfg: TrainConfig, flash: bool
+    accelerator,
+    model,
+    lm_head,
+    optimizer,
+    scheduler,
+    batches: list[dict],
+    cfg: TrainConfig,
+    flash: bool,
+    loss_fn: LossFn = forward_ce,
 ) -> dict[str, float]:
     """One optimizer step over this rank's micro-batches. The loss is the mean over every trained token of
     the global batch: trained tokens are counted on all ranks before the first backward and each summed
-    micro-batch CE is divided by that count, so batch 1 x accumulation 8 == batch 8 x accumulation 1."""
+    micro-batch loss is divided by that count, so batch 1 x accumulation 8 == batch 8 x accumulation 1.
+    `loss_fn` (the objective's summed loss of a micro-batch) is called here and nowhere else."""
     import torch
 
     device, lr = accelerator.device, optimizer.param_groups[0]["lr"]  # DeepSpeed steps inside backward
@@ -313,7 +305,7 @@ def train_step(
     for batch in batches:
         with accelerator.accumulate(model):
             with accelerator.autocast():
-                ce = forward_ce(model, lm_head, batch, cfg.loss_chunk_tokens, flash)
+                ce = loss_fn(model, lm_head, batch, cfg.loss_chunk_tokens, flash)
             accelerator.backward(ce * scale)
         ce_sum += ce.detach()
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
@@ -341,8 +333,8 @@ def checkpoint_dirs(out: Path) -> list[Path]:
 
 
 def resume_point(out: Path, fingerprint: str, force: bool, accelerator) -> Path | None:
-    """The newest checkpoint of this very run (same config and data); stale ones are removed so pruning
-    never deletes a current checkpoint in favour of an old one."""
+    """The newest checkpoint of this very run (same config and data); stale ones, and temp folders a killed
+    save left, are removed so pruning never deletes a current checkpoint in favour of an old one."""
     current = []
     for ckpt in checkpoint_dirs(out):
         state = json.loads((ckpt / "state.json").read_text())
@@ -350,27 +342,36 @@ def resume_point(out: Path, fingerprint: str, force: bool, accelerator) -> Path 
             current.append(ckpt)
         elif accelerator.is_main_process:
             shutil.rmtree(ckpt)
+    if accelerator.is_main_process:
+        for leftover in (out / "checkpoints").glob(".step-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     accelerator.wait_for_everyone()
     return current[-1] if current else None
 
 
 def save_checkpoint(accelerator, out: Path, step: int, state: dict[str, Any], keep: int) -> None:
-    """Every rank writes its part (ZeRO/FSDP shards, its RNG) into a temp folder; rank 0 adds state.json
-    (step = data position) and renames it into place, then prunes the oldest beyond `keep`."""
-    final = out / "checkpoints" / f"step-{step}"
-    tmp = final.with_name(f".step-{step}.tmp")
+    """Every rank writes its part (ZeRO/FSDP shards, its RNG) into rank 0's atomic_dir temp folder; rank 0
+    adds state.json (step = data position), the folder is renamed into place, then the oldest beyond `keep`
+    are pruned."""
+    with _rank0_atomic_dir(accelerator, out / "checkpoints" / f"step-{step}") as tmp:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            atomic_write_text(tmp / "state.json", json.dumps({**state, "step": step}, indent=2))
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_write_text(tmp / "state.json", json.dumps({**state, "step": step}, indent=2))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
         for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+@contextlib.contextmanager
+def _rank0_atomic_dir(accelerator, path: Path) -> Iterator[Path]:
+    """atomic_dir on rank 0, its temp folder's path sent to every rank (a shared filesystem, as Accelerate's
+    own checkpoints need)."""
+    from accelerate.utils import broadcast_object_list
+
+    with atomic_dir(path) if accelerator.is_main_process else contextlib.nullcontext() as tmp:
+        yield broadcast_object_list([tmp])[0]
 
 
 def save_final(accelerator, model, tokenizer, folder: Path, bf16: bool) -> None:
@@ -388,7 +389,7 @@ def save_final(accelerator, model, tokenizer, folder: Path, bf16: bool) -> None:
         dtype = torch.bfloat16 if bf16 else torch.float32
         state = {k: v.to(dtype) for k, v in state.items()}
         net.config.use_cache = True
-        with atomic_folder(folder) as tmp:
+        with atomic_dir(folder) as tmp:
             net.save_pretrained(tmp, state_dict=state, safe_serialization=True)
             # save_pretrained records the fp32 master weights' dtype; vLLM's dtype=auto would then load
             # bf16 weights as fp32 (2x memory): config.json must name the dtype of the saved tensors
@@ -396,17 +397,6 @@ def save_final(accelerator, model, tokenizer, folder: Path, bf16: bool) -> None:
             net.config.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
     accelerator.wait_for_everyone()
-
-
-@contextlib.contextmanager
-def atomic_folder(folder: Path):
-    """Write into a sibling temp folder; it replaces `folder` only when complete."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    yield tmp
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
 
 
 def read_metrics(path: Path, upto: int | None = None) -> list[dict[str, Any]]:
@@ -479,13 +469,55 @@ def peak_flops() -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
-# ---------------------------------------------------------------- the stage
+# ---------------------------------------------------------------- the run: setup -> loop -> summarize
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Bins (or samples) -> shuffled micro-batches per epoch -> `accum` micro-batches per rank per step."""
+
+    units: list[list[int]]  # sample indices per packed bin (or one sample each)
+    accum: int  # micro-batches per rank per optimizer step
+    epoch_len: int  # optimizer steps per epoch
+    total_steps: int
+    utilisation: float  # real tokens / token slots (padding and bin tails waste the rest)
+
+
+@dataclass
+class TrainRun:
+    """What setup() builds and loop() and summarize() read."""
+
+    cfg: TrainConfig  # the effective config (student defaults filled in)
+    out: Path
+    accelerator: Any
+    model: Any  # prepared (wrapped by DDP / FSDP / DeepSpeed)
+    lm_head: Any
+    optimizer: Any
+    scheduler: Any
+    tokenizer: Any
+    data: TokenData
+    schedule: Schedule
+    loss_fn: LossFn  # the objective's loss of a micro-batch
+    attn: str
+    fingerprint: str  # config hash : data hash : world size; a checkpoint resumes only the same run
+    start: int  # first step to run (0, or the resumed checkpoint's step)
+    flop_model: tuple[int, int, int]  # (matmul parameters, layers, width) for MFU
+    peak: float | None  # the GPU's dense bf16 FLOP/s (None: no MFU)
+    manifest: Manifest | None  # rank 0 only
+    began: float  # time.time() when the loop starts
+
+    @property
+    def flash(self) -> bool:
+        return self.attn == "flash_attention_2"
+
+    def step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimizer step over this rank's micro-batches (train_step on this run's parts)."""
+        parts = (self.accelerator, self.model, self.lm_head, self.optimizer, self.scheduler)
+        return train_step(*parts, batches, self.cfg, self.flash, self.loss_fn)
 
 
 def train(recipe: Recipe, src: Path, out: Path, force: bool = False):
     """Stage 3: SFT of recipe.student on src/kept (RUN_DIR/curate) -> out/final/ and the manifest."""
-    import torch
-
     src, out = Path(src), Path(out)
     student = get_student(recipe.student)
     cfg = effective_config(recipe.train, student)
@@ -494,69 +526,172 @@ def train(recipe: Recipe, src: Path, out: Path, force: bool = False):
     if not force and is_fresh(out, cfg_hash, inputs):
         print(f"train: {out} is up to date (same config and data); --force reruns it", file=sys.stderr)
         return read_manifest(out)
+    run = setup(recipe.student, cfg, src, out, (cfg_hash, inputs), force)
+    return summarize(run, loop(run))
 
-    # 1. Accelerate first (ZeRO-3 / FSDP shard the model as it loads), then data and model.
+
+def setup(
+    student: str, cfg: TrainConfig, src: Path, out: Path, key: tuple[str, dict], force: bool
+) -> TrainRun:
+    """Accelerate first (ZeRO-3 / FSDP shard the model as it loads), then data, model, the schedule, the
+    optimizer and its wrapping, and this run's newest checkpoint to resume from."""
+    import torch
+
+    cfg_hash, inputs = key
     attn = attention_impl(cfg.attn_implementation)
-    flash = attn == "flash_attention_2"
     accelerator = make_accelerator(cfg, out)
+    check_launch(accelerator, cfg, student)
+    manifest = (
+        prepare_stage("train", out, cfg_hash, inputs, force=True) if accelerator.is_main_process else None
+    )
+    model_path = resolve_model(cfg.model)
+    tokenizer = release_tokenizer_for(model_path, student)
+    data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator)
+    torch.manual_seed(cfg.seed)  # new token rows and LoRA weights are drawn at random
+    model, _ = load_model(cfg.model_copy(update={"model": model_path}), tokenizer, student, attn)
+    flop_model = (param_count(model), model.config.num_hidden_layers, model.config.hidden_size)
+    schedule = make_schedule(cfg, data, accelerator.num_processes)
+    say(accelerator, describe(cfg, data, schedule, accelerator.num_processes, attn))
+    model, optimizer, scheduler = prepare(accelerator, model, cfg, schedule)
+    fingerprint = f"{cfg_hash}:{inputs['curate']}:{accelerator.num_processes}"
+    start = resume(accelerator, out, fingerprint, force, schedule.total_steps)
+    if cfg.tensorboard:
+        accelerator.init_trackers("tensorboard")
+    return TrainRun(
+        cfg=cfg,
+        out=out,
+        accelerator=accelerator,
+        model=model,
+        lm_head=accelerator.unwrap_model(model).get_output_embeddings(),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        tokenizer=tokenizer,
+        data=data,
+        schedule=schedule,
+        loss_fn=forward_ce,  # SFT; another objective (kd, on-policy) is another LossFn chosen here
+        attn=attn,
+        fingerprint=fingerprint,
+        start=start,
+        flop_model=flop_model,
+        peak=peak_flops(),
+        manifest=manifest,
+        began=time.time(),
+    )
+
+
+def loop(run: TrainRun) -> list[dict[str, Any]]:
+    """The optimizer steps from run.start to the end: batches, one train_step, a metrics row, a checkpoint
+    every save_every steps. Returns this process's metrics rows."""
+    acc, cfg, sched = run.accelerator, run.cfg, run.schedule
+    rows: list[dict[str, Any]] = []
+    epochs: dict[int, list[list[int]]] = {}  # the current epoch's shuffled micro-batches
+    run.model.train()
+    with step_bar(run) as show:
+        for step in range(run.start, sched.total_steps):
+            t0 = time.perf_counter()
+            stats = run.step(step_batches(run, step, epochs))
+            row = metrics_row(step + 1, sched.epoch_len, stats, time.perf_counter() - t0)
+            add_mfu(run, row, stats)
+            rows.append(row)
+            log_row(run, row, show)
+            if (step + 1) % cfg.save_every == 0 and step + 1 < sched.total_steps:
+                state = {
+                    "fingerprint": run.fingerprint,
+                    "epoch": step // sched.epoch_len,
+                    "micro_batches_done": (step + 1) * sched.accum,
+                }
+                save_checkpoint(acc, run.out, step + 1, state, cfg.keep_checkpoints)
+    return rows
+
+
+def summarize(run: TrainRun, rows: list[dict[str, Any]]):
+    """final/, loss.png and the manifest (written last, by rank 0) from metrics.jsonl and this run's rows."""
+    acc, out = run.accelerator, run.out
+    save_final(acc, run.model, run.tokenizer, out / "final", use_bf16(run.cfg))
+    if run.cfg.tensorboard:
+        acc.end_training()
+    if not acc.is_main_process:
+        acc.wait_for_everyone()
+        return read_manifest(out)
+    logged = read_metrics(out / "metrics.jsonl")
+    plot_loss(logged, out / "loss.png")
+    manifest = run.manifest
+    manifest.rows_in, manifest.rows_out = run.data.stats["rows_in"], len(run.data)
+    manifest.dropped = dict(run.data.stats["dropped"])
+    manifest.outputs = checkpoint_files(out / "final")
+    manifest.metrics = {**run_summary(logged, rows), **run_facts(run)}
+    if "mfu" in manifest.metrics:
+        say(
+            acc,
+            f"MFU {manifest.metrics['mfu']:.1%} (6N + attention FLOPs vs {run.peak / 1e12:.0f} TFLOP/s)",
+        )
+    finish_manifest(out, manifest)
+    acc.wait_for_everyone()
+    return manifest
+
+
+# ---------------------------------------------------------------- setup's parts
+
+
+def check_launch(accelerator, cfg: TrainConfig, student: str) -> None:
+    """LoRA cannot be merged from shards; one process on a multi-GPU machine is allowed but pointed out."""
+    import torch
+
     if cfg.lora is not None and is_sharded(accelerator):
         raise DistillError(
             "train.lora cannot be merged from ZeRO-3/FSDP shards; train LoRA with single_gpu.yaml "
             "or ddp.yaml (a LoRA student fits one GPU)"
         )
     if accelerator.num_processes == 1 and torch.cuda.device_count() > 1:
-        launch = cfg.accelerate_config or student.accelerate_config
+        launch = cfg.accelerate_config or get_student(student).accelerate_config
         say(
             accelerator,
             f"{torch.cuda.device_count()} GPUs visible but one process: use all of them with "
             f"`accelerate launch --config_file {launch} -m distill.train.loop RECIPE`",
         )
-    manifest = (
-        prepare_stage("train", out, cfg_hash, inputs, force=True) if accelerator.is_main_process else None
-    )
-    model_path = resolve_model(cfg.model)
-    tokenizer = release_tokenizer_for(model_path, recipe.student)
-    data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator)
-    torch.manual_seed(cfg.seed)  # new token rows and LoRA weights are drawn at random
-    model, _ = load_model(cfg.model_copy(update={"model": model_path}), tokenizer, recipe.student, attn)
-    n_params, n_layers, width = param_count(model), model.config.num_hidden_layers, model.config.hidden_size
 
-    # 2. The schedule: bins (or samples) -> shuffled micro-batches -> accum micro-batches per rank per step.
+
+def make_schedule(cfg: TrainConfig, data: TokenData, world: int) -> Schedule:
     lengths = data.lengths()
     units = training_units(lengths, cfg.max_length, cfg.packing)
-    world, rank = accelerator.num_processes, accelerator.process_index
     accum = grad_accum_for(cfg, units, world)
-    accelerator.gradient_accumulation_steps = accum
-    n_micro = math.ceil(len(units) / cfg.micro_batch_size)
-    epoch_len = steps_per_epoch(n_micro, world, accum)
+    epoch_len = steps_per_epoch(math.ceil(len(units) / cfg.micro_batch_size), world, accum)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * epoch_len))
     first_epoch = epoch_micro_batches(units, cfg.micro_batch_size, cfg.seed, 0)
     utilisation = token_utilisation(
         lengths, units if cfg.packing else first_epoch, cfg.max_length, cfg.packing
     )
-    say(
-        accelerator,
-        f"{len(data)} samples, {len(units)} {'bins' if cfg.packing else 'samples'}, token "
-        f"utilisation {utilisation:.3f}, {world} process(es) x micro {cfg.micro_batch_size} x accum "
-        f"{accum}, {total_steps} steps ({epoch_len}/epoch), attn {attn}, "
-        f"{'bf16' if use_bf16(cfg) else 'fp32'}",
+    return Schedule(units, accum, epoch_len, total_steps, utilisation)
+
+
+def describe(cfg: TrainConfig, data: TokenData, schedule: Schedule, world: int, attn: str) -> str:
+    s = schedule
+    return (
+        f"{len(data)} samples, {len(s.units)} {'bins' if cfg.packing else 'samples'}, token "
+        f"utilisation {s.utilisation:.3f}, {world} process(es) x micro {cfg.micro_batch_size} x accum "
+        f"{s.accum}, {s.total_steps} steps ({s.epoch_len}/epoch), attn {attn}, "
+        f"{'bf16' if use_bf16(cfg) else 'fp32'}"
     )
 
-    # 3. Optimizer, scheduler, Accelerate wrapping; resume from this run's newest checkpoint.
+
+def prepare(accelerator, model, cfg: TrainConfig, schedule: Schedule):
+    """Optimizer and scheduler, then Accelerate's wrapping of all three."""
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, total_steps)
+    scheduler = make_scheduler(optimizer, cfg, schedule.total_steps)
+    accelerator.gradient_accumulation_steps = schedule.accum
     if accelerator.state.deepspeed_plugin is not None:  # no dataloader is prepared: DeepSpeed needs these
-        ds = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds.update(
+        accelerator.state.deepspeed_plugin.deepspeed_config.update(
             {
                 "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-                "gradient_accumulation_steps": accum,
+                "gradient_accumulation_steps": schedule.accum,
                 "gradient_clipping": cfg.max_grad_norm,
             }
         )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    lm_head = accelerator.unwrap_model(model).get_output_embeddings()
-    fingerprint = f"{cfg_hash}:{inputs['curate']}:{world}"
+    return accelerator.prepare(model, optimizer, scheduler)
+
+
+def resume(accelerator, out: Path, fingerprint: str, force: bool, total_steps: int) -> int:
+    """Load this run's newest checkpoint (if any) and cut metrics.jsonl back to it; returns the step to start at."""
     start = 0
     ckpt = resume_point(out, fingerprint, force, accelerator)
     if ckpt is not None:
@@ -567,86 +702,82 @@ def train(recipe: Recipe, src: Path, out: Path, force: bool = False):
     history = read_metrics(metrics_path, upto=start) if start else []
     if accelerator.is_main_process:
         atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in history))
-    if cfg.tensorboard:
-        accelerator.init_trackers("tensorboard")
+    return start
 
-    # 4. The loop.
-    model.train()
-    peak, schedule, began, run = peak_flops(), {}, time.time(), []
-    bar = progress() if accelerator.is_main_process else None
-    with bar or contextlib.nullcontext():
-        task = bar.add_task("train", total=total_steps, completed=start, info="") if bar else None
-        for step in range(start, total_steps):
-            epoch, in_epoch = divmod(step, epoch_len)
-            if epoch not in schedule:
-                schedule = {epoch: epoch_micro_batches(units, cfg.micro_batch_size, cfg.seed, epoch)}
-            t0 = time.perf_counter()
-            picks = step_micro_batches(schedule[epoch], in_epoch, world, rank, accum)
-            batches = [
-                batch_for(data, p, cfg.packing, tokenizer.pad_token_id, accelerator.device) for p in picks
-            ]
-            stats = train_step(accelerator, model, lm_head, optimizer, scheduler, batches, cfg, flash)
-            row = metrics_row(step + 1, epoch_len, stats, time.perf_counter() - t0)
-            if peak:
-                flops = model_flops(n_params, n_layers, width, stats["tokens"], stats["sq_lens"])
-                row["mfu"] = round(flops / row["step_s"] / (peak * world), 4)
-            run.append(row)
-            if accelerator.is_main_process:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-                if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
-                    info = f"loss {row['loss']:.4f} lr {row['lr']:.2e} {row['tokens_per_s']:,.0f} tok/s"
-                    bar.update(
-                        task, completed=step + 1, info=info + (f" MFU {row['mfu']:.1%}" if peak else "")
-                    )
-            if cfg.tensorboard and (step + 1) % cfg.log_every == 0:
-                accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step + 1)
-            if (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
-                save_checkpoint(
-                    accelerator,
-                    out,
-                    step + 1,
-                    {"fingerprint": fingerprint, "epoch": epoch, "micro_batches_done": (step + 1) * accum},
-                    cfg.keep_checkpoints,
-                )
 
-    # 5. Outputs; the manifest last.
-    save_final(accelerator, model, tokenizer, out / "final", use_bf16(cfg))
-    if cfg.tensorboard:
-        accelerator.end_training()
-    if not accelerator.is_main_process:
-        accelerator.wait_for_everyone()
-        return read_manifest(out)
-    logged = read_metrics(metrics_path)
-    plot_loss(logged, out / "loss.png")
-    manifest.rows_in, manifest.rows_out = data.stats["rows_in"], len(data)
-    manifest.dropped = dict(data.stats["dropped"])
-    manifest.outputs = checkpoint_files(out / "final")
-    manifest.metrics = {
-        **run_summary(logged, run),
-        "steps": total_steps,
-        "resumed_from_step": start,
-        "epochs": round(total_steps / epoch_len, 4),
-        "token_utilisation": round(utilisation, 4),
+# ---------------------------------------------------------------- loop's parts
+
+
+def step_batches(run: TrainRun, step: int, epochs: dict[int, list[list[int]]]) -> list[dict[str, Any]]:
+    """This rank's micro-batches of `step`, on its device; `epochs` caches the current epoch's shuffle."""
+    cfg, acc = run.cfg, run.accelerator
+    epoch, in_epoch = divmod(step, run.schedule.epoch_len)
+    if epoch not in epochs:
+        epochs.clear()
+        epochs[epoch] = epoch_micro_batches(run.schedule.units, cfg.micro_batch_size, cfg.seed, epoch)
+    picks = step_micro_batches(
+        epochs[epoch], in_epoch, acc.num_processes, acc.process_index, run.schedule.accum
+    )
+    return [batch_for(run.data, p, cfg.packing, run.tokenizer.pad_token_id, acc.device) for p in picks]
+
+
+def add_mfu(run: TrainRun, row: dict[str, Any], stats: dict[str, Any]) -> None:
+    """row["mfu"] on a GPU with a known peak: model FLOPs of the step / step time / (peak x processes)."""
+    if run.peak:
+        flops = model_flops(*run.flop_model, stats["tokens"], stats["sq_lens"])
+        row["mfu"] = round(flops / row["step_s"] / (run.peak * run.accelerator.num_processes), 4)
+
+
+@contextlib.contextmanager
+def step_bar(run: TrainRun) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Rank 0's progress bar; yields show(row), a no-op on the other ranks."""
+    if not run.accelerator.is_main_process:
+        yield lambda row: None
+        return
+    with progress() as bar:
+        task = bar.add_task("train", total=run.schedule.total_steps, completed=run.start, info="")
+        yield lambda row: bar.update(task, completed=row["step"], info=step_info(row))
+
+
+def step_info(row: dict[str, Any]) -> str:
+    info = f"loss {row['loss']:.4f} lr {row['lr']:.2e} {row['tokens_per_s']:,.0f} tok/s"
+    return info + (f" MFU {row['mfu']:.1%}" if "mfu" in row else "")
+
+
+def log_row(run: TrainRun, row: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> None:
+    """metrics.jsonl gets every step (rank 0); the bar and TensorBoard every log_every steps."""
+    step, every = row["step"], run.cfg.log_every
+    if run.accelerator.is_main_process:
+        with open(run.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+    if step % every == 0 or step == run.schedule.total_steps:
+        show(row)
+    if run.cfg.tensorboard and step % every == 0:
+        run.accelerator.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+
+
+# ---------------------------------------------------------------- summarize's parts
+
+
+def run_facts(run: TrainRun) -> dict[str, Any]:
+    """The manifest's facts of how this run trained (after the loss curve numbers of run_summary)."""
+    cfg, s, data = run.cfg, run.schedule, run.data
+    return {
+        "steps": s.total_steps,
+        "resumed_from_step": run.start,
+        "epochs": round(s.total_steps / s.epoch_len, 4),
+        "token_utilisation": round(s.utilisation, 4),
         "truncated": data.stats["truncated"],
         "samples": len(data),
-        "bins": len(units) if cfg.packing else None,
-        "grad_accum": accum,
+        "bins": len(s.units) if cfg.packing else None,
+        "grad_accum": s.accum,
         "micro_batch_size": cfg.micro_batch_size,
-        "world_size": world,
-        "attn_implementation": attn,
+        "world_size": run.accelerator.num_processes,
+        "attn_implementation": run.attn,
         "dtype": "bfloat16" if use_bf16(cfg) else "float32",
         "lora": cfg.lora is not None,
-        "wall_s": round(time.time() - began, 1),
+        "wall_s": round(time.time() - run.began, 1),
     }
-    if "mfu" in manifest.metrics:
-        say(
-            accelerator,
-            f"MFU {manifest.metrics['mfu']:.1%} (6N + attention FLOPs vs {peak / 1e12:.0f} TFLOP/s)",
-        )
-    finish_manifest(out, manifest)
-    accelerator.wait_for_everyone()
-    return manifest
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -658,10 +789,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: RUN_DIR/train)")
     parser.add_argument("--force", action="store_true", help="rerun even if the manifest matches")
     args = parser.parse_args(argv)
-    from distill.pipeline import train_from_cli
-
     try:
-        train_from_cli(args.recipe, None, args.data, args.out, args.sets, args.force)
+        recipe = load_recipe(args.recipe, args.sets)
+        run_dir = recipe.run_path()
+        train(recipe, args.data or run_dir / "curate", args.out or run_dir / "train", args.force)
     except DistillError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

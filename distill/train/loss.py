@@ -1,6 +1,13 @@
-"""Chunked cross-entropy: the loss over a 32k-token x 152k-vocab batch without ever holding its full logits."""
+"""Training losses: the chunked cross-entropy over a 32k-token x 152k-vocab batch without ever holding its
+full logits, and forward_ce, SFT's loss of one micro-batch (the `LossFn` an objective provides to the loop)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# (model, lm_head, micro-batch, chunk_tokens, flash) -> the summed (fp32) loss of the micro-batch's trained tokens
+LossFn = Callable[[Any, Any, dict[str, Any], int, bool], Any]
 
 
 def _chunk_loss(lm_head, hidden, labels):
@@ -32,3 +39,24 @@ def chunked_cross_entropy(hidden, lm_head, positions, labels, chunk_tokens: int)
             _chunk_loss, lm_head, hidden[start:end], labels[start:end], use_reentrant=False
         )
     return total
+
+
+def forward_ce(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
+    """Summed CE of one micro-batch. The model runs whole (so DDP/FSDP/ZeRO hooks fire) but computes
+    logits for one position only; the loss projects the final hidden states in checkpointed chunks."""
+    extra = {}
+    if flash and "cu_seq_lens" in batch:  # packed: hand flash-attn its varlen boundaries directly
+        cu, longest = batch["cu_seq_lens"], batch["max_seq_len"]
+        extra = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+    out = model(
+        input_ids=batch["input_ids"],
+        position_ids=batch["position_ids"],
+        attention_mask=batch.get("attention_mask"),
+        use_cache=False,
+        output_hidden_states=True,
+        logits_to_keep=1,
+        **extra,
+    )
+    return chunked_cross_entropy(
+        out.hidden_states[-1], lm_head, batch["positions"], batch["labels"], chunk_tokens
+    )
