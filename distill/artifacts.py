@@ -37,9 +37,15 @@ class Manifest:
     git_sha: str | None = None
     started_at: str = ""
     seconds: float = 0.0
+    # the effective config config_hash pins (recipe values with defaults filled in), for stages that record it:
+    # readers such as push's model card take the values the stage used from here, never recompute them
+    config: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
+        data = asdict(self)
+        if data["config"] is None:  # stages that record no config keep their manifest bytes unchanged
+            del data["config"]
+        return json.dumps(data, indent=2, sort_keys=True, default=str)
 
 
 def _umask() -> int:

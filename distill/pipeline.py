@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -11,15 +10,57 @@ from distill.config import Recipe, dump_recipe, load_recipe, recipe_from_dict
 from distill.errors import DistillError
 
 STAGES = ["generate", "curate", "train", "patch", "eval", "push"]
-# stage -> (module, function); every function is stage(recipe, src, out, force=...) -> Manifest
+
+
+# One thin function per stage, each stage(recipe, src, out, force) -> Manifest. The stage module is imported
+# inside: `import distill` and `distill --help` stay instant (train pulls in torch), and train/ may import this
+# module without a cycle at import time.
+def _generate(recipe: Recipe, src: Path | None, out: Path, force: bool):
+    from distill.generate.run import generate
+
+    return generate(recipe, src, out, force=force)
+
+
+def _curate(recipe: Recipe, src: Path, out: Path, force: bool):
+    from distill.curate.run import curate
+
+    return curate(recipe, src, out, force=force)
+
+
+def _train(recipe: Recipe, src: Path, out: Path, force: bool):
+    from distill.train.loop import train
+
+    return train(recipe, src, out, force=force)
+
+
+def _patch(recipe: Recipe, src: Path, out: Path, force: bool):
+    from distill.patch import patch_stage
+
+    return patch_stage(recipe, src, out, force=force)
+
+
+def _eval(recipe: Recipe, src: Path, out: Path, force: bool):
+    from distill.eval.run import evaluate
+
+    return evaluate(recipe, src, out, force=force)
+
+
+def _push(recipe: Recipe, src: Path, out: Path, force: bool):
+    from distill.push import push_stage
+
+    # publishing is never "fresh": it always runs (or lists, when dry_run)
+    return push_stage(recipe, src, out, force=True, dry_run=recipe.push.dry_run)
+
+
 STAGE_FNS = {
-    "generate": ("distill.generate.run", "generate"),
-    "curate": ("distill.curate.run", "curate"),
-    "train": ("distill.train.loop", "train"),
-    "patch": ("distill.patch", "patch_stage"),
-    "eval": ("distill.eval.run", "evaluate"),
-    "push": ("distill.push", "push_stage"),
+    "generate": _generate,
+    "curate": _curate,
+    "train": _train,
+    "patch": _patch,
+    "eval": _eval,
+    "push": _push,
 }
+# the folder each stage reads: the previous stage's, none for generate, the whole run dir for push
 SOURCE_STAGE = {
     "generate": None,
     "curate": "generate",
@@ -37,23 +78,11 @@ def stage_range(first: str, last: str) -> list[str]:
     return STAGES[STAGES.index(first) : STAGES.index(last) + 1]
 
 
-def stage_fn(stage: str):
-    module, fn = STAGE_FNS[stage]
-    try:
-        return getattr(importlib.import_module(module), fn)
-    except (ModuleNotFoundError, AttributeError) as err:
-        if module in str(err) or fn in str(err):
-            raise DistillError(f"stage '{stage}' is not implemented yet") from None
-        raise
-
-
 def run_stage(recipe: Recipe, stage: str, force: bool = False):
     run = recipe.run_path()
     src_stage = SOURCE_STAGE[stage]
     src = run / src_stage if src_stage else (run if stage == "push" else None)
-    if stage == "push":  # publishing is never "fresh": it always runs (or lists, when dry_run)
-        return stage_fn(stage)(recipe, src, run / stage, force=True, dry_run=recipe.push.dry_run)
-    return stage_fn(stage)(recipe, src, run / stage, force=force)
+    return STAGE_FNS[stage](recipe, src, run / stage, force)
 
 
 def run_pipeline(recipe: Recipe, stages: list[str], force: bool = False) -> None:
@@ -81,7 +110,7 @@ def train_from_cli(recipe_path, student, data, out, sets, force) -> None:
     recipe = _recipe_for_student(recipe_path, student, sets)
     src = Path(data) if data else recipe.run_path() / "curate"
     dest = Path(out) if out else recipe.run_path() / "train"
-    stage_fn("train")(recipe, src, dest, force=force)
+    STAGE_FNS["train"](recipe, src, dest, force)
 
 
 def patch_from_cli(ckpt, out, student, check, recipe_path, sets, force) -> None:

@@ -19,24 +19,44 @@ DISPLAY = {
 
 
 def render_table(rows: list[tuple[str, dict[str, dict[str, Any]]]]) -> str:
-    """| Model | AIME 2024 pass@1 | AIME 2024 cons@64 | MATH-500 pass@1 | ... | one row per (model, results),
-    ± SE under pass@1; the columns are the first row's benchmarks."""
+    """| Model | AIME 2024 pass@1 | AIME 2024 cons@64 | MATH-500 pass@1 | ... | one row per (model, results), in %.
+
+    The columns are the first row's benchmarks: pass@1 (± SE when the result has one) and cons@k when k > 1. A
+    missing number is "-", and a row's cons@k fills a cons@k column only for the same k (DeepSeek reports cons@64).
+    """
     first = rows[0][1]
     headers = ["Model"]
     for name, r in first.items():
-        title = DISPLAY.get(name.split(":")[0], name)
-        headers += [f"{title} pass@1"] + ([f"{title} cons@{r['k']}"] if r["k"] > 1 else [])
+        headers += [f"{_title(name)} pass@1"] + ([f"{_title(name)} cons@{r['k']}"] if _k(r) > 1 else [])
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for model, results in rows:
-        cells = [model]
-        for name, r in first.items():
-            got = results.get(name)
-            cells.append(f"{100 * got['pass@1']:.1f} ± {100 * got['pass@1_se']:.1f}" if got else "-")
-            if r["k"] > 1:
-                cells.append(f"{100 * got['cons@k']:.1f}" if got else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    ks = ", ".join(f"{DISPLAY.get(n.split(':')[0], n)}: k={r['k']}, n={r['n']}" for n, r in first.items())
+        lines.append("| " + " | ".join([model, *_cells(first, results)]) + " |")
+    ks = ", ".join(f"{_title(n)}: k={r.get('k', '?')}, n={r.get('n', '?')}" for n, r in first.items())
     return (
         "\n".join(lines)
-        + f"\n\npass@1 is averaged over k samples per problem (± standard error over problems); {ks}.\n"
+        + "\n\npass@1 is averaged over k samples per problem (± standard error over problems); "
+        f"cons@k is the majority vote over the k samples. {ks}.\n"
     )
+
+
+def _title(name: str) -> str:
+    return DISPLAY.get(name.split(":")[0], name)  # "gsm8k:test" -> "GSM8K"
+
+
+def _k(result: dict[str, Any]) -> int:
+    return result.get("k") or 1
+
+
+def _cells(columns: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]]) -> list[str]:
+    cells = []
+    for name, column in columns.items():
+        got = results.get(name, {})
+        se = got.get("pass@1_se")
+        cells.append(_pct(got.get("pass@1")) + (f" ± {_pct(se)}" if se is not None else ""))
+        if _k(column) > 1:
+            cells.append(_pct(got.get("cons@k")) if _k(got) == column["k"] else "-")
+    return cells
+
+
+def _pct(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}"

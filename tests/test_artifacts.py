@@ -181,3 +181,14 @@ def test_atomic_dir_killed_process_never_exposes_a_partial_folder(tmp_path):
     assert subprocess.run([sys.executable, "-c", script], capture_output=True).returncode == -9
     assert _tree(target) == {"a.txt": "old"}
     assert [p for p in os.listdir(tmp_path) if not p.startswith(".")] == ["final"]
+
+
+def test_manifest_config_round_trips_and_is_absent_when_unset(tmp_path):
+    """A stage may record the effective config its config_hash pins; stages that do not keep their old bytes."""
+    plain = finish_manifest(tmp_path / "a", prepare_stage("curate", tmp_path / "a", "c", {}))
+    assert "config" not in json.loads((tmp_path / "a" / MANIFEST).read_text())
+    assert read_manifest(tmp_path / "a").config is None and plain.config is None
+    m = prepare_stage("train", tmp_path / "b", "c", {})
+    m.config = {"lr": 2e-5, "lora": None}
+    finish_manifest(tmp_path / "b", m)
+    assert read_manifest(tmp_path / "b").config == {"lr": 2e-5, "lora": None}

@@ -15,11 +15,12 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from distill.artifacts import finish_manifest, start_manifest, write_parquet
+from distill.artifacts import finish_manifest, read_manifest, start_manifest, write_parquet
 from distill.config import recipe_from_dict
 from distill.errors import DistillError
 from distill.patch import patch_checkpoint
 from distill.push import eval_table, push_stage
+from distill.report import render_table
 
 FAKE_TOKEN = "hf_distillTESTtoken0123456789"
 
@@ -152,6 +153,21 @@ RESULTS = {
 }
 
 
+# train's effective config as train's manifest records it: different from what the recipe of _recipe() would give
+# (qwen-7b's lr 4e-05), so the card provably shows what train used
+TRAIN_CONFIG = {
+    "lr": 2e-05,
+    "epochs": 3.0,
+    "max_steps": None,
+    "max_length": 4096,
+    "packing": True,
+    "lr_scheduler": "linear",
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "lora": {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "all-linear"},
+}
+
+
 @pytest.fixture(scope="module")
 def run_dir(tiny_qwen2, tmp_path_factory) -> Path:
     """A finished run (generate/curate/train/patch/eval manifests, curated shards, a release checkpoint)."""
@@ -171,6 +187,7 @@ def run_dir(tiny_qwen2, tmp_path_factory) -> Path:
         (run / stage).mkdir(parents=True)
         m = start_manifest(stage, "cafe", {})
         m.rows_in, m.rows_out, m.dropped, m.metrics = rows_in, rows_out, dropped, metrics
+        m.config = TRAIN_CONFIG if stage == "train" else None
         finish_manifest(run / stage, m)
     write_parquet(
         [{"prompt_id": "p1", "problem": "1+1?", "answer": "2"}],
@@ -256,11 +273,14 @@ def test_model_card_content(run_dir, tmp_path, fake_hub):
         "| wrong | 20 (50.0%) |",  # filter yields
         "Decontamination: 8-gram",
         '| decontam_hits | {"math500": 3} |',
-        "| learning rate | 4e-05 |",
+        "| learning rate | 2e-05 |",  # train's manifest, not the recipe's student default (4e-05)
+        "| max length (tokens) | 4096 |",
+        "| schedule | linear, warmup 10% |",
+        "| LoRA | r=8 |",
         "| run: final_loss | 1.25 |",
         "| run: hardware | 2x cpu |",
-        "| AIME 2024 pass@1 | AIME 2024 cons@64 | MATH-500 pass@1 | MATH-500 cons@4 |",
-        "| 50.0 ± 2.0 | 80.0 | 91.2 ± 0.4 | 93.0 |",
+        "| Model | AIME 2024 pass@1 | AIME 2024 cons@64 | MATH-500 pass@1 | MATH-500 cons@4 |",
+        "| R1-Distill-Qwen-7B-repro (this model) | 50.0 ± 2.0 | 80.0 | 91.2 ± 0.4 | 93.0 |",
         "| deepseek-ai/DeepSeek-R1-Distill-Qwen-7B (reported) | 55.5 | 83.3 | 92.8 | - |",
         "no system prompt",
         "vllm serve my-org/R1-Distill-Qwen-7B-repro",
@@ -294,6 +314,54 @@ def test_model_card_content(run_dir, tmp_path, fake_hub):
 )
 def test_eval_table_tolerates_partial_results(results, expected):
     assert expected in eval_table(results, "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "m")
+
+
+def test_eval_table_is_evals_table_plus_deepseeks_row_and_the_verdict():
+    """One renderer: the card's table is eval's table.md format, DeepSeek's row built as results too."""
+    results = {
+        **RESULTS,
+        "baseline": {
+            "model": "/m/base",
+            "benchmarks": {"aime24": {**RESULTS["benchmarks"]["aime24"], "pass@1": 0.1}},
+        },
+        "verdict": {"line": "held-out pass@1: before 10.0 ± 2.0, after 50.0 ± 2.0, gain 40.0 ± 1.0 (paired)"},
+    }
+    table = eval_table(results, "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "m")
+    reported = {"aime24": {"pass@1": 0.289, "cons@k": 0.527, "k": 64}, "math500": {"pass@1": 0.839}}
+    expected = render_table(
+        [
+            ("m (this model)", RESULTS["benchmarks"]),
+            ("base (before distillation)", results["baseline"]["benchmarks"]),
+            ("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B (reported)", reported),
+        ]
+    )
+    assert table == expected + "\n" + results["verdict"]["line"] + "\n"
+    assert "| base (before distillation) | 10.0 ± 2.0 | 80.0 | - | - |" in table  # no math500 for the base
+    assert "| deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B (reported) | 28.9 | 52.7 | 83.9 | - |" in table
+    assert "AIME 2024: k=64, n=30, MATH-500: k=4, n=500." in table
+
+
+def test_eval_table_without_reported_numbers_has_no_reported_row():
+    gsm8k = {"benchmarks": {"gsm8k:test": {"pass@1": 0.5, "pass@1_se": 0.1, "k": 2, "cons@k": 0.5, "n": 4}}}
+    for release in ("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        table = eval_table(gsm8k, release, "m")
+        assert "(reported)" not in table and "| m (this model) | 50.0 ± 10.0 | 50.0 |" in table
+
+
+def test_card_numbers_come_from_finished_stages_only(run_dir, tmp_path, fake_hub):
+    """results.json of an eval that did not finish (no manifest) is not shown; nor a hyper-parameter train's
+    manifest did not record."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "eval" / "manifest.json").unlink()
+    m = read_manifest(run / "train")
+    m.config = None
+    (run / "train" / "manifest.json").write_text(m.to_json())
+    push_stage(_recipe(run), run, tmp_path / "push", dry_run=True)
+    card = (tmp_path / "push" / "model_card.md").read_text()
+    assert "Not evaluated yet" in card and "50.0 ± 2.0" not in card
+    assert "| hyper-parameters | not recorded in train's manifest |" in card and "learning rate" not in card
+    assert "| run: final_loss | 1.25 |" in card
 
 
 def test_cli_dry_run_lists_files_without_network(run_dir, tmp_path, fake_hub):
