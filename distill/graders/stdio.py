@@ -171,6 +171,7 @@ import json, os, resource, select, signal, sys, time
 SPEC = json.loads(__SPEC__)
 cases, limit, jobs, caps = SPEC["inputs"], SPEC["limit"], SPEC["jobs"], SPEC["caps"]
 source = compile(SPEC["prelude"] + SPEC["code"], "solution.py", "exec")
+exec(SPEC["prelude"], {})  # import the prelude's modules once: each forked case finds them loaded
 
 def case_files(i):
     # unlinked at once: the program of one case cannot touch another case's input or output
