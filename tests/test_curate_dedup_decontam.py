@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -32,44 +36,68 @@ def test_near_duplicates():
     assert dedup.near_duplicates(["tiny", "tiny", "other"], 0.8) == [None, 0, None]  # shorter than a shingle
 
 
-def rensa_lsh_reference(texts: list[str], threshold: float, num_perm: int = 128) -> list[int | None]:
-    """The previous implementation: rensa's RMinHashLSH over the kept texts, candidates in index order."""
-    from rensa import RMinHash, RMinHashLSH
+def naive_shingles(text: str, k: int = 5) -> set[str]:
+    """k-word windows of a text of plain lower-case words (already normal); a shorter text is one window."""
+    ws = text.split()
+    return {" ".join(ws)} if len(ws) <= k else {" ".join(ws[i : i + k]) for i in range(len(ws) - k + 1)}
 
-    lsh = RMinHashLSH(threshold, num_perm, dedup.lsh_bands(threshold, num_perm))
-    kept: dict[int, RMinHash] = {}
+
+def naive_minhash(shingles: set[str], num_perm: int = 128) -> np.ndarray:
+    """MinHash from its definition: num_perm independent hash functions (the i-th 8 bytes of each shingle's
+    SHAKE-128 digest, hashlib), the minimum of each over the set."""
+    digests = b"".join(hashlib.shake_128(s.encode()).digest(8 * num_perm) for s in shingles)
+    return np.frombuffer(digests, np.uint64).reshape(len(shingles), num_perm).min(axis=0)
+
+
+def greedy(n: int, similar) -> list[int | None]:
+    """Each text names the lowest earlier kept text it is similar to (None: kept)."""
     out: list[int | None] = []
-    for i, mh in enumerate(RMinHash.from_token_sets([dedup.shingles(t, 5) for t in texts], num_perm, 0)):
-        out.append(next((c for c in sorted(lsh.query(mh)) if mh.jaccard(kept[c]) >= threshold), None))
+    kept: list[int] = []
+    for i in range(n):
+        out.append(next((j for j in kept if similar(i, j)), None))
         if out[-1] is None:
-            lsh.insert(i, mh)
-            kept[i] = mh
+            kept.append(i)
     return out
 
 
-def test_near_duplicates_equal_the_rensa_lsh_reference():
-    """Edits of 1-8 words (Jaccard ~0.3-0.95), chains of edits, a shared template (many kept texts in one
-    bucket), 150 identical copies (one huge bucket), short and empty texts: same answer as rensa's LSH."""
+def separated_corpus(threshold: float, margin: float = 0.15) -> list[str]:
+    """Random 100-word texts, edited copies (1-12 scattered words changed, some of copies), verbatim copies and
+    texts shorter than a shingle; a text is left out when its exact shingle Jaccard with an earlier one lies
+    within `margin` of the threshold, so a 128-slot MinHash (sd ~0.04) decides every pair as the exact
+    Jaccard does."""
     rng = random.Random(3)
-    vocab = [f"w{i}" for i in range(400)]
-    texts = [" ".join(rng.choice(vocab) for _ in range(40)) for _ in range(150)]
-    for _ in range(250):
-        words = rng.choice(texts).split()
-        for _ in range(rng.randint(1, 8)):
+    vocab = [f"w{i}" for i in range(5000)]
+    pool = [" ".join(rng.choice(vocab) for _ in range(100)) for _ in range(120)]
+    for _ in range(160):
+        words = rng.choice(pool).split()
+        for _ in range(rng.choice([1, 1, 2, 4, 6, 9, 12])):
             words[rng.randrange(len(words))] = rng.choice(vocab)
-        texts.append(" ".join(words))
-    template = "a farmer has some apples and sells them at the market every day of the week for"
-    texts += [
-        f"{template} {' '.join(rng.choice(vocab) for _ in range(rng.randint(1, 6)))}" for _ in range(80)
-    ]
-    texts += ["", "tiny", "two words", "tiny", ""]
-    copies = [texts[7]] * 150 + [None] * (len(texts) - 150)  # interleaved: copy 0 (index 1) comes first
-    texts = [t for pair in zip(texts, copies, strict=True) for t in pair if t is not None]
-    for threshold in (0.5, 0.7, 0.8, 0.9):
-        out = dedup.near_duplicates(texts, threshold)
-        assert out == rensa_lsh_reference(texts, threshold), threshold
-        assert 150 < sum(o is not None for o in out) < len(texts) - 150  # neither nothing nor everything
-        assert out.count(1) >= 150  # the 149 later copies and the original (index 14) name copy 0
+        pool.append(" ".join(words))
+    pool += [pool[5]] * 3 + ["", "tiny", "two words", "tiny", ""]
+    rng.shuffle(pool)
+    texts: list[str] = []
+    sets: list[set[str]] = []
+    for text in pool:
+        sh = naive_shingles(text)
+        if all(abs(len(sh & o) / len(sh | o) - threshold) >= margin for o in sets):
+            texts.append(text)
+            sets.append(sh)
+    return texts
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_near_duplicates_equal_a_naive_minhash_and_the_exact_jaccard(threshold):
+    """dedup.near_duplicates (rensa MinHash, index-free LSH) against all-pairs references written here: a
+    hashlib MinHash, and the exact Jaccard of the shingle sets."""
+    texts = separated_corpus(threshold)
+    sets = [naive_shingles(t) for t in texts]
+    sigs = [naive_minhash(s) for s in sets]
+    exact = greedy(len(texts), lambda i, j: len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= threshold)
+    naive = greedy(len(texts), lambda i, j: (sigs[i] == sigs[j]).mean() >= threshold)
+    assert naive == exact
+    out = dedup.near_duplicates(texts, threshold)
+    assert out == exact
+    assert 30 < sum(o is not None for o in out) < len(texts) - 100  # neither nothing nor everything
 
 
 def test_band_keys_equal_exactly_when_bands_equal():
@@ -97,11 +125,24 @@ def test_normalize_equals_the_regex_definition():
         assert dedup.normalize(text) == reference(text), repr(text)
 
 
-def test_lsh_bands_reach_recall():
-    for threshold in (0.5, 0.7, 0.8, 0.9):
-        bands = dedup.lsh_bands(threshold, 128)
-        rows = 128 // bands
-        assert 1 - (1 - threshold**rows) ** bands >= 0.9
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.8, 0.9])
+def test_pairs_at_the_threshold_become_candidates(threshold):
+    """The banding's promise, measured: 300 pairs of word sets with exact Jaccard = threshold (one-word
+    shingles) share an LSH bucket in >= 90% of cases."""
+    union = 100
+    common = round(threshold * union)
+    own = (union - common) // 2
+    texts = []
+    for p in range(300):
+        shared = [f"p{p}s{i}" for i in range(common)]
+        texts += [" ".join(shared + [f"p{p}{side}{i}" for i in range(own)]) for side in "ab"]
+    sigs = dedup.signatures(texts, 128, shingle=1, seed=0)
+    text, bucket = dedup.band_buckets(sigs, dedup.lsh_bands(threshold, 128))
+    buckets: dict[int, set[int]] = {}
+    for t, b in zip(text.tolist(), bucket.tolist(), strict=True):
+        buckets.setdefault(t, set()).add(b)
+    found = sum(bool(buckets.get(2 * p, set()) & buckets.get(2 * p + 1, set())) for p in range(300))
+    assert found >= 0.9 * 300
 
 
 def test_docstring_example_n3():
@@ -115,46 +156,103 @@ def test_docstring_example_n3():
     assert found[1] is None
 
 
-def naive_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    ws = decontam.words(text)
-    return {tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)}
+def naive_words(text: str) -> list[str]:
+    """Lower-cased runs of letters and digits: anything else (punctuation, LaTeX braces, spaces) separates."""
+    return "".join(c if c.isalnum() else " " for c in text.lower()).split()
 
 
-def test_vectorised_hashes_match_a_naive_implementation():
-    """Window hashes agree with plain-Python word tuples: equal windows equal, different windows different."""
-    rng = random.Random(1)
-    vocab = [
-        "alpha",
-        "beta,",
-        "(gamma)",
-        "delta",
-        "x",
-        "17",
-        "über",
-        "数学",
-        "sum",
-        "of",
-        "the",
-        "\\frac{1}{2}",
-    ]
-    docs = [" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 30))) for _ in range(300)]
+def naive_ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    ws = naive_words(text)
+    return [tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)]
+
+
+# words the two splitters must agree on: punctuation around words, LaTeX, digits, accents, CJK (2+ characters)
+VOCAB = [
+    "alpha",
+    "beta,",
+    "(gamma)",
+    "delta",
+    "x",
+    "17",
+    "Über",
+    "数学",
+    "sum",
+    "of",
+    "the",
+    "\\frac{1}{2}",
+    "Zeta!",
+]
+
+
+def random_docs(rng: random.Random, count: int, longest: int) -> list[str]:
+    return [" ".join(rng.choice(VOCAB) for _ in range(rng.randint(0, longest))) for _ in range(count)]
+
+
+def test_ngram_hashes_match_plain_word_ngrams():
+    """Every document's window hashes, in order, line up with its plain-Python word n-grams: equal n-grams
+    hash equal, different ones differently; whole-text hashes are equal exactly when the word lists are."""
+    docs = random_docs(random.Random(1), 300, 30)
     n = 4
-    tok = decontam.tokenize(docs)
-    h, doc, start = decontam.ngram_hashes(tok, n)
-    assert len(h) == sum(max(0, len(decontam.words(d)) - n + 1) for d in docs)
-    by_tuple: dict[tuple, int] = {}
-    for hv, d, s in zip(h.tolist(), doc.tolist(), start.tolist(), strict=True):
-        key = tuple(tok.text(s, s + n - 1).split())
-        assert len(key) == n and " ".join(key) in " ".join(decontam.words(docs[d]))  # inside its own document
-        assert by_tuple.setdefault(key, hv) == hv
-    assert len(set(by_tuple.values())) == len(by_tuple)
-    full = decontam.full_text_hashes(tok).tolist()
-    for i, j in [(0, 1), (2, 3), (5, 9)]:
-        assert (full[i] == full[j]) == (decontam.words(docs[i]) == decontam.words(docs[j]))
-    assert (
-        decontam.full_text_hashes(decontam.tokenize(["b a", "a b", "A, b!"])).tolist()[1:]
-        == [decontam.full_text_hashes(decontam.tokenize(["a b"])).tolist()[0]] * 2
+    h, doc, _ = decontam.ngram_hashes(decontam.tokenize(docs), n)
+    by_doc: dict[int, list[int]] = {}
+    for hv, d in zip(h.tolist(), doc.tolist(), strict=True):
+        by_doc.setdefault(d, []).append(hv)
+    hash_of: dict[tuple[str, ...], int] = {}
+    for d, text in enumerate(docs):
+        grams = naive_ngrams(text, n)
+        assert len(by_doc.get(d, [])) == len(grams)
+        for gram, hv in zip(grams, by_doc.get(d, []), strict=True):
+            assert hash_of.setdefault(gram, hv) == hv
+    assert len(set(hash_of.values())) == len(hash_of) > 1000
+    full = decontam.full_text_hashes(decontam.tokenize(docs + ["b a", "a b", "A, b!"])).tolist()
+    words = [naive_words(t) for t in docs + ["b a", "a b", "A, b!"]]
+    for i in range(len(words)):
+        for j in range(i + 1, len(words)):
+            assert (full[i] == full[j]) == (words[i] == words[j]), (i, j)
+
+
+def naive_contamination(docs: list[str], items: list[str], n: int) -> list[set[int]]:
+    """For each doc, the benchmark items it leaks: a shared word n-gram that is no template (in fewer than 3
+    items) and has at least half content words (2+ characters, not a number); or the item's whole text."""
+    grams = [set(naive_ngrams(t, n)) for t in items]
+    items_with = Counter(g for gs in grams for g in gs)
+
+    def indexed(g: tuple[str, ...]) -> bool:
+        content = sum(len(w) > 1 and not w.isdigit() for w in g)
+        return items_with[g] < 3 and content >= (n + 1) // 2
+
+    out = []
+    for d in docs:
+        mine = {g for g in naive_ngrams(d, n) if indexed(g)}
+        leaks = {j for j, gs in enumerate(grams) if mine & gs}
+        leaks |= {j for j, t in enumerate(items) if naive_words(t) and naive_words(t) == naive_words(d)}
+        out.append(leaks)
+    return out
+
+
+def test_find_contamination_equals_plain_word_ngrams():
+    """Random documents and benchmark items over a small vocabulary (many shared 4-grams, some templates,
+    number-only windows, verbatim copies of short items); no boilerplate (max_corpus_df = 1)."""
+    rng = random.Random(2)
+    items = random_docs(rng, 40, 20) + ["alpha beta", "17 x 17"]
+    docs = random_docs(rng, 300, 25) + ["Alpha, BETA!", "17 (x) 17", "alpha beta gamma"]
+    n = 4
+    index = decontam.build_index(
+        {"bench": [{"prompt_id": f"b/{i}", "problem": t} for i, t in enumerate(items)]}, n
     )
+    found, boiler = decontam.find_contamination(docs, index, max_corpus_df=1.0)
+    expected = naive_contamination(docs, items, n)
+    assert boiler == 0
+    assert [f is not None for f in found] == [bool(e) for e in expected]
+    assert 50 < sum(bool(e) for e in expected) < 250 and found[-3:-1] != [None, None] and found[-1] is None
+    for d, (hit, leaks) in enumerate(zip(found, expected, strict=True)):
+        if hit is not None:
+            item = int(hit["item"].split("/")[1])
+            assert item in leaks, d
+            if naive_words(items[item]) != naive_words(docs[d]):  # an n-gram hit: the n-gram is in both
+                assert tuple(hit["ngram"].split()) in set(naive_ngrams(docs[d], n)) & set(
+                    naive_ngrams(items[item], n)
+                )
 
 
 def test_boilerplate_in_the_training_corpus_does_not_count():
@@ -226,9 +324,22 @@ def test_training_source_needs_a_held_out_split(data_dir):
     )  # phrasing a 200-prompt corpus cannot tell
 
 
-def test_benchmark_versions_are_part_of_curate_inputs(data_dir):
+def test_benchmark_digest_follows_each_item_text(data_dir, tmp_path, monkeypatch):
+    """The curate input `benchmarks` changes when one item's text changes under the same benchmark name and
+    item id (a corrected benchmark reruns curation), and not when the same files move."""
     from distill.curate.decontam import benchmarks_digest
 
-    assert benchmarks_digest(["aime24", "math500"]) == benchmarks_digest(["aime24", "math500"])
-    assert benchmarks_digest(["aime24"]) != benchmarks_digest(["aime25"])
+    before = benchmarks_digest(["aime24", "math500"])
+    shutil.copytree(data_dir / "aime24", tmp_path / "aime24")
+    shutil.copytree(data_dir / "math500", tmp_path / "math500")
+    monkeypatch.setenv("DISTILL_DATA_DIR", str(tmp_path))
+    assert benchmarks_digest(["aime24", "math500"]) == before
+    path = tmp_path / "aime24" / "test.jsonl"
+    lines = path.read_text().splitlines()
+    item = json.loads(lines[7])
+    item["problem"] = item["problem"].replace("real numbers", "rational numbers", 1)  # one word of one item
+    assert item["problem"] != json.loads(lines[7])["problem"]
+    path.write_text("\n".join(lines[:7] + [json.dumps(item)] + lines[8:]) + "\n")
+    assert json.loads(path.read_text().splitlines()[7])["id"] == json.loads(lines[7])["id"]
+    assert benchmarks_digest(["aime24", "math500"]) != before
     assert benchmarks_digest(["arith:test"]) != benchmarks_digest(["arith:train"])
