@@ -161,7 +161,7 @@ ARITH_A, ARITH_B = range(2, 21), range(2, 10)  # the first and second number, th
 ARITH_SPLITS = {
     "test": (200, ["Nina", "Paul", "Rosa", "Ivan", "Zoe", "Hugo", "Mia", "Raj"]),
     "dev": (200, ["Ella", "Finn", "Gia", "Omar", "Ines", "Kai", "Lucy", "Noah"]),
-    "train": (512, ["Tom", "Anna", "Ben", "Maya", "Leo", "Sara", "Ali", "Lina"]),
+    "train": (512, ["Tom", "Anna", "Ben", "Maya", "Leo", "Sara", "Dev", "Lina"]),
 }
 
 
