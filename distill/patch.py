@@ -241,9 +241,8 @@ def _edit_facts(name: str, expected: dict[str, Any], found: dict[str, Any]) -> l
     wrong = [k for k in keys if expected.get(k, "<absent>") != found.get(k, "<absent>")]
     facts = [_fact(f"{name}.{k}", expected.get(k, "<absent>"), found.get(k, "<absent>")) for k in wrong]
     order = [k for k in found if k in expected] == [k for k in expected if k in found]
-    facts.append(
-        _fact(f"{name}.json = base file + release edits", "same keys, values, order", order and not wrong)
-    )
+    holds, same = order and not wrong, "the base's keys, values and order, edited"
+    facts.append(_fact(f"{name}.json = base file + release edits", same, same if holds else "differs", holds))
     return facts
 
 
