@@ -216,6 +216,25 @@ def data_show(name: str, split: Annotated[str | None, typer.Option()] = None, n:
 
 @app.command()
 @user_errors
+def verify(
+    report: Annotated[
+        bool, typer.Option("--report", help="Graders vs math-verify and reference harnesses")
+    ] = False,
+    sample: Annotated[int, typer.Option(help="Real benchmark rows graded (MATH-500; code: up to 20)")] = 100,
+) -> None:
+    """Check the graders: agreement with math-verify called directly and with each benchmark's harness."""
+    from distill.errors import DistillError
+    from distill.graders.report import build_report, print_report
+
+    if not report:
+        raise DistillError("nothing to do: use `distill verify --report`")
+    if sample < 1:
+        raise DistillError(f"--sample must be >= 1, got {sample}")
+    print_report(build_report(sample))
+
+
+@app.command()
+@user_errors
 def show(run_dir: Path) -> None:
     """Print the manifests of a run directory as a table."""
     from distill.pipeline import show_run

