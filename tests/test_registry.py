@@ -71,8 +71,10 @@ def test_reference_formats(data_dir):
 
 def test_every_benchmark_is_registered_and_local(data_dir):
     assert {"aime24", "aime25", "math500", "gpqa_diamond", "amc23", "humaneval", "mbpp"} <= set(BENCHMARKS)
+    # no copy of livecodebench in the shared data yet (GBs of private tests); its loader runs on a fixture
+    hub_only = {"livecodebench"}  # (tests/test_graders_stdio.py)
     for name, src in SOURCES.items():
-        assert (data_dir / name).is_dir() or "<generated>" in src.files.values()
+        assert (data_dir / name).is_dir() or "<generated>" in src.files.values() or name in hub_only, name
 
 
 def test_generated_arith_is_deterministic_and_correct():
