@@ -377,7 +377,8 @@ def test_flash_attention_on_cuda_follows_the_flash_attn_package():
 
 def test_two_processes_equal_one_with_twice_the_accumulation(tiny_qwen2, tmp_path):
     """The distributed path for real (DDP over gloo, 2 CPU ranks, launched like a GPU job): the global
-    batch is the same, so every step's loss and gradient norm must match the single process."""
+    batch is the same, so every step's loss and gradient norm must match the single process. Both ranks
+    write the step-2 checkpoint into rank 0's one temp folder (each its own RNG state)."""
     import os
     import subprocess
     import sys
@@ -385,7 +386,9 @@ def test_two_processes_equal_one_with_twice_the_accumulation(tiny_qwen2, tmp_pat
     from distill.config import dump_recipe
 
     src = make_curate(tmp_path / "curate", trace_rows(12, seed=4, steps=8))
-    r = recipe("qwen-1.5b", model=str(tiny_qwen2), max_steps=3, grad_accum=2, lr=1e-3, max_length=96)
+    r = recipe(
+        "qwen-1.5b", model=str(tiny_qwen2), max_steps=3, grad_accum=2, lr=1e-3, max_length=96, save_every=2
+    )
     (tmp_path / "r.yaml").write_text(dump_recipe(r))
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -405,6 +408,10 @@ def test_two_processes_equal_one_with_twice_the_accumulation(tiny_qwen2, tmp_pat
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    checkpoints = tmp_path / "ddp" / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["step-2"]  # no temp folder left beside it
+    saved = {p.name for p in (checkpoints / "step-2").iterdir()}
+    assert {"state.json", "random_states_0.pkl", "random_states_1.pkl"} <= saved
     r.train.grad_accum = 4
     loop.train(r, src, tmp_path / "single")
     ddp, single = metrics(tmp_path / "ddp"), metrics(tmp_path / "single")
