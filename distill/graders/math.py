@@ -124,10 +124,9 @@ def combined_boxes(boxes: list[str], gold: list[Any]) -> str | None:
     return None
 
 
-def _matches(gold: list[Any], pred_text: str) -> bool:
+def _matches(gold: list[Any], pred: list[Any]) -> bool:
     from math_verify import verify
 
-    pred = _parse_boxed(pred_text)
     return bool(pred) and verify(gold, pred, timeout_seconds=None)
 
 
@@ -153,11 +152,12 @@ def verify_math(reference: str, answer: str, phrase_fallback: bool = False) -> t
     pred_text = boxes[-1] if boxes else (answer_phrase(answer) if phrase_fallback else None)
     if pred_text is None or not pred_text.strip():
         return "unparseable", pred_text
-    if not _parse_boxed(pred_text):
+    pred = _parse_boxed(pred_text)
+    if not pred:
         return "unparseable", pred_text
-    if _matches(gold, pred_text):
+    if _matches(gold, pred):
         return "correct", pred_text
     joined = combined_boxes(boxes, gold)
-    if joined is not None and _matches(gold, joined):
+    if joined is not None and _matches(gold, _parse_boxed(joined)):
         return "correct", joined
     return "wrong", pred_text
