@@ -140,7 +140,7 @@ class VerifierPool:
     def _spawn(self, slot: int) -> None:
         ours, theirs = socket.socketpair()
         code = "from distill.graders import _worker_main; _worker_main()"
-        root = str(Path(__file__).resolve().parents[3])  # the folder holding the distill package
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding the distill package
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(theirs.fileno()), self.cfg.model_dump_json()],
