@@ -58,15 +58,32 @@ class PromptSource(Strict):
     limit: int | None = None
     columns: dict[str, str] = Field(default_factory=dict)  # our field -> source column
     domain: Literal["math", "code", "mcq", "general"] | None = None
+    weight: float = 1.0  # mixture: share of this source's rows taken, in (0, 1] (open-r1's dataset_mixture)
+
+
+class DatasetSource(Strict):
+    """A public trace set read by a named adapter of distill.sources (or `columns` for any other layout)."""
+
+    adapter: str  # openr1-math | mixture-of-thoughts | openthoughts | ... | columns
+    path: str | None = None  # local JSONL/Parquet file or folder; None: the adapter's hub id
+    subset: str | None = None  # hub config (mixture-of-thoughts: math | code | science | all)
+    split: str = "train"
+    columns: dict[str, str] = Field(default_factory=dict)  # adapter "columns": our field -> their column
+    domain: Literal["math", "code", "mcq", "general"] | None = None  # overrides the adapter's
+    weight: float = 1.0  # share of the set's rows taken, in (0, 1]; a stable per-row draw
+    limit: int | None = None  # rows taken at most, after the weight
 
 
 class GenerateConfig(Strict):
+    source: Literal["teacher", "dataset"] = "teacher"  # dataset: import `datasets` instead of sampling
+    datasets: list[DatasetSource] = Field(default_factory=list)
     prompts: list[PromptSource] = Field(default_factory=lambda: [PromptSource(source="gsm8k", split="train")])
     n: int = 4  # samples per prompt
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 32768  # new tokens per sample
     seed: int = 0
+    logprobs: int = 0  # K: store the teacher's top-K log-probs per completion token (distill.logits); 0 = off
     force_think: bool = True  # prefill "<think>\n" after the chat template
     system_prompt: str | None = None  # R1: none; all instructions go in the user turn
     math_directive: str = R1_MATH_DIRECTIVE
@@ -100,6 +117,9 @@ class VerifyConfig(Strict):
     # No \boxed{} in the answer: grade the number after its last "answer is" / "answer:" instead of calling it
     # unparseable. Off for R1 (it boxes); on for plain instruct teachers that ignore the directive (the demo).
     math_answer_phrase: bool = False
+    # Imported trace sets (generate.source: dataset) carry their own verification (source_verified): true takes
+    # it as the verdict where present; false (default) re-grades every row.
+    trust_source_flags: bool = False
     timeout_s: float = 5.0  # per item
     code_timeout_s: float = 10.0
     code_memory_mb: int = 1024
@@ -129,6 +149,18 @@ class SelectConfig(Strict):
     keep_unverified_domains: bool = False  # keep "general" rows nobody can verify
 
 
+class DifficultyConfig(Strict):
+    """Pass-rate filtering (open-r1, Light-R1): `model` answers each prompt k times; keep lo <= rate <= hi."""
+
+    model: str  # registry name | path | hub id, served by vLLM (distill.engines.backends)
+    k: int = 8  # samples per prompt
+    keep: tuple[float, float] = (0.0, 1.0)  # pass-rate range kept, inclusive
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 4096
+    engine: TeacherConfig | None = None  # engine options; model is filled in
+
+
 class CurateConfig(Strict):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     decontaminate: DecontamConfig = Field(default_factory=DecontamConfig)
@@ -136,6 +168,7 @@ class CurateConfig(Strict):
     filters: FilterConfig = Field(default_factory=FilterConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     dataset_name: str | None = None  # data card name; default: the recipe name
+    difficulty: DifficultyConfig | None = None  # keep prompts a model solves at a pass rate in `keep`
 
 
 class LoraConfig(Strict):
@@ -143,6 +176,28 @@ class LoraConfig(Strict):
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
+
+
+class KDConfig(Strict):
+    """train.objective: kd. loss = alpha·CE + (1 − alpha)·temperature²·D(teacher top-K ‖ student) (distill.train.kd)."""
+
+    alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the CE on the teacher's sampled ids
+    temperature: float = Field(1.0, gt=0.0)
+    divergence: Literal["forward", "reverse", "jsd"] = "forward"
+    beta: float = Field(0.5, ge=0.0, le=1.0)  # jsd: the teacher's weight in the mixture
+
+
+class OnPolicyConfig(Strict):
+    """train.objective: on_policy. The student samples with vLLM, the teacher scores each sampled token
+    (prompt_logprobs), the per-token reverse KL log q − log p drives the update (distill.train.on_policy)."""
+
+    teacher_url: str | None = None  # an OpenAI-compatible server (vllm serve) scores; None: in-process vLLM
+    prompts_per_step: int = Field(4, ge=1)  # distinct curated prompts per optimizer step
+    samples_per_prompt: int = Field(2, ge=1)
+    max_tokens: int = Field(256, ge=1)  # per student sample
+    temperature: float = Field(1.0, gt=0.0)  # 1: the samples come from the student's own distribution
+    sft_mix: float = Field(0.0, ge=0.0)  # weight of the SFT CE on the prompts' curated traces, added to the loss
+    engine: TeacherConfig | None = None  # vLLM options of both engines (dtype, max_model_len, eager)
 
 
 class TrainConfig(Strict):
@@ -175,6 +230,12 @@ class TrainConfig(Strict):
     seed: int = 0
     accelerate_config: str | None = None
     tensorboard: bool = False
+    objective: Literal["sft", "kd", "on_policy"] = "sft"
+    # Logit objectives: the teacher (registry name | path | hub id) whose vocabulary must equal the student's and,
+    # for on_policy, which scores the samples; None: the recipe's teacher.tokenizer or teacher.model
+    teacher: str | None = None
+    kd: KDConfig = Field(default_factory=KDConfig)
+    on_policy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
 
 
 class PatchConfig(Strict):

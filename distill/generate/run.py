@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -29,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from distill import logits
 from distill.artifacts import (
     Manifest,
+    atomic_dir,
     atomic_write_text,
     finish_manifest,
     prepare_stage,
@@ -42,6 +45,7 @@ from distill.config import GenerateConfig, Recipe, TeacherConfig, config_hash
 from distill.data import PROMPT_FIELDS, load_source
 from distill.engines.backends import (
     ENGINE_LOG,
+    SERVER_MAX_LOGPROBS,
     Backend,
     Completion,
     GenRequest,
@@ -132,6 +136,21 @@ ROW: tuple[Column, ...] = (
 )
 
 
+def _logprob_column(name: str) -> Column:
+    return Column(
+        name, logits.CODECS[name][0], lambda run, s: logits.encode_column(name, s.completion.logprobs)
+    )
+
+
+# generate.logprobs: K > 0 adds the teacher's per-token log-probs (distill.logits); K = 0 writes ROW alone, so
+# runs without them keep their exact shards.
+LOGPROB_ROW: tuple[Column, ...] = tuple(_logprob_column(name) for name in logits.COLUMNS)
+
+
+def row_columns(cfg: GenerateConfig) -> tuple[Column, ...]:
+    return ROW + LOGPROB_ROW if cfg.logprobs else ROW
+
+
 def arrow_types() -> dict[str, Any]:
     import pyarrow as pa
 
@@ -142,6 +161,8 @@ def arrow_types() -> dict[str, Any]:
         "int64": pa.int64(),
         "strings": pa.list_(pa.string()),
         "messages": pa.list_(message),
+        "int32s": pa.list_(pa.int32()),
+        "binary": pa.binary(),
     }
 
 
@@ -169,6 +190,11 @@ def check_config(teacher: TeacherConfig, cfg: GenerateConfig) -> None:
     for name in ("n", "max_tokens", "shard_size"):
         if getattr(cfg, name) < 1:
             raise DistillError(f"generate.{name} must be >= 1 (got {getattr(cfg, name)})")
+    if not 0 <= cfg.logprobs <= SERVER_MAX_LOGPROBS:
+        raise DistillError(
+            f"generate.logprobs: {cfg.logprobs} is outside 0..{SERVER_MAX_LOGPROBS}, the top-K log-probs vLLM "
+            "and OpenAI-compatible servers return (vLLM's max_logprobs default, OpenAI's top_logprobs limit)"
+        )
     if teacher.data_parallel_size < 1:
         raise DistillError(f"teacher.data_parallel_size must be >= 1 (got {teacher.data_parallel_size})")
     if teacher.chat_template is not None and not Path(teacher.chat_template).is_file():
@@ -233,12 +259,20 @@ def prompt_seed(seed: int, prompt_id: str) -> int:
 
 
 def sampling_spec(cfg: GenerateConfig) -> SamplingSpec:
-    return SamplingSpec(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+    return SamplingSpec(
+        n=cfg.n,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_tokens,
+        logprobs=cfg.logprobs,
+    )
 
 
 def sampling_json(cfg: GenerateConfig) -> str:
-    """The row's `sampling` field: what the teacher sampled with; each row adds its own seed."""
-    return json.dumps({**asdict(sampling_spec(cfg)), "seed": cfg.seed}, sort_keys=True)
+    """The row's `sampling` field: what the teacher sampled with; each row adds its own seed. logprobs is
+    listed only when asked for, so runs without it keep their sampling hash."""
+    spec = {k: v for k, v in asdict(sampling_spec(cfg)).items() if k != "logprobs" or v}
+    return json.dumps({**spec, "seed": cfg.seed}, sort_keys=True)
 
 
 # ---------------------------------------------------------------- shards
@@ -288,7 +322,7 @@ def run_shard(
             f"backend returned {[len(o) for o in outs]} samples for {len(rows)} prompts x {cfg.n}"
         )
     table = [
-        make_row(run, sample_of(run, row, req, c, j))
+        make_row(run, sample_of(run, row, req, c, j), row_columns(cfg))
         for row, req, samples in zip(rows, requests, outs, strict=True)
         for j, c in enumerate(samples)
     ]
@@ -309,7 +343,7 @@ def sample_of(run: GenerateRun, row: dict, req: GenRequest, c: Completion, j: in
 def write_shard(run: GenerateRun, index: int, rows: list[dict], table: list[dict], seconds: float) -> dict:
     """The shard (atomically), then its marker: the key it was made for, its size and its counts."""
     name = shard_name(index)
-    entry = write_parquet(table, run.out / name, schema=row_schema())
+    entry = write_parquet(table, run.out / name, schema=row_schema(row_columns(run.recipe.generate)))
     marker = {
         **entry,
         "key": shard_key(run.key, rows),
@@ -474,6 +508,8 @@ def generate(
     recipe: Recipe, src: Path | None, out: Path, force: bool = False, backend: Backend | None = None
 ) -> Manifest:
     """The stage. `backend` lets a caller share an engine it already started (tests, eval)."""
+    if recipe.generate.source == "dataset":
+        return import_traces(recipe, Path(out), force)
     out, cfg, teacher = Path(out), recipe.generate, recipe.teacher
     check_config(teacher, cfg)
     prompts, duplicates = load_prompt_set(cfg)
@@ -528,6 +564,20 @@ def _all_markers(run: GenerateRun, plan: list[list[dict]]) -> list[dict[str, Any
     return markers
 
 
+def _logprob_metrics(run: GenerateRun, tokens: int) -> dict[str, Any]:
+    """With generate.logprobs: K and the teacher's vocabulary hash (logit objectives check it against the
+    student's before training)."""
+    k = run.recipe.generate.logprobs
+    if not k:
+        return {}
+    from distill.vocab_identity import vocab_hash
+
+    return {
+        "logprobs_k": k,
+        "teacher_vocab": vocab_hash(run.tokenizer) if run.tokenizer is not None else None,
+    }
+
+
 def _metrics(run: GenerateRun, markers: list[dict], prompts: int, stats: dict[str, Any]) -> dict[str, Any]:
     """The dataset's totals and rates (all shards) and this run's speed (shards generated now)."""
     keys = ("prompt_tokens", "completion_tokens", "truncated", "malformed")
@@ -543,6 +593,7 @@ def _metrics(run: GenerateRun, markers: list[dict], prompts: int, stats: dict[st
         "malformed_rate": round(total["malformed"] / rows, 4),
         "mean_completion_tokens": round(total["completion_tokens"] / rows, 1),
         "template_default_system": default_system_prompt(tokenizer) if tokenizer is not None else None,
+        **_logprob_metrics(run, total["completion_tokens"]),
         "run_shards_generated": stats["shards"],
         "run_shards_resumed": len(markers) - stats["shards"],
         "run_tokens": stats["tokens"],
@@ -568,3 +619,75 @@ def _print_summary(met: dict[str, Any], rows: int, shards: int) -> None:
         "malformed": f"{met['malformed_rate']:.1%}",
     }
     print_table("generate: summary", [summary])
+
+
+# ---------------------------------------------------------------- generate.source: dataset
+
+
+def import_traces(recipe: Recipe, out: Path, force: bool) -> Manifest:
+    """Public trace sets (distill.sources) as generate shards, through the same ROW; no teacher runs. The shards
+    fill a temp folder and move in at the end: a bad row anywhere leaves nothing behind."""
+    from distill import sources
+
+    cfg = recipe.generate
+    sources.check(cfg.datasets)
+    key = config_hash(
+        {"datasets": [d.model_dump(mode="json") for d in cfg.datasets], "shard": cfg.shard_size}
+    )
+    with _exclusive(out):
+        manifest = prepare_stage("generate", out, key, {"datasets": sources.fingerprint(cfg.datasets)}, force)
+        if manifest is None:
+            return read_manifest(out)
+        run, mix = GenerateRun(recipe, None, out, key), sources.Mixture(cfg.datasets)
+        schema = row_schema().append(arrow_field("source_verified", "bool"))
+        with atomic_dir(out / "_import") as tmp:
+            for i, batch in enumerate(mix.batches(cfg.shard_size)):
+                rows = [imported_row(run, t) for t in batch]
+                manifest.outputs.append(write_parquet(rows, tmp / shard_name(i), schema=schema))
+        replace_shards(out, out / "_import")
+        manifest.rows_in = manifest.rows_out = sum(o["rows"] for o in manifest.outputs)
+        manifest.metrics = {**mix.metrics(), "mixture": mix.realised()}
+        return finish_manifest(out, manifest)
+
+
+def arrow_field(name: str, kind: str):
+    import pyarrow as pa
+
+    return pa.field(name, {"bool": pa.bool_()}[kind])
+
+
+def imported_row(run: GenerateRun, t: dict[str, Any]) -> dict[str, Any]:
+    """A trace of a public set as a generate row: the set, not a recipe, says who sampled it and how."""
+    prompt = {k: t[k] for k in PROMPT_FIELDS}
+    request = GenRequest([{"role": "user", "content": t["problem"]}], "", seed=0)
+    tokens = len(t["problem"]) // 4  # estimated: the set records no prompt tokens (~4 chars per token)
+    completion = Completion(t["completion"], t["finish_reason"], tokens, t["completion_tokens"])
+    trace = Trace(t["reasoning"], t["answer"], t["flags"])
+    sample = Sample(prompt, request, completion, trace, t["sample_index"])
+    sampling, sampling_hash = imported_sampling(t["source"])
+    return {
+        **make_row(run, sample),
+        "teacher": t["teacher"],
+        "sampling": sampling,
+        "sampling_hash": sampling_hash,
+        "seed": None,  # the set does not record its seeds
+        "source_verified": t["verified"],
+    }
+
+
+@functools.cache
+def imported_sampling(source: str) -> tuple[str, str]:
+    """The `sampling` JSON of an imported row (its set) and its hash; once per set, not per row."""
+    sampling = json.dumps({"dataset": source})
+    return sampling, config_hash(sampling)
+
+
+def replace_shards(out: Path, new: Path) -> None:
+    """The finished import's shards replace whatever shards (and markers) the folder held."""
+    import shutil
+
+    for old in [*out.glob("part-*.parquet"), *(out / DONE).glob("*.ok")]:
+        old.unlink()
+    for shard in sorted(new.glob("part-*.parquet")):
+        os.replace(shard, out / shard.name)
+    shutil.rmtree(new)

@@ -1,0 +1,323 @@
+"""Public trace sets: each adapter on a few rows in its set's real layout (column names and nesting as the dataset
+cards give them), imported by the generate stage into generate-schema shards; bad input is one DistillError
+naming the set, the column and the row, with nothing written; mixtures take weights and limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from distill.config import recipe_from_dict
+from distill.errors import DistillError
+from distill.generate.run import generate, row_schema
+from distill.release import END_THINK, THINK
+from distill.sources import ADAPTERS, drawn
+
+R1_TEXT = f"{THINK}\nLet x = 2. Then 2x = 4.\n{END_THINK}\n\nThe answer is $\\boxed{{4}}$."
+
+
+def openr1_math_rows() -> list[dict]:
+    """OpenR1-Math-220k: one problem, its generations and per-generation flags (one trace cut off)."""
+    return [
+        {
+            "problem": "What is 2x if x = 2?",
+            "solution": "2x = 4",
+            "answer": "4",
+            "problem_type": "Algebra",
+            "question_type": "math-word-problem",
+            "source": "olympiads",
+            "uuid": "5a0c1b2e-0000-4000-8000-000000000001",
+            "is_reasoning_complete": [True, False],
+            "generations": [R1_TEXT, f"{THINK}\nLet x = 2. Then"],
+            "correctness_math_verify": [True, False],
+            "correctness_llama": None,
+            "finish_reasons": None,
+            "correctness_count": 1,
+            "messages": [
+                {"content": "What is 2x if x = 2?", "role": "user"},
+                {"content": R1_TEXT, "role": "assistant"},
+            ],
+        }
+    ]
+
+
+def mot_rows() -> list[dict]:
+    return [
+        {
+            "messages": [{"content": "Sum 1..3?", "role": "user"}, {"content": R1_TEXT, "role": "assistant"}],
+            "num_tokens": 812,
+            "source": "open-r1/OpenR1-Math-220k",
+        }
+    ]
+
+
+def ot_value() -> str:
+    return (
+        "<|begin_of_thought|>\n\nx is 2, so 2x is 4.\n\n<|end_of_thought|>\n\n"
+        "<|begin_of_solution|>\n\n$\\boxed{4}$\n\n<|end_of_solution|>"
+    )
+
+
+def openthoughts_rows() -> list[dict]:
+    system = "Your role as an assistant involves thoroughly exploring questions through a systematic long thinking process"
+    chat = [{"from": "user", "value": "What is 2x if x = 2?"}, {"from": "assistant", "value": ot_value()}]
+    return [{"system": system, "conversations": chat}]
+
+
+def openthoughts3_rows() -> list[dict]:
+    chat = [{"from": "human", "value": "What is 2x if x = 2?"}, {"from": "gpt", "value": R1_TEXT}]
+    return [
+        {"difficulty": 3, "source": "ai2-adapt-dev/openmath-2-math", "domain": "math", "conversations": chat}
+    ]
+
+
+def s1k_rows() -> list[dict]:
+    return [
+        {
+            "solution": "4",
+            "question": "What is 2x if x = 2?",
+            "cot_type": "math",
+            "source_type": "AI-MO/NuminaMath-CoT/aops_forum",
+            "metadata": "{}",
+            "gemini_thinking_trajectory": "x=2",
+            "gemini_attempt": "4",
+            "deepseek_thinking_trajectory": "Let x = 2. Then 2x = 4.",
+            "deepseek_attempt": "$\\boxed{4}$",
+            "gemini_grade": "Yes",
+            "gemini_grade_reason": "ok",
+            "deepseek_grade": "Yes",
+            "deepseek_grade_reason": "ok",
+        }
+    ]
+
+
+def limo_rows() -> list[dict]:
+    solution = "Let x = 2.\n\nThen 2x = 4.\n\n**Final Answer**\n\\boxed{4}"
+    return [{"question": "What is 2x if x = 2?", "solution": solution, "answer": "4"}]
+
+
+def am_rows() -> list[dict]:
+    user_info = {"source": "natural_reasoning", "reference_answer": "4", "test_case": None}
+    bot_info = {
+        "source": "am-0309",
+        "reference_answer": None,
+        "test_case": None,
+        "think_content": "Let x = 2. Then 2x = 4.",
+        "answer_content": "$\\boxed{4}$",
+    }
+    content = "<think>Let x = 2. Then 2x = 4.</think>\n<answer>$\\boxed{4}$</answer>"
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": "What is 2x if x = 2?", "info": user_info},
+                {"role": "assistant", "content": content, "info": bot_info},
+            ]
+        }
+    ]
+
+
+FIXTURES = {
+    "openr1-math": (openr1_math_rows, "parquet"),
+    "mixture-of-thoughts": (mot_rows, "parquet"),
+    "openthoughts": (openthoughts_rows, "parquet"),
+    "bespoke-stratos": (openthoughts_rows, "jsonl"),
+    "openthoughts3": (openthoughts3_rows, "parquet"),
+    "s1k": (s1k_rows, "parquet"),
+    "limo": (limo_rows, "jsonl"),
+    "am-r1": (am_rows, "jsonl"),
+}
+
+
+def write_rows(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def import_run(tmp_path: Path, datasets: list[dict], **generate_cfg) -> Path:
+    recipe = recipe_from_dict(
+        {"name": "imp", "generate": {"source": "dataset", "datasets": datasets, **generate_cfg}}
+    )
+    out = tmp_path / "run" / "generate"
+    generate(recipe, None, out)
+    return out
+
+
+def shard_rows(out: Path) -> list[dict]:
+    return [r for p in sorted(out.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_adapter_imports_its_real_layout(tmp_path, name):
+    build, ext = FIXTURES[name]
+    path = write_rows(build(), tmp_path / "data" / f"train.{ext}")
+    out = import_run(tmp_path, [{"adapter": name, "path": str(path)}])
+    rows = shard_rows(out)
+    assert len(rows) == (2 if name == "openr1-math" else 1)
+    first = rows[0]
+    assert first["problem"].startswith(("What is 2x", "Sum 1..3"))
+    assert "2x = 4" in first["reasoning"] or "2x is 4" in first["reasoning"]
+    assert "4" in first["answer"] and THINK not in first["answer"] and "solution|>" not in first["answer"]
+    assert first["prompt_id"].startswith(f"{name}/")
+    assert first["license"] == ADAPTERS[name].license
+    # the generate schema, plus the set's own verdict
+    table = pq.read_table(sorted(out.glob("part-*.parquet"))[0])
+    assert table.schema.names == [*row_schema().names, "source_verified"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows_out"] == len(rows)
+    assert manifest["metrics"]["mixture"][str(path)]["traces"] == len(rows)
+
+
+def test_openr1_math_keeps_per_generation_flags(tmp_path):
+    path = write_rows(openr1_math_rows(), tmp_path / "d" / "x.parquet")
+    rows = shard_rows(import_run(tmp_path, [{"adapter": "openr1-math", "path": str(path)}]))
+    assert [r["sample_index"] for r in rows] == [0, 1]
+    assert [r["source_verified"] for r in rows] == [True, False]
+    assert [r["finish_reason"] for r in rows] == [
+        "stop",
+        "length",
+    ]  # is_reasoning_complete, no finish_reasons
+    assert rows[0]["flags"] == [] and rows[1]["flags"] == ["truncated", "malformed"]
+    assert rows[0]["reference"] == "4" and rows[0]["domain"] == "math"
+    assert rows[0]["prompt_id"] == rows[1]["prompt_id"] == "openr1-math/5a0c1b2e-0000-4000-8000-000000000001"
+
+
+def test_s1k_grade_and_mot_tokens(tmp_path):
+    s1 = write_rows(s1k_rows(), tmp_path / "s1" / "a.parquet")
+    mot = write_rows(mot_rows(), tmp_path / "mot" / "a.parquet")
+    rows = shard_rows(
+        import_run(
+            tmp_path,
+            [
+                {"adapter": "s1k", "path": str(s1)},
+                {"adapter": "mixture-of-thoughts", "path": str(mot), "subset": "math"},
+            ],
+        )
+    )
+    assert rows[0]["source_verified"] is True and rows[0]["reference"] == "4"
+    assert rows[1]["completion_tokens"] == 812 and rows[1]["domain"] == "math"
+    assert rows[1]["source_verified"] is None and rows[1]["teacher"] == "deepseek-ai/DeepSeek-R1"
+
+
+def test_column_mapping(tmp_path):
+    path = write_rows(
+        [{"q": "What is 1+1?", "think": "1+1 is 2", "final": "\\boxed{2}", "gold": "2", "ok": True}],
+        tmp_path / "d" / "x.jsonl",
+    )
+    cols = {"problem": "q", "reasoning": "think", "answer": "final", "reference": "gold", "verified": "ok"}
+    rows = shard_rows(
+        import_run(tmp_path, [{"adapter": "columns", "path": str(path), "columns": cols, "domain": "math"}])
+    )
+    assert rows[0]["reasoning"] == "1+1 is 2" and rows[0]["answer"] == "\\boxed{2}"
+    assert rows[0]["completion"] == f"1+1 is 2\n{END_THINK}\n\n\\boxed{{2}}"
+    assert rows[0]["domain"] == "math" and rows[0]["source_verified"] is True
+
+
+BAD_ROWS = [
+    (
+        "openr1-math",
+        lambda r: r.pop("generations"),
+        "dataset 'openr1-math': row 2: column 'generations' is missing",
+    ),
+    (
+        "openr1-math",
+        lambda r: r.update(generations="x"),
+        "row 2: column 'generations': expected list, got str",
+    ),
+    (
+        "s1k",
+        lambda r: r.pop("deepseek_attempt"),
+        "dataset 's1k': row 2: column 'deepseek_attempt' is missing",
+    ),
+    ("limo", lambda r: r.update(solution=None), "dataset 'limo': row 2: column 'solution' is missing"),
+    (
+        "openthoughts",
+        lambda r: r["conversations"][1].update(value="no tags"),
+        "row 2: column 'conversations'",
+    ),
+    ("am-r1", lambda r: r["messages"][1]["info"].pop("think_content"), "info.think_content is missing"),
+]
+
+
+@pytest.mark.parametrize(("name", "spoil", "message"), BAD_ROWS)
+def test_missing_or_mistyped_column_names_set_column_row(tmp_path, name, spoil, message):
+    build, _ = FIXTURES[name]
+    good, bad = build()[0], build()[0]
+    spoil(bad)
+    path = write_rows([good, bad], tmp_path / "d" / "x.jsonl")  # JSONL: a column of two types can be written
+    out = tmp_path / "run" / "generate"
+    with pytest.raises(
+        DistillError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
+        import_run(tmp_path, [{"adapter": name, "path": str(path)}], shard_size=1)
+    assert not list(out.glob("part-*")) and not (out / "manifest.json").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ({"adapter": "openr2"}, "generate.datasets[0].adapter: unknown adapter 'openr2'"),
+        ({"adapter": "limo", "weight": 0}, r"generate.datasets\[0\].weight: 0.0 is not in \(0, 1\]"),
+        ({"adapter": "limo", "weight": -1}, r"weight: -1.0 is not in"),
+        ({"adapter": "limo", "limit": 0}, r"generate.datasets\[0\].limit: 0 must be >= 1"),
+        (
+            {"adapter": "columns", "path": "x.jsonl", "columns": {"problem": "q"}},
+            "map 'problem' and 'completion'",
+        ),
+    ],
+)
+def test_bad_settings(tmp_path, dataset, message):
+    with pytest.raises(
+        DistillError,
+        match=message.replace("[", r"\[").replace("]", r"\]") if "\\" not in message else message,
+    ):
+        import_run(tmp_path, [dataset])
+    assert not (tmp_path / "run" / "generate" / "manifest.json").exists()
+
+
+def test_cli_bad_adapter_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: r\nrun_dir: {tmp_path / 'run'}\ngenerate: {{source: dataset, datasets: [{{adapter: nope}}]}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "generate", str(recipe)], capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert "unknown adapter 'nope'" in done.stderr + done.stdout
+    assert not (tmp_path / "run" / "generate" / "manifest.json").exists()
+
+
+def test_mixture_weights_and_limits(tmp_path):
+    many = [
+        {"question": f"Q{i}?", "solution": f"step {i}\n\n\\boxed{{{i}}}", "answer": str(i)}
+        for i in range(400)
+    ]
+    a = write_rows(many, tmp_path / "a" / "x.jsonl")
+    b = write_rows(many[:50], tmp_path / "b" / "x.parquet")
+    out = import_run(
+        tmp_path,
+        [
+            {"adapter": "limo", "path": str(a), "weight": 0.25},
+            {"adapter": "limo", "path": str(b), "limit": 20},
+        ],
+    )
+    mix = json.loads((out / "manifest.json").read_text())["metrics"]["mixture"]
+    expected_a = sum(drawn(str(a), row, 0.25) for row in range(1, 401))  # the stable draw, counted apart
+    assert mix[str(a)]["rows_read"] == 400 and mix[str(a)]["rows_taken"] == expected_a
+    assert 60 <= expected_a <= 140  # ~100 of 400
+    assert mix[str(b)]["rows_taken"] == 20
+    assert mix[str(a)]["share"] == round(expected_a / (expected_a + 20), 4)
+    assert len(shard_rows(out)) == expected_a + 20
+    again = shard_rows(import_run(tmp_path, [{"adapter": "limo", "path": str(a), "weight": 0.25}]))
+    assert len(again) == expected_a  # the same draw on a rerun
