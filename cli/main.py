@@ -233,6 +233,19 @@ def verify(
     print_report(build_report(sample))
 
 
+@app.command("export")
+@user_errors
+def export_(
+    run_dir: Path,
+    format_: Annotated[str, typer.Option("--format", help="messages | sharegpt")] = "messages",
+    out: Annotated[Path | None, typer.Option(help="Output folder; default RUN_DIR/export/FORMAT")] = None,
+) -> None:
+    """Write curate's kept/ rows as a chat dataset (Parquet) for TRL, LLaMA-Factory, axolotl."""
+    from distill.export import export
+
+    typer.echo(str(export(run_dir, format_, out)))
+
+
 @app.command()
 @user_errors
 def show(run_dir: Path) -> None:
