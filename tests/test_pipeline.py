@@ -87,6 +87,11 @@ def test_full_pipeline_then_every_stage_skips(tmp_path, smollm2_path, cards_dir)
     )  # vLLM decodes the release
     card = (run / "push" / "model_card.md").read_text()
     assert "base_model" in card and "GSM8K" in card
+    # one results table: eval's table.md header in the card; hyper-parameters as train's manifest recorded them
+    assert (run / "eval" / "table.md").read_text().splitlines()[0] in card
+    train_cfg = manifests["train"]["config"]
+    assert train_cfg["max_steps"] == 2 and "| max steps | 2 |" in card
+    assert f"| learning rate | {train_cfg['lr']} |" in card
     listed = distill("push", str(run), "--repo", "me/other", "--dry-run", cwd=tmp_path).stdout  # by run dir
     assert "me/other" in listed and "model.safetensors" in listed
     # rerun: nothing is recomputed, every manifest is byte-identical except push (always runs)

@@ -40,7 +40,7 @@ from distill.artifacts import (
     prepare_stage,
     read_manifest,
 )
-from distill.config import Recipe, TrainConfig, config_hash, load_recipe
+from distill.config import Recipe, TeacherConfig, TrainConfig, config_hash, load_recipe
 from distill.errors import DistillError
 from distill.models import resolve_model
 from distill.students import Student, get_student
@@ -55,11 +55,12 @@ from distill.train.data import (
     read_key,
     step_micro_batches,
     steps_per_epoch,
+    teacher_batch,
     token_utilisation,
     training_template,
     training_units,
 )
-from distill.train.loss import LossFn, forward_ce
+from distill.train.loss import LossFn, forward_ce, kd_loss
 from distill.ui import progress
 
 # Dense bf16 peak per GPU (FLOP/s) for the MFU estimate; matched as a substring of the device name.
@@ -77,8 +78,12 @@ PEAK_BF16_FLOPS = {
 # ---------------------------------------------------------------- configuration
 
 
-def effective_config(train: TrainConfig, student: Student) -> TrainConfig:
-    """The recipe's train section with the student's defaults filled in where it says None."""
+def effective_config(
+    train: TrainConfig, student: Student, teacher: TeacherConfig | None = None
+) -> TrainConfig:
+    """The recipe's train section with the student's defaults filled in where it says None (and, for the logit
+    objectives, the teacher: train.teacher, else the recipe's teacher.tokenizer or teacher.model)."""
+    logit = train.objective != "sft" and teacher is not None
     return train.model_copy(
         update={
             "model": train.model or student.base,
@@ -86,6 +91,7 @@ def effective_config(train: TrainConfig, student: Student) -> TrainConfig:
             "epochs": train.epochs if train.epochs is not None else student.epochs,
             "max_length": train.max_length or student.max_length,
             "global_batch": train.global_batch or student.global_batch,
+            "teacher": train.teacher or ((teacher.tokenizer or teacher.model) if logit else None),
         }
     )
 
@@ -164,14 +170,16 @@ def release_tokenizer_for(model_path: str, student_name: str):
 
 
 def tokenized_data(
-    src: Path, out: Path, tokenizer, cfg: TrainConfig, input_hash: str, accelerator
+    src: Path, out: Path, tokenizer, cfg: TrainConfig, input_hash: str, accelerator, kd_eos=None
 ) -> TokenData:
-    """Rank 0 renders and tokenizes once into out/tokens/ (memory-mapped by every rank, reused on resume)."""
+    """Rank 0 renders and tokenizes once into out/tokens/ (memory-mapped by every rank, reused on resume).
+    kd_eos = (teacher EOS id, student EOS id): kd's rows (teacher ids after the release prompt, top-K rows)."""
     folder = out / "tokens"
     key = cache_key(input_hash, tokenizer, training_template(), cfg.max_length, cfg.overlong)
+    key = key if kd_eos is None else f"{key}:kd:{kd_eos[0]}:{kd_eos[1]}"
     if accelerator.is_main_process and read_key(folder) != key:
         say(accelerator, f"tokenizing {src / 'kept'} (max_length {cfg.max_length}, overlong: {cfg.overlong})")
-        build_tokens(src, tokenizer, cfg.max_length, cfg.overlong, folder, key)
+        build_tokens(src, tokenizer, cfg.max_length, cfg.overlong, folder, key, kd_eos)
     accelerator.wait_for_everyone()
     data = load_tokens(folder)
     stats = data.stats
@@ -271,6 +279,8 @@ def param_count(model) -> int:
 def batch_for(data: TokenData, indices: list[int], packing: bool, pad_id: int, device) -> dict[str, Any]:
     samples = [data.sample(i) for i in indices]
     batch = collate_packed(samples) if packing else collate_padded(samples, pad_id)
+    if data.top_ids is not None:  # kd: the teacher's top-K row of every trained position
+        batch.update(teacher_batch(data, indices))
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
@@ -302,18 +312,24 @@ def train_step(
     # accelerator.backward divides by the accumulation steps and DDP/FSDP/ZeRO average over ranks: undo both
     scale = accelerator.num_processes * accelerator.gradient_accumulation_steps / n_targets
     ce_sum = torch.zeros((), device=device)
+    parts: dict[str, Any] = {}  # the objective's logged terms (kd: ce, kd), summed over micro-batches
     for batch in batches:
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 ce = loss_fn(model, lm_head, batch, cfg.loss_chunk_tokens, flash)
+            ce, terms = ce if isinstance(ce, tuple) else (ce, {})
             accelerator.backward(ce * scale)
         ce_sum += ce.detach()
+        for name, value in terms.items():
+            parts[name] = parts.get(name, 0.0) + value.detach().float()
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     loss = accelerator.reduce(ce_sum, "sum").item() / n_targets
+    terms = {k: accelerator.reduce(v.reshape(()), "sum").item() / n_targets for k, v in sorted(parts.items())}
     return {
+        "terms": terms,
         "loss": loss,
         "lr": lr,
         "grad_norm": None if grad_norm is None else float(grad_norm),
@@ -436,6 +452,7 @@ def metrics_row(step: int, epoch_len: int, stats: dict[str, Any], seconds: float
         "trained_tokens": stats["targets"],
         "tokens_per_s": round(stats["tokens"] / seconds, 1),
         "step_s": round(seconds, 4),
+        **stats.get("terms", {}),  # the objective's parts per trained token (kd: ce, kd)
     }
 
 
@@ -498,6 +515,7 @@ class TrainRun:
     data: TokenData
     schedule: Schedule
     loss_fn: LossFn  # the objective's loss of a micro-batch
+    vocab: dict[str, str]  # logit objectives: teacher_vocab / student_vocab id-table hashes (sft: empty)
     attn: str
     fingerprint: str  # config hash : data hash : world size; a checkpoint resumes only the same run
     start: int  # first step to run (0, or the resumed checkpoint's step)
@@ -520,7 +538,7 @@ def train(recipe: Recipe, src: Path, out: Path, force: bool = False):
     """Stage 3: SFT of recipe.student on src/kept (RUN_DIR/curate) -> out/final/ and the manifest."""
     src, out = Path(src), Path(out)
     student = get_student(recipe.student)
-    cfg = effective_config(recipe.train, student)
+    cfg = effective_config(recipe.train, student, recipe.teacher)
     inputs = {"curate": manifest_hash(src)}
     cfg_hash = config_hash({"student": recipe.student, "train": cfg.model_dump(mode="json")})
     if not force and is_fresh(out, cfg_hash, inputs):
@@ -546,7 +564,8 @@ def setup(
     )
     model_path = resolve_model(cfg.model)
     tokenizer = release_tokenizer_for(model_path, student)
-    data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator)
+    vocab, kd_eos = same_vocabulary(cfg, tokenizer, student)  # before anything is trained
+    data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator, kd_eos)
     torch.manual_seed(cfg.seed)  # new token rows and LoRA weights are drawn at random
     model, _ = load_model(cfg.model_copy(update={"model": model_path}), tokenizer, student, attn)
     flop_model = (param_count(model), model.config.num_hidden_layers, model.config.hidden_size)
@@ -568,7 +587,8 @@ def setup(
         tokenizer=tokenizer,
         data=data,
         schedule=schedule,
-        loss_fn=forward_ce,  # SFT; another objective (kd, on-policy) is another LossFn chosen here
+        loss_fn=objective_loss(cfg),
+        vocab=vocab,
         attn=attn,
         fingerprint=fingerprint,
         start=start,
@@ -620,6 +640,7 @@ def summarize(run: TrainRun, rows: list[dict[str, Any]]):
     manifest.dropped = dict(run.data.stats["dropped"])
     manifest.outputs = checkpoint_files(out / "final")
     manifest.metrics = {**run_summary(logged, rows), **run_facts(run)}
+    manifest.config = run.cfg.model_dump(mode="json")  # what config_hash pins; push's card shows these values
     if "mfu" in manifest.metrics:
         say(
             acc,
@@ -649,6 +670,35 @@ def check_launch(accelerator, cfg: TrainConfig, student: str) -> None:
             f"{torch.cuda.device_count()} GPUs visible but one process: use all of them with "
             f"`accelerate launch --config_file {launch} -m distill.train.loop RECIPE`",
         )
+
+
+def same_vocabulary(
+    cfg: TrainConfig, tokenizer, student: str
+) -> tuple[dict[str, str], tuple[int, int] | None]:
+    """Logit objectives: the teacher's ids must mean the same tokens in the student (distill.vocab_identity);
+    returns both table hashes and, for kd, (teacher EOS id, student EOS id) for the final position's mapping."""
+    if cfg.objective == "sft":
+        return {}, None
+    from distill.models import load_tokenizer
+    from distill.vocab_identity import check_same_vocab
+
+    try:
+        teacher_tok = load_tokenizer(resolve_model(cfg.teacher))
+    except OSError as err:
+        raise DistillError(f"train.teacher '{cfg.teacher}': cannot load its tokenizer ({err})") from None
+    hashes = check_same_vocab(teacher_tok, tokenizer, cfg.teacher, f"{student} release ({cfg.model})")
+    kd_eos = (teacher_tok.eos_token_id, tokenizer.eos_token_id) if cfg.objective == "kd" else None
+    return hashes, kd_eos
+
+
+def objective_loss(cfg: TrainConfig) -> LossFn:
+    """The LossFn of train.objective (on_policy's step builds its own batches; its loss is on_policy.loss)."""
+    if cfg.objective == "kd":
+        from distill.train.kd import KDSpec
+
+        k = cfg.kd
+        return kd_loss(KDSpec(k.alpha, k.temperature, k.divergence, k.beta))
+    return forward_ce
 
 
 def make_schedule(cfg: TrainConfig, data: TokenData, world: int) -> Schedule:
@@ -763,6 +813,9 @@ def run_facts(run: TrainRun) -> dict[str, Any]:
     """The manifest's facts of how this run trained (after the loss curve numbers of run_summary)."""
     cfg, s, data = run.cfg, run.schedule, run.data
     return {
+        "objective": cfg.objective,
+        **objective_facts(cfg, data),
+        **run.vocab,
         "steps": s.total_steps,
         "resumed_from_step": run.start,
         "epochs": round(s.total_steps / s.epoch_len, 4),
@@ -778,6 +831,18 @@ def run_facts(run: TrainRun) -> dict[str, Any]:
         "lora": cfg.lora is not None,
         "wall_s": round(time.time() - run.began, 1),
     }
+
+
+def objective_facts(cfg: TrainConfig, data: TokenData) -> dict[str, Any]:
+    """Provenance of a logit objective for the manifest and the model card: teacher, K, α, τ, D."""
+    if cfg.objective == "sft":
+        return {}
+    facts: dict[str, Any] = {"teacher": cfg.teacher}
+    if cfg.objective == "kd":
+        k = cfg.kd
+        facts.update(kd_k=data.stats.get("k"), kd_alpha=k.alpha, kd_temperature=k.temperature)
+        facts.update(kd_divergence=k.divergence, kd_beta=k.beta if k.divergence == "jsd" else None)
+    return facts
 
 
 def main(argv: list[str] | None = None) -> None:
