@@ -46,18 +46,26 @@ def from_lists(
     )
 
 
-def encode(lp: TokenLogprobs) -> dict:
-    """The four row columns."""
-    return {
-        "completion_token_ids": lp.token_ids.astype(np.int32).tolist(),
-        "teacher_token_logprobs": lp.token_logprobs.astype("<f2").tobytes(),
-        "teacher_top_ids": lp.top_ids.astype("<i4").tobytes(),
-        "teacher_top_logprobs": lp.top_logprobs.astype("<f2").tobytes(),
-    }
+# column -> (Arrow type name, encoder); a sample without log-probs (None) gets nulls
+CODECS = {
+    "completion_token_ids": ("int32s", lambda lp: lp.token_ids.astype(np.int32).tolist()),
+    "teacher_token_logprobs": ("binary", lambda lp: lp.token_logprobs.astype("<f2").tobytes()),
+    "teacher_top_ids": ("binary", lambda lp: lp.top_ids.astype("<i4").tobytes()),
+    "teacher_top_logprobs": ("binary", lambda lp: lp.top_logprobs.astype("<f2").tobytes()),
+}
+
+
+def encode_column(name: str, lp: TokenLogprobs | None):
+    return None if lp is None else CODECS[name][1](lp)
+
+
+def encode(lp: TokenLogprobs | None) -> dict:
+    """The four row columns (all None without log-probs)."""
+    return {name: encode_column(name, lp) for name in COLUMNS}
 
 
 def empty() -> dict:
-    return dict.fromkeys(COLUMNS)
+    return encode(None)
 
 
 def decode(row: dict) -> TokenLogprobs | None:
@@ -74,15 +82,3 @@ def decode(row: dict) -> TokenLogprobs | None:
         top_ids.reshape(n, k).astype(np.int32),
         np.frombuffer(row["teacher_top_logprobs"], dtype="<f2").astype(np.float32).reshape(n, k),
     )
-
-
-def arrow_fields() -> list:
-    """(name, type) pairs for the generate row schema; all nullable."""
-    import pyarrow as pa
-
-    return [
-        ("completion_token_ids", pa.list_(pa.int32())),
-        ("teacher_token_logprobs", pa.binary()),
-        ("teacher_top_ids", pa.binary()),
-        ("teacher_top_logprobs", pa.binary()),
-    ]

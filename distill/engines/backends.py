@@ -43,6 +43,11 @@ class SamplingSpec:
     temperature: float = 0.6
     top_p: float = 0.95
     max_tokens: int = 32768  # new tokens per sample
+    logprobs: int = 0  # K: the teacher's top-K log-probs per completion token (0 = none; see distill.logits)
+
+
+# OpenAI's API allows top_logprobs 0..20, and so does `vllm serve` unless started with a larger --max-logprobs.
+SERVER_MAX_LOGPROBS = 20
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Completion:
     finish_reason: str  # stop | length | prompt_too_long | what the server says
     prompt_tokens: int
     completion_tokens: int
+    logprobs: Any = None  # distill.logits.TokenLogprobs when sampling.logprobs > 0
 
 
 class Backend(Protocol):
@@ -177,6 +183,8 @@ class VLLMBackend:
                     max_tokens=sampling.max_tokens,
                     seed=req.seed,
                     output_kind=RequestOutputKind.FINAL_ONLY,
+                    logprobs=sampling.logprobs or None,
+                    flat_logprobs=True,  # flat lists: no dict per token (GC cost), read with numpy below
                 )
                 rid = f"distill-{next(self._ids)}"
                 engine.add_request(rid, tokens_input(ids), params)
@@ -249,7 +257,22 @@ def _restore(saved: list[int]) -> None:
 
 
 def _vllm_completion(out: Any, c: Any) -> Completion:
-    return Completion(c.text, c.finish_reason or "stop", len(out.prompt_token_ids), len(c.token_ids))
+    lp = _vllm_logprobs(c) if c.logprobs is not None else None
+    return Completion(c.text, c.finish_reason or "stop", len(out.prompt_token_ids), len(c.token_ids), lp)
+
+
+def _vllm_logprobs(c: Any) -> Any:
+    """vLLM's flat sample log-probs -> TokenLogprobs. Each position holds 1 + K entries: the sampled token
+    first, then ranks 1..K (the sampled token again if it is among them), as vLLM v1's sampler emits them."""
+    import numpy as np
+
+    from distill.logits import TokenLogprobs
+
+    flat = c.logprobs
+    n = len(c.token_ids)
+    ids = np.asarray(flat.token_ids, dtype=np.int32).reshape(n, -1)
+    lps = np.asarray(flat.logprobs, dtype=np.float32).reshape(n, -1)
+    return TokenLogprobs(ids[:, 0].copy(), lps[:, 0].copy(), ids[:, 1:].copy(), lps[:, 1:].copy())
 
 
 # ---------------------------------------------------------------- OpenAI-compatible HTTP
@@ -339,18 +362,25 @@ class OpenAIBackend:
         }
         if req.seed is not None:
             body["seed"] = req.seed + j
+        if sampling.logprobs:  # vLLM's extension names tokens "token_id:N": ids, not ambiguous strings
+            body["return_tokens_as_token_ids"] = True
         if req.prompt_token_ids is not None or req.prompt_text:
             body["prompt"] = req.prompt_token_ids if req.prompt_token_ids is not None else req.prompt_text
+            if sampling.logprobs:
+                body["logprobs"] = sampling.logprobs
             return "/completions", body
         body["messages"] = req.messages
+        if sampling.logprobs:
+            body["logprobs"], body["top_logprobs"] = True, sampling.logprobs
         return "/chat/completions", body
 
     def close(self) -> None:
         pass  # one HTTP session per generate() call; nothing held between calls
 
 
-def parse_response(data: dict) -> Completion:
-    """One choice of a /completions or /chat/completions reply; KeyError/TypeError on a malformed one."""
+def parse_response(data: dict, k: int = 0) -> Completion:
+    """One choice of a /completions or /chat/completions reply; KeyError/TypeError on a malformed one.
+    k: the top-K log-probs asked for (a reply may list the sampled token as a (K+1)-th entry)."""
     choice, usage = data["choices"][0], data.get("usage") or {}
     if "message" in choice:
         msg = choice["message"]
@@ -365,4 +395,31 @@ def parse_response(data: dict) -> Completion:
         choice.get("finish_reason") or "unknown",
         int(usage.get("prompt_tokens") or 0),
         int(usage.get("completion_tokens") or 0),
+        _server_logprobs(choice["logprobs"], k) if k and choice.get("logprobs") else None,
     )
+
+
+def _token_id(token: str) -> int:
+    """vLLM's "token_id:N" (return_tokens_as_token_ids); a plain token string is not an id we can trust."""
+    if not token.startswith("token_id:"):
+        raise DistillError(
+            f"teacher server returned log-probs keyed by token text ({token!r}), not ids: generate.logprobs "
+            "needs a vLLM server (it honours return_tokens_as_token_ids)"
+        )
+    return int(token[len("token_id:") :])
+
+
+def _server_logprobs(lp: dict, k: int) -> Any:
+    """A /completions (tokens, token_logprobs, top_logprobs dicts) or /chat/completions (content list)
+    log-probs object -> TokenLogprobs."""
+    from distill.logits import from_lists
+
+    if "content" in lp:
+        entries = lp["content"] or []
+        tokens = [e["token"] for e in entries]
+        chosen = [e["logprob"] for e in entries]
+        tops = [[(_token_id(t["token"]), t["logprob"]) for t in e.get("top_logprobs") or []] for e in entries]
+    else:
+        tokens, chosen = lp["tokens"], lp["token_logprobs"]
+        tops = [[(_token_id(t), v) for t, v in (d or {}).items()] for d in lp["top_logprobs"]]
+    return from_lists([_token_id(t) for t in tokens], chosen, tops, k)

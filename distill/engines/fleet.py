@@ -172,7 +172,7 @@ class Fleet:
             raise Retry(type(err).__name__) from None
         if status == 200:
             try:
-                return parse_response(json.loads(raw))
+                return parse_response(json.loads(raw), body.get("top_logprobs", body.get("logprobs", 0)))
             except (ValueError, KeyError, TypeError, IndexError) as err:
                 raise Retry(f"unparseable reply ({type(err).__name__})") from None
         if status in RETRY_STATUS or status >= 500:  # 429: the server is busy, not broken

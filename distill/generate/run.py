@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from distill import logits
 from distill.artifacts import (
     Manifest,
     atomic_dir,
@@ -48,6 +49,7 @@ from distill.engines.backends import (
     Completion,
     GenRequest,
     OnDone,
+    SERVER_MAX_LOGPROBS,
     SamplingSpec,
     make_backend,
 )
@@ -61,6 +63,7 @@ from distill.engines.prompts import (
 )
 from distill.engines.traces import Trace, parse_trace
 from distill.errors import DistillError
+from distill.release import THINK
 
 DONE = "_done"
 COLUMN_FIELDS = (
@@ -134,6 +137,21 @@ ROW: tuple[Column, ...] = (
 )
 
 
+def _logprob_column(name: str) -> Column:
+    return Column(
+        name, logits.CODECS[name][0], lambda run, s: logits.encode_column(name, s.completion.logprobs)
+    )
+
+
+# generate.logprobs: K > 0 adds the teacher's per-token log-probs (distill.logits); K = 0 writes ROW alone, so
+# runs without them keep their exact shards.
+LOGPROB_ROW: tuple[Column, ...] = tuple(_logprob_column(name) for name in logits.COLUMNS)
+
+
+def row_columns(cfg: GenerateConfig) -> tuple[Column, ...]:
+    return ROW + LOGPROB_ROW if cfg.logprobs else ROW
+
+
 def arrow_types() -> dict[str, Any]:
     import pyarrow as pa
 
@@ -144,6 +162,8 @@ def arrow_types() -> dict[str, Any]:
         "int64": pa.int64(),
         "strings": pa.list_(pa.string()),
         "messages": pa.list_(message),
+        "int32s": pa.list_(pa.int32()),
+        "binary": pa.binary(),
     }
 
 
@@ -166,11 +186,16 @@ def check_config(teacher: TeacherConfig, cfg: GenerateConfig) -> None:
     if cfg.force_think and not teacher.thinking:
         raise DistillError(
             "generate.force_think is true but teacher.thinking is false: a teacher that does not think "
-            "cannot start inside <think>; set generate.force_think: false"
+            f"cannot start inside {THINK}; set generate.force_think: false"
         )
     for name in ("n", "max_tokens", "shard_size"):
         if getattr(cfg, name) < 1:
             raise DistillError(f"generate.{name} must be >= 1 (got {getattr(cfg, name)})")
+    if not 0 <= cfg.logprobs <= SERVER_MAX_LOGPROBS:
+        raise DistillError(
+            f"generate.logprobs: {cfg.logprobs} is outside 0..{SERVER_MAX_LOGPROBS}, the top-K log-probs vLLM "
+            "and OpenAI-compatible servers return (vLLM's max_logprobs default, OpenAI's top_logprobs limit)"
+        )
     if teacher.data_parallel_size < 1:
         raise DistillError(f"teacher.data_parallel_size must be >= 1 (got {teacher.data_parallel_size})")
     if teacher.chat_template is not None and not Path(teacher.chat_template).is_file():
@@ -235,12 +260,20 @@ def prompt_seed(seed: int, prompt_id: str) -> int:
 
 
 def sampling_spec(cfg: GenerateConfig) -> SamplingSpec:
-    return SamplingSpec(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+    return SamplingSpec(
+        n=cfg.n,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_tokens,
+        logprobs=cfg.logprobs,
+    )
 
 
 def sampling_json(cfg: GenerateConfig) -> str:
-    """The row's `sampling` field: what the teacher sampled with; each row adds its own seed."""
-    return json.dumps({**asdict(sampling_spec(cfg)), "seed": cfg.seed}, sort_keys=True)
+    """The row's `sampling` field: what the teacher sampled with; each row adds its own seed. logprobs is
+    listed only when asked for, so runs without it keep their sampling hash."""
+    spec = {k: v for k, v in asdict(sampling_spec(cfg)).items() if k != "logprobs" or v}
+    return json.dumps({**spec, "seed": cfg.seed}, sort_keys=True)
 
 
 # ---------------------------------------------------------------- shards
@@ -290,7 +323,7 @@ def run_shard(
             f"backend returned {[len(o) for o in outs]} samples for {len(rows)} prompts x {cfg.n}"
         )
     table = [
-        make_row(run, sample_of(run, row, req, c, j))
+        make_row(run, sample_of(run, row, req, c, j), row_columns(cfg))
         for row, req, samples in zip(rows, requests, outs, strict=True)
         for j, c in enumerate(samples)
     ]
@@ -311,7 +344,7 @@ def sample_of(run: GenerateRun, row: dict, req: GenRequest, c: Completion, j: in
 def write_shard(run: GenerateRun, index: int, rows: list[dict], table: list[dict], seconds: float) -> dict:
     """The shard (atomically), then its marker: the key it was made for, its size and its counts."""
     name = shard_name(index)
-    entry = write_parquet(table, run.out / name, schema=row_schema())
+    entry = write_parquet(table, run.out / name, schema=row_schema(row_columns(run.recipe.generate)))
     marker = {
         **entry,
         "key": shard_key(run.key, rows),
@@ -532,6 +565,20 @@ def _all_markers(run: GenerateRun, plan: list[list[dict]]) -> list[dict[str, Any
     return markers
 
 
+def _logprob_metrics(run: GenerateRun, tokens: int) -> dict[str, Any]:
+    """With generate.logprobs: K and the teacher's vocabulary hash (logit objectives check it against the
+    student's before training)."""
+    k = run.recipe.generate.logprobs
+    if not k:
+        return {}
+    from distill.vocab_identity import vocab_hash
+
+    return {
+        "logprobs_k": k,
+        "teacher_vocab": vocab_hash(run.tokenizer) if run.tokenizer is not None else None,
+    }
+
+
 def _metrics(run: GenerateRun, markers: list[dict], prompts: int, stats: dict[str, Any]) -> dict[str, Any]:
     """The dataset's totals and rates (all shards) and this run's speed (shards generated now)."""
     keys = ("prompt_tokens", "completion_tokens", "truncated", "malformed")
@@ -547,6 +594,7 @@ def _metrics(run: GenerateRun, markers: list[dict], prompts: int, stats: dict[st
         "malformed_rate": round(total["malformed"] / rows, 4),
         "mean_completion_tokens": round(total["completion_tokens"] / rows, 1),
         "template_default_system": default_system_prompt(tokenizer) if tokenizer is not None else None,
+        **_logprob_metrics(run, total["completion_tokens"]),
         "run_shards_generated": stats["shards"],
         "run_shards_resumed": len(markers) - stats["shards"],
         "run_tokens": stats["tokens"],
