@@ -25,6 +25,7 @@ import json
 import os
 import queue
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,14 +43,14 @@ from distill.artifacts import (
     write_parquet,
 )
 from distill.config import GenerateConfig, Recipe, TeacherConfig, config_hash
-from distill.data import PROMPT_FIELDS, load_source
+from distill.data import PROMPT_FIELDS, load_source, split_spec
 from distill.engines.backends import (
     ENGINE_LOG,
+    SERVER_MAX_LOGPROBS,
     Backend,
     Completion,
     GenRequest,
     OnDone,
-    SERVER_MAX_LOGPROBS,
     SamplingSpec,
     make_backend,
 )
@@ -64,6 +65,7 @@ from distill.engines.prompts import (
 from distill.engines.traces import Trace, parse_trace
 from distill.errors import DistillError
 from distill.release import THINK
+from distill.sources import drawn
 
 DONE = "_done"
 COLUMN_FIELDS = (
@@ -79,8 +81,9 @@ COLUMN_FIELDS = (
 
 @dataclass
 class GenerateRun:
-    """What every shard of one run shares: the recipe, the teacher's tokenizer (None in a replica's parent), the
-    output folder, the stage key, and the row values fixed for the run (sampling JSON and its hash)."""
+    """What every shard of one run shares: the recipe, the teacher's tokenizer (None for a chat-API teacher:
+    the server renders), the output folder, the stage key, and the row values fixed for the run (sampling JSON
+    and its hash). Each data-parallel replica builds its own (a tokenizer does not cross processes)."""
 
     recipe: Recipe
     tokenizer: Any
@@ -201,6 +204,8 @@ def check_config(teacher: TeacherConfig, cfg: GenerateConfig) -> None:
     if teacher.chat_template is not None and not Path(teacher.chat_template).is_file():
         raise DistillError(f"teacher.chat_template: file not found: {teacher.chat_template}")
     for i, spec in enumerate(cfg.prompts):
+        if not 0 < spec.weight <= 1:
+            raise DistillError(f"generate.prompts[{i}].weight: {spec.weight} is not in (0, 1]")
         unknown = sorted(set(spec.columns) - set(COLUMN_FIELDS))
         if unknown:
             raise DistillError(
@@ -214,7 +219,8 @@ def load_prompt_set(cfg: GenerateConfig) -> tuple[list[dict[str, Any]], int]:
     rows: dict[str, dict[str, Any]] = {}
     duplicates = 0
     for spec in cfg.prompts:
-        for row in load_source(spec.source, spec.split, spec.limit, spec.columns, spec.domain):
+        loaded = load_source(spec.source, spec.split, spec.limit, spec.columns, spec.domain)
+        for row in [r for i, r in enumerate(loaded, 1) if drawn(spec.source, i, spec.weight)]:
             pid = row["prompt_id"]
             if row["domain"] not in DOMAINS:
                 raise DistillError(
@@ -549,8 +555,25 @@ def _finish(
     manifest.rows_in, manifest.rows_out = sum(len(p) for p in plan), sum(m["rows"] for m in markers)
     manifest.dropped = {"duplicate_prompt": duplicates} if duplicates else {}
     manifest.metrics = _metrics(run, markers, manifest.rows_in, stats)
+    manifest.metrics["mixture"] = prompt_mix(run.recipe.generate, plan)
     _print_summary(manifest.metrics, manifest.rows_out, len(plan))
     return finish_manifest(run.out, manifest)
+
+
+def prompt_mix(cfg: GenerateConfig, plan: list[list[dict]]) -> dict[str, dict[str, Any]]:
+    """The realised mix of the prompt sources: prompts taken per source (after weights, limits, duplicates)."""
+    taken = Counter(row["source"] for rows in plan for row in rows)
+    total = sum(taken.values()) or 1
+    return {
+        name: {
+            "weight": spec.weight,
+            "limit": spec.limit,
+            "prompts": taken[name],
+            "share": taken[name] / total,
+        }
+        for spec in cfg.prompts
+        for name in [split_spec(spec.source)[0] if split_spec(spec.source)[0] in taken else spec.source]
+    }
 
 
 def _all_markers(run: GenerateRun, plan: list[list[dict]]) -> list[dict[str, Any]]:
