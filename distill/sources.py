@@ -473,3 +473,18 @@ class Mixture:
         """The mix with each set's share of all traces taken."""
         total = sum(e["traces"] for e in self.mix.values()) or 1
         return {name: {**e, "share": round(e["traces"] / total, 4)} for name, e in self.mix.items()}
+
+
+def card_section(metrics: dict[str, Any]) -> list[str]:
+    """The data card's realised mix (curate's metrics carry generate's): per set or prompt source, what was
+    read and taken, and its share."""
+    mix = metrics.get("generate", {}).get("mixture")
+    if not mix:
+        return []
+    keys = list(next(iter(mix.values())))
+    out = ["## Realised mix", "", "| source | " + " | ".join(k.replace("_", " ") for k in keys) + " |"]
+    out.append("|---" * (len(keys) + 1) + "|")
+    for name, entry in mix.items():
+        cells = [f"{entry[k]:.1%}" if k == "share" else str(entry[k]) for k in keys]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return [*out, ""]

@@ -321,3 +321,53 @@ def test_mixture_weights_and_limits(tmp_path):
     assert len(shard_rows(out)) == expected_a + 20
     again = shard_rows(import_run(tmp_path, [{"adapter": "limo", "path": str(a), "weight": 0.25}]))
     assert len(again) == expected_a  # the same draw on a rerun
+
+
+def test_prompt_source_weights_and_realised_mix():
+    from distill.config import GenerateConfig, TeacherConfig
+    from distill.generate.run import check_config, load_prompt_set, prompt_mix
+
+    cfg = GenerateConfig(
+        prompts=[
+            {"source": "arith", "split": "train", "weight": 0.5},
+            {"source": "arith", "split": "dev", "limit": 30},
+        ]
+    )
+    prompts, _ = load_prompt_set(cfg)
+    half = sum(drawn("arith", i, 0.5) for i in range(1, 513))  # arith train: 512 problems
+    assert 200 <= half <= 312 and len(prompts) == half + 30
+    mix = prompt_mix(cfg, [prompts[:100], prompts[100:]])
+    assert mix["arith"]["prompts"] == half + 30  # one registry name for both splits: counted together
+    bad = GenerateConfig(prompts=[{"source": "arith", "weight": 0.0}])
+    with pytest.raises(DistillError, match=r"generate.prompts\[0\].weight: 0.0 is not in \(0, 1\]"):
+        check_config(TeacherConfig(), bad)
+
+
+def test_curate_trusts_the_sets_verdicts_only_when_told(tmp_path):
+    """openr1-math's second generation is flagged wrong by the set; with trust on, that verdict drops it with no
+    grading of its own (its answer is empty, which the graders would call unparseable)."""
+    from distill.curate.run import curate
+
+    path = write_rows(openr1_math_rows(), tmp_path / "d" / "x.parquet")
+    for trust, dropped in ((True, {"wrong": 1}), (False, {"unparseable": 1})):
+        recipe = recipe_from_dict(
+            {
+                "name": "trust",
+                "run_dir": str(tmp_path / f"run-{trust}"),
+                "generate": {
+                    "source": "dataset",
+                    "datasets": [{"adapter": "openr1-math", "path": str(path)}],
+                },
+                "curate": {
+                    "decontaminate": {"benchmarks": []},
+                    "filters": {"drop_truncated": False, "drop_malformed": False},
+                    "verify": {"workers": 1, "trust_source_flags": trust},
+                },
+            }
+        )
+        run = recipe.run_path()
+        generate(recipe, None, run / "generate")
+        manifest = curate(recipe, run / "generate", run / "curate")
+        assert manifest.dropped == dropped and manifest.rows_out == 1
+        kept = pq.read_table(next((run / "curate" / "kept").glob("*.parquet"))).to_pylist()
+        assert kept[0]["grader"] == ("source" if trust else "math-verify")

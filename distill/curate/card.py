@@ -14,6 +14,8 @@ from typing import Any
 
 from distill.artifacts import Manifest, atomic_path, atomic_write_text
 from distill.config import Recipe
+from distill.curate.difficulty import card_section
+from distill.sources import card_section as mix_section
 
 REPO = Path(__file__).resolve().parents[2]  # distill/curate/card.py -> the checkout holding distill/
 VERDICT_COLUMNS = ("correct", "wrong", "unparseable", "timeout", "bad_reference")
@@ -87,6 +89,7 @@ def render_card(name: str, recipe: Recipe, m: Manifest, lengths_kept: list[int],
         "",
     ]
     out += _sources(metrics) + _counts(m) + _verification(metrics) + _decontamination(metrics)
+    out += mix_section(metrics) + card_section(metrics)  # imported sets' mix; curate.difficulty's yields
     out += _dedup(metrics) + _lengths(lengths_kept, png)
     out += [
         "## Selection",

@@ -110,6 +110,10 @@ Step = Callable[[Run], Drops]
 
 def curate(recipe: Recipe, src: Path, out: Path, force: bool = False) -> Manifest:
     cfg = recipe.curate
+    if cfg.difficulty is not None:  # a bad range fails before anything is read or written
+        from distill.curate.difficulty import check
+
+        check(cfg.difficulty)
     src, out = Path(src), Path(out)
     inputs = {"generate": manifest_hash(src)}
     if cfg.decontaminate.benchmarks:
@@ -243,6 +247,24 @@ def contaminated_prompts(run: Run) -> Drops:
     return prompt_rows(run, {pid: hit_detail(h) for pid, h in zip(prompts, found, strict=True) if h})
 
 
+def off_difficulty(run: Run) -> Drops:
+    """Prompts whose pass rate under curate.difficulty's model falls outside `keep` (curate/difficulty.py)."""
+    dc = run.cfg.difficulty
+    if dc is None:
+        return {}
+    from distill.curate import difficulty
+
+    prompts: dict[str, dict[str, Any]] = {}
+    for shard in run.shards:
+        ids, problem, domain, ref = (shard.column(c) for c in ("prompt_id", "problem", "domain", "reference"))
+        for i in shard.alive():
+            prompts.setdefault(ids[i], {"problem": problem[i], "domain": domain[i], "reference": ref[i]})
+    rates = difficulty.pass_rates(prompts, dc, run.cfg.verify, run.work / "difficulty.json")
+    drops = {pid: d for pid, r in rates.items() if (d := difficulty.outside(r, dc.keep)) is not None}
+    run.metrics["difficulty"] = difficulty.report(rates, dc, len(drops))
+    return prompt_rows(run, drops)
+
+
 def hit_detail(hit: dict[str, Any]) -> str:
     return f'{hit["benchmark"]} {hit["item"]}: "{hit["ngram"]}"'
 
@@ -352,7 +374,21 @@ def grade(run: Run) -> Drops:
 
         judged = judge_pass(run, skip=bad)
         apply_judge(run, judged, grader_name(run.cfg.verify.judge))
+    if run.cfg.verify.trust_source_flags:
+        trust_source_flags(run, bad)
     return bad
+
+
+def trust_source_flags(run: Run, bad: Drops) -> None:
+    """Imported sets' own verdicts (source_verified) replace the graders' where the set has one."""
+    for s, shard in enumerate(run.shards):
+        if "source_verified" not in shard.table.column_names:
+            continue
+        flags = shard.column("source_verified")
+        for i in shard.alive():
+            if flags[i] is not None:
+                bad.pop((s, i), None)
+                shard.verdict[i], shard.grader[i] = ("correct" if flags[i] else "wrong"), "source"
 
 
 GRADE_SCHEMA = (("row", "int64"), ("verdict", "string"), ("grader", "string"), ("pred_answer", "string"))
@@ -477,6 +513,7 @@ STEPS: list[tuple[str, Step]] = [
     ("duplicate_prompt", duplicate_prompts),
     ("near_duplicate_prompt", near_duplicate_prompts),
     ("contaminated", contaminated_prompts),
+    ("difficulty", off_difficulty),
     *((reason, row_check(check)) for reason, check in checks.CHECKS.items()),
     ("duplicate_sample", duplicate_samples),
     ("duplicate_trace", duplicate_traces),
@@ -634,6 +671,7 @@ def provenance(run: Run, src: Path) -> dict[str, Any]:
             samplings[sampling] += 1
     generated = read_manifest(src)
     keys = ("teacher", "n", "prompts", "truncated_rate", "malformed_rate", "template_default_system")
+    keys += ("mixture",)  # generate.source: dataset: the realised mix of the sets
     return {
         "sources": sources,
         "teachers": dict(teachers),
