@@ -3,28 +3,37 @@
 A kept row becomes `bos <｜User｜>{problem+directive}<｜Assistant｜><think>\\n{reasoning}\\n</think>\\n\\n{answer}eos`
 with the student's release tokenizer, so training ids equal the ids the released model sees at inference.
 The loss covers only the tokens after `<｜Assistant｜>` (the think block, the answer and EOS).
+
+train.objective: kd trains on the teacher's own sampled ids (completion_token_ids) after the student's release
+generation prompt `bos <｜User｜>{problem+directive}<｜Assistant｜><think>\n`, so trained position t lines up with the
+teacher's top-K row t (teacher_top_ids / teacher_top_logprobs) and nothing is re-tokenised. EOS: a completion that
+ends in the teacher's EOS id (a stop, not a truncation) gets the student's release EOS there instead, label and
+top-K alike (the teacher's "stop here" is the student's "stop here"); elsewhere teacher ids are kept as they are.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import json
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distill.artifacts import atomic_write_text
+from distill.artifacts import atomic_dir, atomic_write_text
 from distill.errors import DistillError
+from distill.logits import COLUMNS as LOGIT_COLUMNS
+from distill.logits import decode as decode_logprobs
 from distill.release import ASSISTANT, chat_template
 
 IGNORE = -100  # target of a position that is not trained (prompt, padding, sample end)
 ENCODE_BATCH = 512  # rows rendered and tokenized together (the fast tokenizer parallelises a batch)
 TRAIN_FIELDS = ("messages", "reasoning", "answer")
+KD_FIELDS = ("messages", *LOGIT_COLUMNS)
 
 
 def training_template() -> str:
@@ -73,6 +82,9 @@ class TokenData:
     offsets: np.ndarray  # int64, n + 1
     n_prompt: np.ndarray  # int32: leading tokens of each sample with no loss
     stats: dict[str, Any]  # rows_in, samples, truncated, dropped {reason: rows}
+    top_ids: np.ndarray | None = None  # kd: int32 [trained tokens, K], one row per completion token
+    top_logprobs: np.ndarray | None = None  # kd: fp16 [trained tokens, K]
+    top_offsets: np.ndarray | None = None  # kd: int64 [n + 1], where each sample's rows start
 
     def __len__(self) -> int:
         return len(self.n_prompt)
@@ -82,6 +94,11 @@ class TokenData:
 
     def sample(self, i: int) -> tuple[np.ndarray, int]:
         return np.asarray(self.ids[self.offsets[i] : self.offsets[i + 1]]), int(self.n_prompt[i])
+
+    def teacher_rows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample i's teacher top-K (ids, log-probs), one row per trained position, in order."""
+        start, end = self.top_offsets[i], self.top_offsets[i + 1]
+        return np.asarray(self.top_ids[start:end]), np.asarray(self.top_logprobs[start:end])
 
 
 def cache_key(input_hash: str, tokenizer, template: str, max_length: int, overlong: str) -> str:
@@ -119,9 +136,69 @@ def encode_shard(shard: Path, tokenizer, template: str, assistant_id: int):
             yield ids, prompt_length(ids, assistant_id, where)
 
 
-def build_tokens(src: Path, tokenizer, max_length: int, overlong: str, folder: Path, key: str) -> None:
+def kd_rows(shard: Path) -> list[dict[str, Any]]:
+    """The fields kd reads; shards (or rows) without the teacher log-prob columns are one clear error."""
+    import pyarrow.parquet as pq
+
+    try:
+        if pq.read_metadata(shard).num_rows == 0:
+            return []
+        missing = [c for c in KD_FIELDS if c not in pq.read_schema(shard).names]
+        table = None if missing else pq.read_table(shard, columns=list(KD_FIELDS))
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise DistillError(f"{shard}: cannot read Parquet shard ({type(err).__name__}: {err})") from None
+    if missing:
+        raise DistillError(
+            f"{shard}: train.objective=kd needs the teacher log-prob columns, missing: {', '.join(missing)} "
+            "(generate with generate.logprobs: K > 0)"
+        )
+    return table.to_pylist()
+
+
+def kd_sample(row: dict[str, Any], prompt: list[int], eos: tuple[int, int], k: int, where: str):
+    """(ids, prompt length, top ids [T, k], top log-probs [T, k]) of one kd row; eos = (teacher, student)."""
+    lp = decode_logprobs(row)
+    if lp is None or len(lp.token_ids) == 0:
+        raise DistillError(
+            f"{where}: no teacher log-probs (teacher_top_ids is null or empty); kd needs every row's"
+        )
+    top_ids = np.full((len(lp.token_ids), k), -1, dtype=np.int32)
+    top_lp = np.full((len(lp.token_ids), k), -np.inf, dtype=np.float32)
+    keep = min(k, lp.top_ids.shape[1])  # rows are best first: a wider row is cut, a narrower one padded
+    top_ids[:, :keep], top_lp[:, :keep] = lp.top_ids[:, :keep], lp.top_logprobs[:, :keep]
+    completion = lp.token_ids.copy()
+    teacher_eos, student_eos = eos
+    if completion[-1] == teacher_eos and teacher_eos != student_eos:
+        completion[-1] = student_eos
+        last = top_ids[-1] == teacher_eos
+        if student_eos in top_ids[-1]:  # already ranked (a self-distilled pair): keep that one entry
+            top_ids[-1][last], top_lp[-1][last] = -1, -np.inf
+        else:
+            top_ids[-1][last] = student_eos
+    return prompt + completion.tolist(), len(prompt), top_ids, top_lp
+
+
+def encode_kd_shard(shard: Path, tokenizer, template: str, eos: tuple[int, int], k: int | None):
+    """Yield (ids, prompt length, top ids, top log-probs) per row: the release generation prompt, then the
+    teacher's sampled ids. k None: the first row's K (every later row is cut or padded to it)."""
+    for i, row in enumerate(kd_rows(shard)):
+        where = f"{shard}: row {i}"
+        chat = training_chat({**row, "answer": ""}, where)[:1]
+        text = tokenizer.apply_chat_template(
+            chat, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+        if k is None:
+            lp = decode_logprobs(row)
+            k = lp.top_ids.shape[1] if lp is not None and lp.top_ids.ndim == 2 else 1
+        yield kd_sample(row, encode([text], tokenizer)[0], eos, k, where)
+
+
+def build_tokens(
+    src: Path, tokenizer, max_length: int, overlong: str, folder: Path, key: str, kd_eos=None
+) -> None:
     """Render and tokenize every kept row, shard by shard (traces are long: never all in memory), into
-    folder/ids.bin + offsets.npy + n_prompt.npy; key.json is written last and the folder appears at once."""
+    folder/ids.bin + offsets.npy + n_prompt.npy (kd, kd_eos = (teacher EOS, student EOS): also top_ids.bin and
+    top_logprobs.bin, one row per trained token); key.json is written last and the folder appears at once."""
     kept = Path(src) / "kept"
     shards = sorted(kept.glob("part-*.parquet"))
     if not shards:
@@ -129,31 +206,50 @@ def build_tokens(src: Path, tokenizer, max_length: int, overlong: str, folder: P
             f"{kept}: no part-*.parquet shards: the curated dataset is empty (curate's manifest.json says "
             "why rows were dropped), or --data is not a curate stage dir"
         )
+    with atomic_dir(folder) as tmp:
+        stats = _write_tokens(shards, tokenizer, max_length, overlong, tmp, kd_eos)
+        atomic_write_text(tmp / "key.json", json.dumps({"key": key, "stats": stats}))
+
+
+def _samples(shards: list[Path], tokenizer, kd_eos):
+    """(ids, prompt length, top ids | None, top log-probs | None) of every kept row, shard by shard."""
     template, assistant_id = training_template(), tokenizer.convert_tokens_to_ids(ASSISTANT)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    k = None
+    for shard in shards:
+        if kd_eos is None:
+            for ids, n in encode_shard(shard, tokenizer, template, assistant_id):
+                yield ids, n, None, None
+            continue
+        for ids, n, top_ids, top_lp in encode_kd_shard(shard, tokenizer, template, kd_eos, k):
+            k = top_ids.shape[1]
+            yield ids, n, top_ids, top_lp
+
+
+def _write_tokens(shards, tokenizer, max_length: int, overlong: str, tmp: Path, kd_eos) -> dict[str, Any]:
     offsets, n_prompt = [0], []
     stats: dict[str, Any] = {"rows_in": 0, "truncated": 0, "dropped": {}}
-    with open(tmp / "ids.bin", "wb") as f:
-        for shard in shards:
-            for ids, n in encode_shard(shard, tokenizer, template, assistant_id):
-                stats["rows_in"] += 1
-                ids, reason = fit(ids, n, max_length, overlong)
-                if reason == "truncated":
-                    stats["truncated"] += 1
-                elif reason is not None:
-                    stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
-                    continue
-                f.write(np.asarray(ids, dtype=np.int32).tobytes())
-                offsets.append(offsets[-1] + len(ids))
-                n_prompt.append(n)
+    with contextlib.ExitStack() as files:
+        f = files.enter_context(open(tmp / "ids.bin", "wb"))
+        tops = [files.enter_context(open(tmp / n, "wb")) for n in ("top_ids.bin", "top_logprobs.bin")]
+        for ids, n, top_ids, top_lp in _samples(shards, tokenizer, kd_eos):
+            stats["rows_in"] += 1
+            ids, reason = fit(ids, n, max_length, overlong)
+            if reason == "truncated":
+                stats["truncated"] += 1
+            elif reason is not None:
+                stats["dropped"][reason] = stats["dropped"].get(reason, 0) + 1
+                continue
+            f.write(np.asarray(ids, dtype=np.int32).tobytes())
+            offsets.append(offsets[-1] + len(ids))
+            n_prompt.append(n)
+            if top_ids is not None:
+                stats["k"] = top_ids.shape[1]
+                tops[0].write(top_ids[: len(ids) - n].astype("<i4").tobytes())
+                tops[1].write(top_lp[: len(ids) - n].astype("<f2").tobytes())
     stats["samples"] = len(n_prompt)
     np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
     np.save(tmp / "n_prompt.npy", np.asarray(n_prompt, dtype=np.int32))
-    atomic_write_text(tmp / "key.json", json.dumps({"key": key, "stats": stats}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    return stats
 
 
 def fit(ids: list[int], n_prompt: int, max_length: int, overlong: str) -> tuple[list[int], str | None]:
@@ -178,7 +274,25 @@ def load_tokens(folder: Path) -> TokenData:
     meta = json.loads((folder / "key.json").read_text())
     offsets = np.load(folder / "offsets.npy")
     ids = np.memmap(folder / "ids.bin", dtype=np.int32, mode="r") if offsets[-1] else np.zeros(0, np.int32)
-    return TokenData(ids, offsets, np.load(folder / "n_prompt.npy"), meta["stats"])
+    data = TokenData(ids, offsets, np.load(folder / "n_prompt.npy"), meta["stats"])
+    k = meta["stats"].get("k")
+    if k:  # kd: teacher rows per trained token
+        data.top_ids = np.memmap(folder / "top_ids.bin", dtype="<i4", mode="r").reshape(-1, k)
+        data.top_logprobs = np.memmap(folder / "top_logprobs.bin", dtype="<f2", mode="r").reshape(-1, k)
+        data.top_offsets = np.concatenate([[0], np.cumsum(data.lengths() - data.n_prompt)]).astype(np.int64)
+    return data
+
+
+def teacher_batch(data: TokenData, indices: list[int]) -> dict[str, Any]:
+    """kd: the teacher's top-K rows of a micro-batch, in the order collate_* lays out its trained positions
+    (sample after sample, each sample's completion tokens in order)."""
+    import torch
+
+    rows = [data.teacher_rows(i) for i in indices]
+    return {
+        "top_ids": torch.from_numpy(np.concatenate([r[0] for r in rows]).astype(np.int64)),
+        "top_logprobs": torch.from_numpy(np.concatenate([r[1] for r in rows]).astype(np.float32)),
+    }
 
 
 def pack_bfd(lengths: list[int] | np.ndarray, capacity: int) -> list[list[int]]:

@@ -516,6 +516,7 @@ class TrainRun:
     schedule: Schedule
     loss_fn: LossFn  # the objective's loss of a micro-batch
     vocab: dict[str, str]  # logit objectives: teacher_vocab / student_vocab id-table hashes (sft: empty)
+    policy: Any  # on_policy: distill.train.on_policy.Policy (prompts, the student's engine, the teacher); else None
     attn: str
     fingerprint: str  # config hash : data hash : world size; a checkpoint resumes only the same run
     start: int  # first step to run (0, or the resumed checkpoint's step)
@@ -569,11 +570,15 @@ def setup(
     torch.manual_seed(cfg.seed)  # new token rows and LoRA weights are drawn at random
     model, _ = load_model(cfg.model_copy(update={"model": model_path}), tokenizer, student, attn)
     flop_model = (param_count(model), model.config.num_hidden_layers, model.config.hidden_size)
+    policy_start = (
+        save_policy_start(model, tokenizer, out / "policy-start") if cfg.objective == "on_policy" else None
+    )
     schedule = make_schedule(cfg, data, accelerator.num_processes)
     say(accelerator, describe(cfg, data, schedule, accelerator.num_processes, attn))
     model, optimizer, scheduler = prepare(accelerator, model, cfg, schedule)
     fingerprint = f"{cfg_hash}:{inputs['curate']}:{accelerator.num_processes}"
     start = resume(accelerator, out, fingerprint, force, schedule.total_steps)
+    policy = start_policy(cfg, data, tokenizer, policy_start, model, accelerator) if policy_start else None
     if cfg.tensorboard:
         accelerator.init_trackers("tensorboard")
     return TrainRun(
@@ -589,6 +594,7 @@ def setup(
         schedule=schedule,
         loss_fn=objective_loss(cfg),
         vocab=vocab,
+        policy=policy,
         attn=attn,
         fingerprint=fingerprint,
         start=start,
@@ -609,7 +615,13 @@ def loop(run: TrainRun) -> list[dict[str, Any]]:
     with step_bar(run) as show:
         for step in range(run.start, sched.total_steps):
             t0 = time.perf_counter()
-            stats = run.step(step_batches(run, step, epochs))
+            batches = run.policy.batches(step) if run.policy else step_batches(run, step, epochs)
+            stats = run.step(
+                [{k: v.to(acc.device) if hasattr(v, "to") else v for k, v in b.items()} for b in batches]
+            )
+            if run.policy:  # the engine samples the next step from the updated weights
+                run.policy.student.push(acc.unwrap_model(run.model))
+                stats["terms"].update(run.policy.last)
             row = metrics_row(step + 1, sched.epoch_len, stats, time.perf_counter() - t0)
             add_mfu(run, row, stats)
             rows.append(row)
@@ -687,21 +699,62 @@ def same_vocabulary(
     except OSError as err:
         raise DistillError(f"train.teacher '{cfg.teacher}': cannot load its tokenizer ({err})") from None
     hashes = check_same_vocab(teacher_tok, tokenizer, cfg.teacher, f"{student} release ({cfg.model})")
+    if cfg.objective == "on_policy":
+        from distill.train.on_policy import check_scores
+
+        check_scores(teacher_tok, tokenizer, cfg.teacher, f"{student} release ({cfg.model})")
     kd_eos = (teacher_tok.eos_token_id, tokenizer.eos_token_id) if cfg.objective == "kd" else None
     return hashes, kd_eos
 
 
 def objective_loss(cfg: TrainConfig) -> LossFn:
-    """The LossFn of train.objective (on_policy's step builds its own batches; its loss is on_policy.loss)."""
+    """The LossFn of train.objective (on_policy's batches are fresh student samples; see on_policy.py)."""
     if cfg.objective == "kd":
         from distill.train.kd import KDSpec
 
         k = cfg.kd
         return kd_loss(KDSpec(k.alpha, k.temperature, k.divergence, k.beta))
+    if cfg.objective == "on_policy":
+        from distill.train.on_policy import mixed_loss
+
+        return mixed_loss(cfg.on_policy.sft_mix)
     return forward_ce
 
 
+def save_policy_start(model, tokenizer, folder: Path) -> Path:
+    from distill.train.on_policy import save_policy_start as save
+
+    return save(model, tokenizer, folder)
+
+
+def start_policy(cfg: TrainConfig, data: TokenData, tokenizer, folder: Path, model, accelerator):
+    """on_policy: the student's engine from the starting weights (then the resumed ones, pushed in place) and
+    the teacher's scorer."""
+    from distill.train import on_policy
+
+    if accelerator.num_processes > 1:
+        raise DistillError(
+            "train.objective=on_policy runs in one process (one student engine); launch it without DDP"
+        )
+    prompts, rows = on_policy.read_prompts(data, tokenizer)
+    student = on_policy.Student(on_policy.start_engine(cfg.on_policy.engine, str(folder)))
+    if cfg.on_policy.teacher_url:
+        scorer = on_policy.ServerScorer(cfg.on_policy.teacher_url, cfg.teacher)
+    else:
+        scorer = on_policy.EngineScorer(
+            on_policy.start_engine(cfg.on_policy.engine, resolve_model(cfg.teacher))
+        )
+    student.push(accelerator.unwrap_model(model))  # a resumed run's weights (a no-op copy at step 0)
+    say(accelerator, f"on_policy: {len(prompts)} prompts, student engine on {folder}, teacher {cfg.teacher}")
+    return on_policy.Policy(prompts, rows, student, scorer, cfg.on_policy, cfg.seed, data)
+
+
 def make_schedule(cfg: TrainConfig, data: TokenData, world: int) -> Schedule:
+    if cfg.objective == "on_policy":  # a step = prompts_per_step prompts, one micro-batch each
+        per = cfg.on_policy.prompts_per_step
+        epoch_len = max(1, math.ceil(len(data) / per))
+        total = cfg.max_steps or max(1, math.ceil((cfg.epochs or 1) * epoch_len))
+        return Schedule([[i] for i in range(len(data))], per, epoch_len, total, 1.0)
     lengths = data.lengths()
     units = training_units(lengths, cfg.max_length, cfg.packing)
     accum = grad_accum_for(cfg, units, world)

@@ -1,12 +1,14 @@
 """Training losses: the chunked cross-entropy over a 32k-token x 152k-vocab batch without ever holding its
-full logits, and forward_ce, SFT's loss of one micro-batch (the `LossFn` an objective provides to the loop)."""
+full logits, and each objective's loss of one micro-batch (the `LossFn` the loop calls): forward_ce (sft) and
+kd_loss(spec) (kd: α·CE + (1 − α)·τ²·D against the teacher's stored top-K, distill.train.kd)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-# (model, lm_head, micro-batch, chunk_tokens, flash) -> the summed (fp32) loss of the micro-batch's trained tokens
+# (model, lm_head, micro-batch, chunk_tokens, flash) -> the summed (fp32) loss of the micro-batch's trained tokens,
+# or (that loss, {term: summed detached value}) when the objective logs its parts (kd: ce, kd)
 LossFn = Callable[[Any, Any, dict[str, Any], int, bool], Any]
 
 
@@ -41,9 +43,9 @@ def chunked_cross_entropy(hidden, lm_head, positions, labels, chunk_tokens: int)
     return total
 
 
-def forward_ce(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
-    """Summed CE of one micro-batch. The model runs whole (so DDP/FSDP/ZeRO hooks fire) but computes
-    logits for one position only; the loss projects the final hidden states in checkpointed chunks."""
+def final_hidden(model, batch: dict[str, Any], flash: bool):
+    """The final hidden states of a micro-batch. The model runs whole (so DDP/FSDP/ZeRO hooks fire) but
+    computes logits for one position only; the losses project the hidden states in chunks."""
     extra = {}
     if flash and "cu_seq_lens" in batch:  # packed: hand flash-attn its varlen boundaries directly
         cu, longest = batch["cu_seq_lens"], batch["max_seq_len"]
@@ -57,6 +59,31 @@ def forward_ce(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: 
         logits_to_keep=1,
         **extra,
     )
-    return chunked_cross_entropy(
-        out.hidden_states[-1], lm_head, batch["positions"], batch["labels"], chunk_tokens
-    )
+    return out.hidden_states[-1]
+
+
+def forward_ce(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
+    """Summed CE of one micro-batch (sft)."""
+    hidden = final_hidden(model, batch, flash)
+    return chunked_cross_entropy(hidden, lm_head, batch["positions"], batch["labels"], chunk_tokens)
+
+
+def kd_loss(spec) -> LossFn:
+    """kd's LossFn for a KDSpec: the summed α·CE + (1 − α)·τ²·D of a micro-batch, with its two sums."""
+    from distill.train.kd import chunked_kd_loss
+
+    def forward_kd(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
+        hidden = final_hidden(model, batch, flash)
+        loss, ce, kd = chunked_kd_loss(
+            hidden,
+            lm_head,
+            batch["positions"],
+            batch["labels"],
+            batch["top_ids"],
+            batch["top_logprobs"],
+            spec,
+            chunk_tokens,
+        )
+        return loss, {"ce": ce, "kd": kd}
+
+    return forward_kd

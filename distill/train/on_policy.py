@@ -1,0 +1,300 @@
+"""On-policy distillation: the student samples with vLLM, the teacher scores every sampled token, reverse KL trains.
+
+Per optimizer step (train.objective: on_policy):
+  1. `prompts_per_step` curated prompts (the release generation prompt `bos <｜User｜>{problem}<｜Assistant｜><think>\\n`)
+     are sampled `samples_per_prompt` times by the student's own vLLM engine at temperature 1, seeded by the step
+     (a resumed run draws the same samples);
+  2. the teacher scores each sampled token: log p(x_t | x_<t) from vLLM's `prompt_logprobs` (an in-process engine, or
+     an OpenAI-compatible server's /v1/completions with `prompt_logprobs`);
+  3. the loss of a token is sg(log q(x_t) − log p(x_t)) · log q(x_t): a policy gradient whose per-token reward is the
+     negative single-sample reverse KL estimate (Thinking Machines' on-policy distillation, GKD with λ = 1); its
+     expectation's gradient is ∇ KL(q ‖ p) per position. Optionally + sft_mix · CE on the prompts' curated traces;
+  4. after the optimizer step the new weights go into the running engine in place (`model.load_weights`, no restart).
+Logged per step: reverse_kl (mean log q − log p over the sampled tokens), sample_tokens (mean completion length),
+score_s (teacher-scoring seconds), sample_s (student-sampling seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distill.errors import DistillError
+
+# Both engines run in this process: the student's weights are then reachable without a copy through IPC.
+ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+
+
+def engine_kwargs(engine, model: str) -> dict[str, Any]:
+    """vLLM LLM(...) options from on_policy.engine (a TeacherConfig-shaped section) for `model`."""
+    opts = {
+        "model": model,
+        "seed": 0,
+        "enable_prefix_caching": False,
+    }  # the cache would outlive weight updates
+    if engine is not None:
+        opts.update(
+            dtype=engine.dtype,
+            enforce_eager=engine.enforce_eager,
+            max_model_len=engine.max_model_len,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+        )
+    return opts
+
+
+def start_engine(engine, model: str):
+    for key, value in ENGINE_ENV.items():
+        if key == "VLLM_CPU_OMP_THREADS_BIND":
+            os.environ.setdefault(key, value)
+        else:
+            os.environ[key] = value
+    from vllm import LLM
+
+    return LLM(**engine_kwargs(engine, model))
+
+
+@dataclass
+class Student:
+    """The student's vLLM engine; `push` copies the training weights into it after every optimizer step."""
+
+    llm: Any
+    push_s: float = 0.0  # seconds spent moving weights, summed
+
+    def sample(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, seed: int):
+        """n completions per prompt (token ids), seeded per prompt so a resumed step draws the same ones."""
+        from vllm import SamplingParams
+
+        reqs = [{"prompt_token_ids": p} for p in prompts]
+        params = [
+            SamplingParams(
+                n=n, max_tokens=max_tokens, temperature=temperature, seed=seed + i, detokenize=False
+            )
+            for i in range(len(prompts))
+        ]
+        outs = self.llm.generate(reqs, params, use_tqdm=False)
+        return [[list(c.token_ids) for c in o.outputs] for o in outs]
+
+    def push(self, model) -> None:
+        """Load the training model's weights into the engine in place (vLLM's own loader maps the names and
+        fuses q/k/v and gate/up); no restart, no file."""
+        t0 = time.perf_counter()
+        weights = [(name, p.detach()) for name, p in model.state_dict().items()]
+        self.llm.apply_model(lambda net: net.load_weights(iter(weights)) and None)
+        self.push_s += time.perf_counter() - t0
+
+
+class EngineScorer:
+    """The teacher in this process: log p of every prompt token via vLLM's prompt_logprobs."""
+
+    def __init__(self, llm):
+        self.llm = llm
+
+    def score(self, sequences: list[list[int]], start: list[int]) -> list[np.ndarray]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        outs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
+        return [
+            np.asarray([_token_lp(d, s[t]) for t, d in enumerate(o.prompt_logprobs) if t >= n], np.float32)
+            for o, s, n in zip(outs, sequences, start, strict=True)
+        ]
+
+
+def _token_lp(entry, token: int) -> float:
+    value = entry[token]
+    return float(value.logprob if hasattr(value, "logprob") else value["logprob"])
+
+
+@dataclass
+class ServerScorer:
+    """The teacher behind an OpenAI-compatible server (vllm serve): /v1/completions with token-id prompts,
+    max_tokens 1 and vLLM's `prompt_logprobs` extension. A server that does not return them is an error."""
+
+    base_url: str
+    model: str
+    timeout_s: float = 600.0
+    api_key: str | None = field(default=None, repr=False)
+
+    def score(self, sequences: list[list[int]], start: list[int]) -> list[np.ndarray]:
+        return [self._one(s, n) for s, n in zip(sequences, start, strict=True)]
+
+    def _one(self, ids: list[int], n: int) -> np.ndarray:
+        body = {"model": self.model, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 0, "temperature": 0}
+        reply = self._post(body)
+        lps = (reply.get("choices") or [{}])[0].get("prompt_logprobs") or reply.get("prompt_logprobs")
+        if not lps or len(lps) != len(ids):
+            raise DistillError(
+                f"train.on_policy.teacher_url {self.base_url}: the server returned no prompt_logprobs for a "
+                "scored sequence; on_policy needs a vLLM-compatible server (vllm serve) that returns them"
+            )
+        return np.asarray(
+            [_token_lp({int(k): v for k, v in lps[t].items()}, ids[t]) for t in range(n, len(ids))],
+            np.float32,
+        )
+
+    def _post(self, body: dict) -> dict:
+        req = urllib.request.Request(
+            self.base_url.rstrip("/") + "/completions",
+            data=json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+            },
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")[:200]
+            raise DistillError(
+                f"train.on_policy.teacher_url {self.base_url}: cannot score with prompt_logprobs (HTTP {err.code}: {detail})"
+            ) from None
+        except (urllib.error.URLError, OSError) as err:
+            raise DistillError(f"train.on_policy.teacher_url {self.base_url}: unreachable ({err})") from None
+
+
+@dataclass
+class Policy:
+    """What on_policy adds to a train run: the prompts, the student's engine and the teacher's scorer."""
+
+    prompts: list[list[int]]  # distinct release generation prompts (token ids) of the curated rows
+    sft_rows: list[list[int]]  # per prompt: indices of its curated samples (sft_mix)
+    student: Student
+    scorer: Any
+    cfg: Any  # OnPolicyConfig
+    seed: int
+    data: Any = None  # the curated TokenData (sft_mix trains on its rows of the step's prompts)
+    last: dict[str, float] = field(default_factory=dict)
+
+    def prompts_of(self, step: int) -> list[int]:
+        """This step's prompt indices: a seeded shuffle per pass over the prompts."""
+        per, count = self.cfg.prompts_per_step, len(self.prompts)
+        picks = []
+        for k in range(step * per, (step + 1) * per):
+            epoch, at = divmod(k, count)
+            order = np.random.default_rng(self.seed * 100_003 + epoch).permutation(count)
+            picks.append(int(order[at]))
+        return picks
+
+    def batches(self, step: int) -> list[dict[str, Any]]:
+        """One micro-batch per prompt: its samples packed, with the teacher's log-prob of every sampled token."""
+        from distill.train.data import collate_packed
+
+        picks = self.prompts_of(step)
+        prompts = [self.prompts[i] for i in picks]
+        t0 = time.perf_counter()
+        samples = self.student.sample(
+            prompts,
+            self.cfg.samples_per_prompt,
+            self.cfg.max_tokens,
+            self.cfg.temperature,
+            self.seed * 7919 + step * 1009,
+        )
+        t1 = time.perf_counter()
+        seqs = [p + c for p, cs in zip(prompts, samples, strict=True) for c in cs if c]
+        starts = [len(p) for p, cs in zip(prompts, samples, strict=True) for c in cs if c]
+        teacher = self.scorer.score(seqs, starts)
+        t2 = time.perf_counter()
+        lengths = [len(s) - n for s, n in zip(seqs, starts, strict=True)]
+        self.last = {"sample_tokens": float(np.mean(lengths)), "sample_s": t1 - t0, "score_s": t2 - t1}
+        out, k = [], 0
+        for cs in samples:
+            m = sum(1 for c in cs if c)
+            group = [(np.asarray(seqs[k + j], dtype=np.int32), starts[k + j]) for j in range(m)]
+            batch = collate_packed(group)
+            batch["teacher_logprobs"] = _tensor(np.concatenate(teacher[k : k + m]))
+            out.append(batch)
+            k += m
+        return out + self.sft_batches(picks)
+
+    def sft_batches(self, picks: list[int]) -> list[dict[str, Any]]:
+        """sft_mix > 0: the step's prompts' curated traces, packed, as SFT micro-batches."""
+        from distill.train.data import collate_packed
+
+        if not self.cfg.sft_mix:
+            return []
+        rows = [i for p in picks for i in self.sft_rows[p]]
+        return [{**collate_packed([self.data.sample(i) for i in rows]), "sft": True}]
+
+
+def _tensor(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def policy_loss(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
+    """Summed sg(log q − log p) · log q over the sampled tokens of a micro-batch, and the summed reverse KL
+    estimate log q − log p (for logging). Student log-probs are taken in chunks (no full [T x vocab] logits)."""
+    import torch
+
+    from distill.train.kd import token_reverse_kl
+    from distill.train.loss import final_hidden
+
+    hidden = final_hidden(model, batch, flash)
+    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["positions"])
+    labels, teacher = batch["labels"], batch["teacher_logprobs"].to(hidden.device)
+    loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    rkl = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, len(labels), chunk_tokens):
+        sl = slice(start, start + chunk_tokens)
+        logq = torch.log_softmax(lm_head(hidden[sl]).float(), -1).gather(1, labels[sl, None])[:, 0]
+        r = token_reverse_kl(logq.detach(), teacher[sl])
+        loss, rkl = loss + (r * logq).sum(), rkl + r.sum()
+    return loss, {"reverse_kl": rkl}
+
+
+def mixed_loss(sft_mix: float):
+    """on_policy's LossFn: policy_loss on sampled micro-batches, sft_mix · CE on curated ones."""
+    from distill.train.loss import forward_ce
+
+    def loss(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
+        if batch.get("sft"):
+            ce = forward_ce(model, lm_head, batch, chunk_tokens, flash)
+            return sft_mix * ce, {"sft_ce": ce.detach()}
+        return policy_loss(model, lm_head, batch, chunk_tokens, flash)
+
+    return loss
+
+
+def check_scores(teacher_tok, student_tok, teacher: str, student: str) -> None:
+    """on_policy sends the student's ids (its release tokens included) to the teacher: the two tables must be one."""
+    from distill.vocab_identity import id_table
+
+    t, s = id_table(teacher_tok), id_table(student_tok)
+    if len(t) < len(s):
+        raise DistillError(
+            f"train.objective=on_policy: teacher {teacher} has {len(t)} ids but the student {student} samples ids up "
+            f"to {len(s) - 1} ({s[len(t)]!r} first): the teacher must read the student's release tokens (use a teacher "
+            "in the release layout, e.g. an sft run's train/final)"
+        )
+
+
+def read_prompts(data, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
+    """Distinct release generation prompts of the tokenized curated rows and, per prompt, its rows."""
+    think = tokenizer("<think>\n", add_special_tokens=False)["input_ids"]
+    found: dict[tuple[int, ...], list[int]] = {}
+    for i in range(len(data)):
+        ids, n = data.sample(i)
+        found.setdefault(tuple(ids[:n].tolist()) + tuple(think), []).append(i)
+    return [list(p) for p in found], list(found.values())
+
+
+def save_policy_start(model, tokenizer, folder: Path) -> Path:
+    """The student as it starts (release rows added) in a folder vLLM loads; weights then move in place."""
+    from distill.artifacts import atomic_dir
+
+    with atomic_dir(folder) as tmp:
+        model.config.use_cache = True
+        model.save_pretrained(tmp, safe_serialization=True)
+        model.config.use_cache = False
+        tokenizer.save_pretrained(tmp)
+    return folder
