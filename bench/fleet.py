@@ -94,9 +94,18 @@ def jobs(n: int):
 
 
 async def run_distill(urls: list[str], n: int, per_endpoint: int) -> int:
+    from distill.engines.backends import fleet_reply
     from distill.engines.fleet import Fleet
 
-    fleet = Fleet(urls, "teacher", per_endpoint=per_endpoint, timeout_s=600, max_retries=3, backoff_s=0.05)
+    fleet = Fleet(
+        urls,
+        "teacher",
+        parse=fleet_reply,
+        per_endpoint=per_endpoint,
+        timeout_s=600,
+        max_retries=3,
+        backoff_s=0.05,
+    )
     done = [0]
     await fleet.map(jobs(n), lambda key, c: done.__setitem__(0, done[0] + 1))
     return done[0]

@@ -56,9 +56,26 @@ def _run_stage(stage: str, recipe: Path, sets: list[str] | None, force: bool) ->
 
 @app.command()
 @user_errors
-def generate(recipe: Recipe, set_: Sets = None, force: Force = False) -> None:
+def generate(
+    recipe: Recipe,
+    set_: Sets = None,
+    force: Force = False,
+    worker: Annotated[
+        str | None,
+        typer.Option(
+            help="i/N: only shards s with s % N == i (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+        ),
+    ] = None,
+    finalize: Annotated[
+        bool, typer.Option(help="Write the manifest once every worker's shards have landed")
+    ] = False,
+) -> None:
     """Stage 1: the teacher writes n reasoning traces per prompt (resumable Parquet shards)."""
-    _run_stage("generate", recipe, set_, force)
+    if worker is None and not finalize:
+        return _run_stage("generate", recipe, set_, force)
+    from distill.generate.workers import generate_from_cli
+
+    generate_from_cli(_load(recipe, set_), worker, finalize, force)
 
 
 @app.command()

@@ -306,6 +306,7 @@ class OpenAIBackend:
         self.fleet = Fleet(
             base_url,
             model,
+            parse=fleet_reply,
             api_key=api_key,
             per_endpoint=concurrency,
             timeout_s=timeout_s,
@@ -397,6 +398,11 @@ def parse_response(data: dict, k: int = 0) -> Completion:
         int(usage.get("completion_tokens") or 0),
         _server_logprobs(choice["logprobs"], k) if k and choice.get("logprobs") else None,
     )
+
+
+def fleet_reply(data: dict, body: dict) -> Completion:
+    """The fleet's parser: one reply, with the top-K log-probs its request asked for."""
+    return parse_response(data, body.get("top_logprobs", body.get("logprobs", 0)))
 
 
 def _token_id(token: str) -> int:

@@ -1,9 +1,12 @@
 """A client for a fleet of OpenAI-compatible teacher servers: balance by outstanding requests, bench and re-probe
 failing endpoints, retry every request until it lands once.
 
-    fleet = Fleet(["http://a:8000/v1", "http://b:8000/v1"], "deepseek-ai/DeepSeek-R1", per_endpoint=256)
+    fleet = Fleet(["http://a:8000/v1", "http://b:8000/v1"], "deepseek-ai/DeepSeek-R1", parse=fleet_reply)
     fleet.check()                                            # fail fast: nothing reachable, or a wrong model
-    asyncio.run(fleet.map(((key, "/completions", body) for ...), on_result))   # on_result(key, Completion)
+    asyncio.run(fleet.map(((key, "/completions", body) for ...), on_result))   # on_result(key, parse(reply, body))
+
+`parse` turns a reply into a result (distill.engines.backends.fleet_reply: a Completion); the fleet knows HTTP
+and endpoints, not the OpenAI schema, so the engines layer has no import cycle.
 
 Balancing: each request goes to the healthy endpoint with the fewest requests in flight, at most `per_endpoint`
 each (a request waits for a free slot, so memory stays bounded however many are queued: `map` pulls jobs lazily).
@@ -30,6 +33,8 @@ from distill.errors import DistillError
 
 RETRY_STATUS = {408, 429}  # plus every 5xx
 Job = tuple[Any, str, dict]  # (key, path such as "/completions", JSON body)
+# (reply JSON, request body) -> the result on_result gets; KeyError/TypeError/IndexError/ValueError = malformed
+Parse = Callable[[dict, dict], Any]
 
 
 @dataclass
@@ -57,6 +62,7 @@ class Fleet:
         urls: str | list[str],
         model: str,
         *,
+        parse: Parse,
         api_key: str | None = None,
         per_endpoint: int = 64,
         timeout_s: float = 1800.0,
@@ -71,7 +77,7 @@ class Fleet:
         if not urls or len(set(urls)) != len(urls):
             raise DistillError(f"teacher.base_url: give one or more distinct endpoints (got {urls})")
         self.endpoints = [Endpoint(u.rstrip("/")) for u in urls]
-        self.model = model
+        self.model, self.parse = model, parse
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.per_endpoint, self.timeout_s, self.max_retries = per_endpoint, timeout_s, max_retries
         self.backoff_s, self.backoff_cap_s = backoff_s, backoff_cap_s
@@ -163,8 +169,6 @@ class Fleet:
     async def _send(self, session: Any, url: str, body: dict) -> Any:
         import aiohttp
 
-        from distill.engines.backends import parse_response
-
         try:
             async with session.post(url, json=body) as resp:
                 status, raw, headers = resp.status, await resp.read(), resp.headers
@@ -172,7 +176,7 @@ class Fleet:
             raise Retry(type(err).__name__) from None
         if status == 200:
             try:
-                return parse_response(json.loads(raw), body.get("top_logprobs", body.get("logprobs", 0)))
+                return self.parse(json.loads(raw), body)
             except (ValueError, KeyError, TypeError, IndexError) as err:
                 raise Retry(f"unparseable reply ({type(err).__name__})") from None
         if status in RETRY_STATUS or status >= 500:  # 429: the server is busy, not broken
