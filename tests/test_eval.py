@@ -104,6 +104,13 @@ def test_baseline_is_scored_on_its_own_template_without_think(vllm_engine, smoll
     table = (out / "table.md").read_text()
     assert "| eval-test |" in table and "smollm2-135m (" in table and "before distillation" in table
     assert "baseline/gsm8k/pass@1" in manifest.metrics
+    # the verdict: the first benchmark, student minus baseline paired by problem, in table.md and the metrics
+    verdict = payload["verdict"]
+    assert verdict["benchmark"] == "gsm8k" and (verdict["problems"], verdict["k"]) == (2, 1)
+    assert verdict["gain"] == pytest.approx(verdict["after"] - verdict["before"])  # k=1, same 2 problems
+    assert verdict["line"].startswith("held-out pass@1: before ") and verdict["line"] in table
+    assert manifest.metrics["held_out/gain"] == verdict["gain"]
+    assert (out / "before_after.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unknown_baseline_fails_before_any_sampling(smollm2_path, tmp_path):
