@@ -61,7 +61,7 @@ def test_stage_stores_them_compactly_and_records_k_and_the_vocabulary(tmp_path, 
                 "enforce_eager": True,
             },
             "generate": {
-                "prompts": [{"source": "gsm8k", "split": "test", "limit": 3}],
+                "prompts": [{"source": "gsm8k", "split": "test", "limit": 3, "domain": "general"}],
                 "n": 2,
                 "max_tokens": 16,
                 "force_think": False,
@@ -87,6 +87,23 @@ def test_stage_stores_them_compactly_and_records_k_and_the_vocabulary(tmp_path, 
     assert manifest.metrics["teacher_vocab"] == vocab_hash(tok)
     assert '"logprobs": 20' in rows[0]["sampling"]
     assert read_manifest(out) is not None
+    _curate_carries_the_columns(recipe, out, rows)
+
+
+def _curate_carries_the_columns(recipe, src, rows):
+    """kept/ (and dropped/) rows keep the teacher's log-prob columns byte for byte: kd trains on kept/."""
+    from distill.curate.run import curate
+
+    recipe.curate.decontaminate.benchmarks = []
+    recipe.curate.filters.drop_truncated = False  # 16-token samples: keep them, this is about columns
+    recipe.curate.select.keep_unverified_domains = True
+    manifest = curate(recipe, src, src.parent / "curate")
+    by_key = {(r["prompt_id"], r["sample_index"]): r for r in rows}
+    kept = list(read_shards(src.parent / "curate" / "kept"))
+    assert kept and manifest.rows_out == len(kept)
+    for r in kept + list(read_shards(src.parent / "curate" / "dropped")):
+        want = by_key[(r["prompt_id"], r["sample_index"])]
+        assert all(r[c] == want[c] for c in logits.COLUMNS)
 
 
 def test_k_beyond_what_backends_return_is_a_clear_error(tmp_path, smollm2_path):

@@ -307,3 +307,18 @@ def test_stage_with_two_data_parallel_replicas(vllm_server, smollm2_path, tmp_pa
     assert len(rows) == 14 and {(r["prompt_id"], r["sample_index"]) for r in rows} == expected
     assert len(manifest.outputs) == 4 == len(list((out / "_done").glob("*.ok")))
     assert all(r["prompt_text"].endswith("<|im_start|>assistant\n") and r["completion"] for r in rows)
+
+
+def test_vllm_serve_returns_the_in_process_engine_s_logprobs(vllm_server, vllm_engine, smollm2_path):
+    """generate.logprobs over HTTP (vLLM's token-id extension) gives the in-process engine's ids and top-K."""
+    import numpy as np
+
+    tok = load_teacher_tokenizer(TeacherConfig(model=str(smollm2_path)))
+    req = make_request(tok, build_messages("What is 6*7?", "math", GenerateConfig()), False, 21)
+    spec = SamplingSpec(n=1, temperature=0.6, top_p=0.95, max_tokens=10, logprobs=4)
+    served = OpenAIBackend(vllm_server, "smollm2").generate([req], spec)[0][0].logprobs
+    local = VLLMBackend(vllm_engine).generate([req], spec)[0][0].logprobs
+    assert served.token_ids.tolist() == local.token_ids.tolist()
+    assert served.top_ids.tolist() == local.top_ids.tolist()
+    np.testing.assert_allclose(served.top_logprobs, local.top_logprobs, atol=1e-4)
+    np.testing.assert_allclose(served.token_logprobs, local.token_logprobs, atol=1e-4)
