@@ -308,19 +308,19 @@ def test_a_new_step_is_one_list_entry(tmp_path):
         }
 
     steps = list(run_mod.STEPS)
-    steps.insert(len(steps) - 1, ("difficulty", too_easy))  # before selection
+    steps.insert(len(steps) - 1, ("too_easy", too_easy))  # before selection
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(run_mod, "STEPS", steps)
         m = run_curate(recipe(tmp_path, decontaminate=DecontamConfig(benchmarks=[])), src, tmp_path / "out")
-    assert m.dropped == {"wrong": 1, "difficulty": 2} and list(m.dropped) == ["wrong", "difficulty"]
+    assert m.dropped == {"wrong": 1, "too_easy": 2} and list(m.dropped) == ["wrong", "too_easy"]
     assert fates(tmp_path / "out") == {
-        ("easy", 0): "difficulty",
-        ("easy", 1): "difficulty",
+        ("easy", 0): "too_easy",
+        ("easy", 1): "too_easy",
         ("hard", 0): "kept",
         ("hard", 1): "wrong",
     }
     assert {r["drop_detail"] for r in read_shards(tmp_path / "out" / "dropped")} == {"pass rate 1.0", None}
-    assert "| difficulty | 2 | 50.0% | 1 |" in (tmp_path / "out" / "card.md").read_text()
+    assert "| too_easy | 2 | 50.0% | 1 |" in (tmp_path / "out" / "card.md").read_text()
 
 
 def test_a_row_dropped_outside_the_chain_stops_the_manifest(tmp_path, src):
@@ -338,6 +338,7 @@ def test_the_chain_order():
         "duplicate_prompt",
         "near_duplicate_prompt",
         "contaminated",
+        "difficulty",
         "no_reference",
         "truncated",
         "malformed",
