@@ -1,12 +1,10 @@
-"""train.objective: on_policy on CPU with real vLLM engines (student and teacher in this process): the reverse KL to
-the teacher falls over the steps, a resumed run continues the same curve, student == teacher starts at ≈ 0, and a
-server that cannot return prompt log-probs is one clear error."""
+"""train.objective: on_policy on CPU with real vLLM engines (student and teacher in this process): student == teacher
+starts at a reverse KL ≈ 0, and a server that cannot return prompt log-probs is one clear error."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -64,25 +62,6 @@ def release_folder(model: Path, out: Path) -> Path:
 
 def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_reverse_kl_falls_and_resume_continues_the_curve(curated, tiny_smol, smollm2_path, tmp_path):  # noqa: F811
-    """Tiny random student, SmolLM2 (release layout) teacher: per-step reverse KL on fresh samples falls; after
-    removing the manifest and final/ the rerun resumes from step 2 and reproduces steps 3-4."""
-    teacher = release_folder(smollm2_path, tmp_path / "teacher")
-    out = tmp_path / "train"
-    loop.train(op_recipe(tiny_smol, teacher), curated, out)
-    first = metrics(out)
-    kl = [r["reverse_kl"] for r in first]
-    assert len(kl) == 4 and all(r["score_s"] > 0 and r["sample_tokens"] > 0 for r in first)
-    assert kl[-1] < kl[0] - 0.5, kl  # nats per token
-    (out / "manifest.json").unlink()
-    shutil.rmtree(out / "final")
-    manifest = loop.train(op_recipe(tiny_smol, teacher), curated, out)
-    assert manifest.metrics["resumed_from_step"] == 2
-    again = [r["reverse_kl"] for r in metrics(out)]
-    assert again[:2] == kl[:2]  # kept from the first run
-    assert again[2:] == pytest.approx(kl[2:], abs=1e-3)  # recomputed from the checkpoint: the same curve
 
 
 def test_student_equal_to_teacher_starts_at_zero(curated, tiny_smol, tmp_path):  # noqa: F811
