@@ -31,6 +31,8 @@ class Strict(BaseModel):
 class TeacherConfig(Strict):
     model: str = "smollm2-135m"  # registry name, local path or hub id (openai backend: the served model name)
     backend: Literal["vllm", "openai"] = "vllm"
+    # local: this process (or data_parallel_size replicas); ray: Ray Data's LLM batch API (distill.engines.ray_backend)
+    executor: Literal["local", "ray"] = "local"
     tokenizer: str | None = None  # renders prompts; default: the model's (vllm). openai without it: chat API
     chat_template: str | None = None  # path to a .jinja that replaces the tokenizer's chat template
     thinking: bool = True  # False: a plain instruct model; the whole response is the answer

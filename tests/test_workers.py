@@ -54,6 +54,7 @@ class ChatServer:
             def _send(self, payload: dict) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(200)
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -155,8 +156,8 @@ def test_a_worker_with_another_recipe_or_count_is_refused(tmp_path):
     assert len(list((run / "generate").glob("part-*"))) == 4
 
 
-def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([*DISTILL, *args], capture_output=True, text=True, cwd=ROOT, timeout=300, **kw)
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*DISTILL, *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
 
 
 def test_cli_refuses_bad_worker_specs_and_another_recipe_in_one_line(tmp_path):

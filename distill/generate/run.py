@@ -407,6 +407,10 @@ def run_local(
     run: GenerateRun, jobs: list[tuple[int, list[dict]]], view: ProgressView, backend: Backend | None
 ) -> None:
     own = backend is None
+    if own and run.recipe.teacher.executor == "ray":  # Ray Data runs the teacher (data_parallel_size included)
+        from distill.engines.ray_backend import RayBackend
+
+        backend = RayBackend.from_config(run.recipe.teacher)
     backend = backend or make_backend(run.recipe.teacher, run.out.parent / ENGINE_LOG)
     view.begin()
     try:
@@ -533,7 +537,7 @@ def generate(
         jobs = [(i, plan[i]) for i in pending_shards(out, plan, key, force)]
         start = time.perf_counter()
         with ProgressView(len(prompts), len(prompts) - sum(len(rows) for _, rows in jobs)) as view:
-            if jobs and teacher.data_parallel_size > 1 and backend is None:
+            if jobs and teacher.data_parallel_size > 1 and teacher.executor == "local" and backend is None:
                 run_replicas(run, jobs, view)
             elif jobs:
                 run_local(run, jobs, view, backend)

@@ -209,7 +209,7 @@ def run_own(run: GenerateRun, plan: list[list[dict]], worker: Worker, force: boo
     jobs = [(i, plan[i]) for i in own_pending(run.out, plan, run.key, worker, force)]
     prompts = sum(len(rows) for i, rows in enumerate(plan) if worker.owns(i))
     with ProgressView(prompts, prompts - sum(len(rows) for _, rows in jobs)) as view:
-        if jobs and run.recipe.teacher.data_parallel_size > 1:
+        if jobs and run.recipe.teacher.data_parallel_size > 1 and run.recipe.teacher.executor == "local":
             run_replicas(run, jobs, view)
         elif jobs:
             run_local(run, jobs, view, None)
