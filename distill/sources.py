@@ -74,6 +74,18 @@ class Record:
 
 
 Convert = Callable[[Record, DatasetSource], list[dict[str, Any]]]
+Columnar = Callable[[Any, DatasetSource, "Adapter"], Any]
+
+# A trace's fields, in order, and their Arrow types: the table every chunk of every set becomes.
+TRACE_FIELDS = (
+    ("prompt_id", "string"), ("domain", "string"), ("problem", "string"), ("reference", "string"),
+    ("source", "string"), ("license", "string"), ("sample_index", "int64"), ("finish_reason", "string"),
+    ("flags", "strings"), ("verified", "bool"), ("completion_tokens", "int64"), ("teacher", "string"),
+    ("completion", "string"), ("reasoning", "string"), ("answer", "string"),
+)  # fmt: skip
+# What Python's str.strip() strips (every c with c.isspace()): Arrow's own trim knows a different set.
+PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+PY_SPACE += "\u2028\u2029\u202f\u205f\u3000"
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,7 @@ class Adapter:
     license: str
     domain: str  # default domain of its rows
     convert: Convert
+    columnar: Columnar | None = None  # the same traces from a whole record batch, or None: use convert
 
 
 def split_think(text: str) -> tuple[str, str, bool]:
@@ -272,11 +285,154 @@ def mapped(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str, Any]]
     return [trace(rec, cfg, ad, problem, completion=completion, reasoning=reasoning, answer=answer, **extra)]
 
 
+# ---------------------------------------------------------------- column-wise: a record batch at a time
+
+
+def trace_schema():
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "int64": pa.int64(), "bool": pa.bool_(), "strings": pa.list_(pa.string())}
+    return pa.schema([(name, types[kind]) for name, kind in TRACE_FIELDS])
+
+
+def chunk_traces(chunk: Any, rows: list[int], first: int, src: DatasetSource, adapter: Adapter) -> Any:
+    """The traces of a chunk's taken rows (0-based; the chunk's first record is row `first`) as one table:
+    column-wise when the adapter can and the batch has its plain layout, else record by record (which also
+    names any bad column and row)."""
+    import pyarrow as pa
+
+    if isinstance(chunk, list):
+        records = [chunk[i] for i in rows]
+    else:
+        picked = chunk if len(rows) == chunk.num_rows else chunk.take(pa.array(rows))
+        table = adapter.columnar(picked, src, adapter) if adapter.columnar else None
+        if table is not None:
+            return table
+        records = picked.to_pylist()
+    traces = [
+        t
+        for i, data in zip(rows, records, strict=True)
+        for t in adapter.convert(Record(data, src.adapter, first + i), src, adapter)
+    ]
+    return pa.Table.from_pylist(traces, schema=trace_schema())
+
+
+def split_think_columns(completion: Any) -> tuple[Any, Any, Any]:
+    """split_think on a whole string array: (reasoning, answer, closed), equal to it row for row."""
+    import pyarrow.compute as pc
+
+    body = pc.utf8_ltrim(completion, characters=PY_SPACE)
+    body = pc.if_else(pc.starts_with(body, THINK), pc.utf8_slice_codeunits(body, len(THINK)), body)
+    closed = pc.match_substring(body, END_THINK)
+    # A closing tag appended to every row: each splits in two at its first tag; the tag is cut off again.
+    parts = pc.split_pattern(pc.binary_join_element_wise(body, END_THINK, ""), END_THINK, max_splits=1)
+    tail = pc.list_element(parts, 1)
+    answer = pc.if_else(closed, pc.utf8_slice_codeunits(tail, 0, -len(END_THINK)), tail)
+    strip = lambda a: pc.utf8_trim(a, characters=PY_SPACE)  # noqa: E731
+    return strip(pc.list_element(parts, 0)), strip(answer), closed
+
+
+def chat_turns(batch: Any, column: str, role_key: str, text_key: str, roles: tuple[str, str]) -> Any:
+    """(first turn text, second turn text) of a chat column when every row's first two turns have `roles`,
+    no turn lacks its role or text, and nothing is null; else None (the record path decides)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chat = batch.column(column) if column in batch.schema.names else None
+    kind = None if chat is None else chat.type
+    if kind is None or not pa.types.is_list(kind) or not pa.types.is_struct(kind.value_type):
+        return None
+    names = {
+        kind.value_type.field(i).name: kind.value_type.field(i).type
+        for i in range(kind.value_type.num_fields)
+    }
+    if names.get(role_key) != pa.string() or names.get(text_key) != pa.string() or chat.null_count:
+        return None
+    flat = pc.list_flatten(chat)
+    role, text = pc.struct_field(flat, role_key), pc.struct_field(flat, text_key)
+    if (
+        flat.null_count
+        or role.null_count
+        or text.null_count
+        or pc.min(pc.list_value_length(chat)).as_py() < 2
+    ):
+        return None
+    offsets = chat.offsets.to_numpy()
+    starts = pa.array(offsets[:-1] - offsets[0])
+    second = pc.add(starts, 1)
+    if not (
+        pc.all(pc.equal(pc.take(role, starts), roles[0])).as_py()
+        and pc.all(pc.equal(pc.take(role, second), roles[1])).as_py()
+    ):
+        return None
+    return pc.take(text, starts), pc.take(text, second)
+
+
+def mot_columns(batch: Any, cfg: DatasetSource, ad: Adapter) -> Any:
+    """mixture_of_thoughts on a record batch, column-wise (equal row for row; tested); None when the batch is
+    not plainly [user, assistant, ...] chats with int token counts and ASCII sources."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    turns2 = chat_turns(batch, "messages", "role", "content", ("user", "assistant"))
+    names = batch.schema.names
+    if turns2 is None or "num_tokens" not in names or "source" not in names:
+        return None
+    tokens, origin = batch.column("num_tokens"), batch.column("source")
+    if (
+        not pa.types.is_integer(tokens.type)
+        or origin.type != pa.string()
+        or tokens.null_count
+        or origin.null_count
+    ):
+        return None
+    if not pc.all(pc.string_is_ascii(origin)).as_py():  # Python's lower() and Arrow's differ beyond ASCII
+        return None
+    problem, completion = turns2
+    reasoning, answer, closed = split_think_columns(completion)
+    n = len(problem)
+    fixed = cfg.domain or DOMAIN_WORDS.get(cfg.subset or "")
+    domain = pa.repeat(pa.scalar(fixed), n) if fixed else mot_domains(pc.utf8_lower(origin), ad.domain)
+    estimate = pc.divide(pc.utf8_length(completion), CHARS_PER_TOKEN).cast(pa.int64())
+    values = {
+        "prompt_id": pa.array([f"{ad.name}/{content_id(p)}" for p in problem.to_pylist()], pa.string()),
+        "domain": domain,
+        "problem": problem,
+        "reference": pa.nulls(n, pa.string()),
+        "source": pa.repeat(pa.scalar(ad.hub_id + (f":{cfg.subset}" if cfg.subset else "")), n),
+        "license": pa.repeat(pa.scalar(ad.license), n),
+        "sample_index": pa.repeat(pa.scalar(0, pa.int64()), n),
+        "finish_reason": pa.repeat(pa.scalar("stop"), n),
+        "flags": pc.if_else(
+            closed, pa.scalar([], pa.list_(pa.string())), pa.scalar(["malformed"], pa.list_(pa.string()))
+        ),
+        "verified": pa.nulls(n, pa.bool_()),
+        "completion_tokens": pc.if_else(pc.equal(tokens, 0), estimate, tokens.cast(pa.int64())),
+        "teacher": pa.repeat(pa.scalar(R1), n),
+        "completion": completion,
+        "reasoning": reasoning,
+        "answer": answer,
+    }
+    return pa.Table.from_pydict(values, schema=trace_schema())
+
+
+def mot_domains(origin: Any, default: str) -> Any:
+    """Each row's domain from its source (MOT_SOURCES, first match), else the adapter's."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out = pa.repeat(pa.scalar(default), len(origin))
+    for word, domain in reversed(MOT_SOURCES):
+        out = pc.if_else(pc.match_substring(origin, word), domain, out)
+    return out
+
+
 ADAPTERS: dict[str, Adapter] = {
     a.name: a
     for a in [
         Adapter("openr1-math", "open-r1/OpenR1-Math-220k", "Apache-2.0", "math", openr1_math),
-        Adapter("mixture-of-thoughts", "open-r1/Mixture-of-Thoughts", "Apache-2.0", "general", mixture_of_thoughts),
+        Adapter("mixture-of-thoughts", "open-r1/Mixture-of-Thoughts", "Apache-2.0", "general", mixture_of_thoughts,
+                mot_columns),
         Adapter("openthoughts", "open-thoughts/OpenThoughts-114k", "Apache-2.0", "general", openthoughts),
         Adapter("openthoughts3", "open-thoughts/OpenThoughts3-1.2M", "Apache-2.0", "general", openthoughts3),
         Adapter("bespoke-stratos", "bespokelabs/Bespoke-Stratos-17k", "Apache-2.0", "general", openthoughts),
@@ -334,17 +490,7 @@ def data_files(path: Path) -> list[Path]:
 
 
 def file_records(path: Path) -> Iterator[dict[str, Any]]:
-    """A file's records, a batch (Parquet) or a line (JSONL) at a time."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            reader = pq.ParquetFile(path)
-        except Exception as err:  # pyarrow raises several types for a corrupt file
-            raise DistillError(f"{path}: cannot read Parquet ({type(err).__name__}: {err})") from None
-        for batch in reader.iter_batches(batch_size=BATCH_ROWS):
-            yield from batch.to_pylist()
-        return
+    """A JSONL file's records, a line at a time."""
     with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
@@ -375,11 +521,42 @@ def hub_records(src: DatasetSource) -> Iterator[dict[str, Any]]:
 
 
 def records(src: DatasetSource) -> Iterator[dict[str, Any]]:
+    """The set's records one by one (per-row consumers; the import reads chunks())."""
+    for chunk in chunks(src):
+        yield from chunk.to_pylist() if not isinstance(chunk, list) else chunk
+
+
+def chunks(src: DatasetSource) -> Iterator[Any]:
+    """The set's records a batch at a time: a pyarrow RecordBatch from Parquet, else a list of dicts."""
     if src.path is None:
-        yield from hub_records(src)
+        yield from batched(hub_records(src))
         return
     for path in data_files(Path(src.path)):
-        yield from file_records(path)
+        if path.suffix == ".parquet":
+            yield from parquet_batches(path)
+        else:
+            yield from batched(file_records(path))
+
+
+def parquet_batches(path: Path) -> Iterator[Any]:
+    import pyarrow.parquet as pq
+
+    try:
+        reader = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise DistillError(f"{path}: cannot read Parquet ({type(err).__name__}: {err})") from None
+    yield from reader.iter_batches(batch_size=BATCH_ROWS)
+
+
+def batched(items: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == BATCH_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def fingerprint(sources: list[DatasetSource]) -> str:
@@ -405,52 +582,66 @@ def drawn(name: str, row: int, weight: float) -> bool:
 
 @dataclass
 class Mixture:
-    """The traces of several sets in recipe order, and the realised mix: rows read and taken per set."""
+    """The traces of several sets in recipe order, as Arrow tables of TRACE_FIELDS (one per record batch), and
+    the realised mix: rows read and taken per set."""
 
     sources: list[DatasetSource]
     mix: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)
     teachers: set[str] = field(default_factory=set)
 
-    def traces(self) -> Iterator[dict[str, Any]]:
+    def tables(self) -> Iterator[Any]:
         for src in self.sources:
-            yield from self.source_traces(src)
+            yield from self.source_tables(src)
 
-    def source_traces(self, src: DatasetSource) -> Iterator[dict[str, Any]]:
+    def source_tables(self, src: DatasetSource) -> Iterator[Any]:
         adapter, name = ADAPTERS[src.adapter], source_name(src)
         entry = self.mix.setdefault(name, {"adapter": src.adapter, "weight": src.weight, "limit": src.limit})
         entry.update(rows_read=0, rows_taken=0, traces=0)
-        for row, data in enumerate(records(src), 1):
+        first = 1  # the 1-based row number of the chunk's first record
+        for chunk in chunks(src):
+            rows = self.take(entry, src, name, first, len(chunk))
+            if rows:
+                table = chunk_traces(chunk, rows, first, src, adapter)
+                entry["traces"] += table.num_rows
+                self.count(table, len(rows))
+                yield table
+            first += len(chunk)
             if src.limit is not None and entry["rows_taken"] >= src.limit:
+                return
+
+    def take(self, entry: dict[str, Any], src: DatasetSource, name: str, first: int, n: int) -> list[int]:
+        """The chunk's rows (0-based) drawn by the weight, up to the limit; counts them as read and taken."""
+        left = None if src.limit is None else src.limit - entry["rows_taken"]
+        if src.weight >= 1:  # every row drawn: no per-row coin
+            taken = list(range(n if left is None else min(n, left)))
+            entry["rows_read"] += len(taken)
+            entry["rows_taken"] += len(taken)
+            return taken
+        taken: list[int] = []
+        for i in range(n):
+            if left is not None and len(taken) >= left:
                 break
             entry["rows_read"] += 1
-            if not drawn(name, row, src.weight):
-                continue
-            out = adapter.convert(Record(data, src.adapter, row), src, adapter)
-            entry["rows_taken"] += 1
-            entry["traces"] += len(out)
-            self.count(out)
-            yield from out
+            if drawn(name, first + i, src.weight):
+                taken.append(i)
+        entry["rows_taken"] += len(taken)
+        return taken
 
-    def count(self, traces: list[dict[str, Any]]) -> None:
+    def count(self, table: Any, prompts: int) -> None:
+        import pyarrow.compute as pc
+
         c = self.counts
-        c["prompts"] += 1
-        for t in traces:
-            c["traces"] += 1
-            c["truncated"] += "truncated" in t["flags"]
-            c["malformed"] += "malformed" in t["flags"]
-            c[f"verified_{str(t['verified']).lower()}"] += 1
-            self.teachers.add(t["teacher"])
-
-    def batches(self, size: int) -> Iterator[list[dict[str, Any]]]:
-        batch: list[dict[str, Any]] = []
-        for t in self.traces():
-            batch.append(t)
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        c["prompts"] += prompts
+        c["traces"] += table.num_rows
+        flags = pc.list_flatten(table["flags"])
+        c["truncated"] += pc.sum(pc.equal(flags, "truncated")).as_py() or 0
+        c["malformed"] += pc.sum(pc.equal(flags, "malformed")).as_py() or 0
+        verified = table["verified"]
+        c["verified_true"] += pc.sum(verified).as_py() or 0
+        c["verified_false"] += table.num_rows - verified.null_count - (pc.sum(verified).as_py() or 0)
+        c["verified_none"] += verified.null_count
+        self.teachers.update(pc.unique(table["teacher"]).to_pylist())
 
     def metrics(self) -> dict[str, Any]:
         """Totals of the traces taken, in the keys curate's card reads from a generate manifest."""

@@ -371,3 +371,99 @@ def test_curate_trusts_the_sets_verdicts_only_when_told(tmp_path):
         assert manifest.dropped == dropped and manifest.rows_out == 1
         kept = pq.read_table(next((run / "curate" / "kept").glob("*.parquet"))).to_pylist()
         assert kept[0]["grader"] == ("source" if trust else "math-verify")
+
+
+# ---------------------------------------------------------------- the column-wise import equals the record path
+
+MOT_EDGES = [  # R1 text the column kernels must split exactly as split_think does (Python's str.strip included)
+    R1_TEXT,
+    f"  \n{THINK}\u3000reason\x1c\n{END_THINK}\u2003answer\x85 ",
+    f"{THINK}no closing tag, all reasoning",
+    f"no opening tag{END_THINK}answer",
+    f"{THINK}a{END_THINK}b{END_THINK}c",
+    f"{THINK}{THINK}twice{END_THINK}",
+    "",
+    f"{THINK}é ünïcode ∑ 数学{END_THINK}\n\nΩ = 4",
+]
+
+
+def mot_edge_rows() -> list[dict]:
+    origins = ["open-r1/codeforces-cots", "Math-Thing", "science", "open-r1/OpenR1-Math-220k"]
+    return [
+        {
+            "messages": [
+                {"content": f"  Problem {i}? ", "role": "user"},
+                {"content": text, "role": "assistant"},
+                *([{"content": "more", "role": "user"}] if i % 2 else []),
+            ],
+            "num_tokens": 0 if i % 3 == 0 else 100 + i,
+            "source": origins[i % len(origins)],
+        }
+        for i, text in enumerate(MOT_EDGES)
+    ]
+
+
+def record_path_rows(name: str, path: Path, subset: str | None = None) -> list[dict]:
+    """The reference: every record through the adapter's per-record convert, then imported_row (make_row over
+    ROW), as the import did before it went column-wise."""
+    from distill.config import DatasetSource
+    from distill.generate.run import GenerateRun, imported_row
+    from distill.sources import Record, records
+
+    src = DatasetSource(adapter=name, path=str(path), subset=subset)
+    run = GenerateRun(recipe_from_dict({"name": "ref"}), None, path.parent, "k")
+    return [
+        imported_row(run, t)
+        for row, data in enumerate(records(src), 1)
+        for t in ADAPTERS[name].convert(Record(data, name, row), src, ADAPTERS[name])
+    ]
+
+
+@pytest.mark.parametrize("name", [*sorted(FIXTURES), "mot-edges", "mot-edges-all", "mot-fallback"])
+def test_import_equals_the_record_path(tmp_path, name):
+    subset = "all" if name == "mot-edges-all" else None
+    if name.startswith("mot-"):
+        rows = mot_edge_rows()
+        if name == "mot-fallback":  # an assistant turn first: the batch takes the record path
+            rows[0]["messages"] = rows[0]["messages"][::-1]
+        path, adapter = write_rows(rows, tmp_path / "data" / "x.parquet"), "mixture-of-thoughts"
+    else:
+        build, ext = FIXTURES[name]
+        path, adapter = write_rows(build(), tmp_path / "data" / f"train.{ext}"), name
+    dataset = {"adapter": adapter, "path": str(path), **({"subset": subset} if subset else {})}
+    out = import_run(tmp_path, [dataset], shard_size=3)
+    assert shard_rows(out) == record_path_rows(adapter, path, subset)
+
+
+def test_mot_batches_take_the_column_path():
+    from distill.config import DatasetSource
+    from distill.sources import mot_columns
+
+    batch = pa.RecordBatch.from_pylist(mot_edge_rows())
+    src, ad = DatasetSource(adapter="mixture-of-thoughts"), ADAPTERS["mixture-of-thoughts"]
+    assert mot_columns(batch, src, ad) is not None
+    spoiled = mot_edge_rows()
+    spoiled[2]["messages"][0]["role"] = None
+    assert mot_columns(pa.RecordBatch.from_pylist(spoiled), src, ad) is None
+
+
+def test_py_space_is_what_str_strip_strips():
+    from distill.sources import PY_SPACE
+
+    assert set(PY_SPACE) == {chr(c) for c in range(0x110000) if chr(c).isspace()}
+
+
+def test_shards_stream_across_batches_and_hash_what_they_wrote(tmp_path, monkeypatch):
+    import hashlib
+
+    from distill import sources
+
+    monkeypatch.setattr(sources, "BATCH_ROWS", 4)  # pieces of 4 records fill shards of 3
+    rows = [dict(mot_rows()[0], num_tokens=i + 1) for i in range(10)]
+    path = write_rows(rows, tmp_path / "data" / "x.parquet")
+    out = import_run(tmp_path, [{"adapter": "mixture-of-thoughts", "path": str(path)}], shard_size=3)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [o["rows"] for o in manifest["outputs"]] == [3, 3, 3, 1]
+    for o in manifest["outputs"]:
+        assert o["sha256"] == hashlib.sha256((out / o["file"]).read_bytes()).hexdigest()
+    assert [r["completion_tokens"] for r in shard_rows(out)] == list(range(1, 11))

@@ -666,12 +666,11 @@ def import_traces(recipe: Recipe, out: Path, force: bool) -> Manifest:
         manifest = prepare_stage("generate", out, key, {"datasets": sources.fingerprint(cfg.datasets)}, force)
         if manifest is None:
             return read_manifest(out)
-        run, mix = GenerateRun(recipe, None, out, key), sources.Mixture(cfg.datasets)
+        mix = sources.Mixture(cfg.datasets)
         schema = row_schema().append(arrow_field("source_verified", "bool"))
         with atomic_dir(out / "_import") as tmp:
-            for i, batch in enumerate(mix.batches(cfg.shard_size)):
-                rows = [imported_row(run, t) for t in batch]
-                manifest.outputs.append(write_parquet(rows, tmp / shard_name(i), schema=schema))
+            tables = (imported_table(t, schema) for t in mix.tables())
+            manifest.outputs.extend(write_import_shards(tables, tmp, cfg.shard_size, schema))
         replace_shards(out, out / "_import")
         manifest.rows_in = manifest.rows_out = sum(o["rows"] for o in manifest.outputs)
         manifest.metrics = {**mix.metrics(), "mixture": mix.realised()}
@@ -701,6 +700,87 @@ def imported_row(run: GenerateRun, t: dict[str, Any]) -> dict[str, Any]:
         "seed": None,  # the set does not record its seeds
         "source_verified": t["verified"],
     }
+
+
+def imported_table(traces: Any, schema: Any) -> Any:
+    """imported_row on a whole table of traces (distill.sources.TRACE_FIELDS), column-wise: equal row for row
+    (tested), without a Python object per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = {name: traces.column(name).combine_chunks() for name in traces.schema.names}
+    n, problem, source = traces.num_rows, t["problem"], t["source"]
+    user = pa.StructArray.from_arrays([pa.repeat(pa.scalar("user"), n), problem], names=["role", "content"])
+    sets = pc.unique(source)
+    which, sampling = pc.index_in(source, sets), [imported_sampling(s) for s in sets.to_pylist()]
+    values = {
+        **t,
+        "messages": pa.ListArray.from_arrays(pa.array(range(n + 1), pa.int32()), user),
+        "prompt_text": pa.repeat(pa.scalar(""), n),
+        "prompt_tokens": pc.divide(pc.utf8_length(problem), 4),  # estimated, as imported_row
+        "sampling": pc.take(pa.array([s for s, _ in sampling], pa.string()), which),
+        "sampling_hash": pc.take(pa.array([h for _, h in sampling], pa.string()), which),
+        "seed": pa.nulls(n, pa.int64()),
+        "source_verified": t["verified"],
+    }
+    return pa.Table.from_arrays([values[f.name].cast(f.type) for f in schema], schema=schema)
+
+
+def write_import_shards(tables: Any, folder: Path, size: int, schema: Any) -> list[dict[str, Any]]:
+    """Tables streamed into shards of `size` rows (the last one shorter), each piece written as it comes: memory
+    holds one record batch, never a shard. Returns the shards' manifest entries."""
+    outputs: list[dict[str, Any]] = []
+    writer = None
+    for table in tables:
+        while table.num_rows:
+            writer = writer or ShardWriter(folder / shard_name(len(outputs)), schema)
+            piece = table.slice(0, size - writer.rows)
+            writer.write(piece)
+            table = table.slice(piece.num_rows)
+            if writer.rows == size:
+                outputs.append(writer.close())
+                writer = None
+    return outputs + ([writer.close()] if writer else [])
+
+
+class ShardWriter:
+    """One Parquet shard written in row groups as they come, hashed on the way out (no second read)."""
+
+    def __init__(self, path: Path, schema: Any):
+        import pyarrow.parquet as pq
+
+        self.path, self.rows, self.file = path, 0, HashedFile(open(path, "wb"))  # noqa: SIM115 (closed in close)
+        self.writer = pq.ParquetWriter(self.file, schema, compression="zstd")
+
+    def write(self, table: Any) -> None:
+        self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> dict[str, Any]:
+        self.writer.close()
+        self.file.close()
+        return {"file": self.path.name, "rows": self.rows, "sha256": self.file.sha.hexdigest()}
+
+
+class HashedFile:
+    """A binary file that hashes (sha256) what is written to it: Parquet writers only append."""
+
+    def __init__(self, file: Any):
+        self.file, self.sha, self.closed = file, hashlib.sha256(), False
+
+    def write(self, data: Any) -> int:
+        self.sha.update(data)
+        return self.file.write(data)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        self.closed = True
 
 
 @functools.cache
