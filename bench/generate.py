@@ -9,6 +9,10 @@ pipeline/raw >= 0.97. With the same seeds both passes must produce the same samp
 The stage also pays a fixed ~1 s per run (model folder integrity check, tokenizer load), printed apart: the
 default workload (12 prompts x 4 x 256 tokens, ~1 min a pass) is sized so that it weighs as little as it does
 in a real run, where a pass takes hours.
+
+--logprobs K adds a third pass, the stage with generate.logprobs: K (the teacher's top-K log-probs per token,
+for logit distillation), in the same alternation: its tok/s over the plain stage's is the capture overhead
+(goal >= 0.90), and its shard bytes beyond the plain shard's, per generated token, the on-disk cost (zstd).
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ def raw_pass(llm, texts: list[str], seeds: list[int], n: int, max_tokens: int) -
     )
 
 
-def pipeline_pass(recipe, backend, out: Path) -> tuple[int, float, float, list]:
-    """Tokens, wall seconds, fixed seconds (before the first request and after the last shard), samples."""
+def pipeline_pass(recipe, backend, out: Path) -> tuple[int, float, float, list, int]:
+    """Tokens, wall seconds, fixed seconds (before the first request and after the last shard), samples,
+    shard bytes."""
     from distill.artifacts import read_shards
     from distill.generate.run import generate
 
@@ -46,7 +51,8 @@ def pipeline_pass(recipe, backend, out: Path) -> tuple[int, float, float, list]:
     for r in sorted(rows, key=lambda r: r["sample_index"]):
         by_prompt.setdefault(r["prompt_id"], []).append(r["completion"])
     fixed = seconds - manifest.metrics["run_generate_seconds"]
-    return sum(r["completion_tokens"] for r in rows), seconds, fixed, list(by_prompt.values())
+    size = sum((out / o["file"]).stat().st_size for o in manifest.outputs)
+    return sum(r["completion_tokens"] for r in rows), seconds, fixed, list(by_prompt.values()), size
 
 
 def main() -> None:
@@ -58,6 +64,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
     parser.add_argument("--max-tokens", type=int, default=256, help="new tokens per sample")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of (raw, pipeline) passes")
+    parser.add_argument(
+        "--logprobs", type=int, default=0, help="K: also time the stage storing top-K log-probs"
+    )
     args = parser.parse_args()
 
     from distill.config import recipe_from_dict
@@ -85,6 +94,8 @@ def main() -> None:
             },
         }
     )
+    with_lp = recipe.model_copy(deep=True)
+    with_lp.generate.logprobs = args.logprobs
     cfg = recipe.generate
     prompts = load_prompt_set(cfg)[0]
     tok = load_teacher_tokenizer(recipe.teacher)
@@ -98,22 +109,24 @@ def main() -> None:
     backend = VLLMBackend.start(recipe.teacher)
     print(f"engine start: {time.perf_counter() - start:.1f} s")
     raw_pass(backend.llm, texts[:2], seeds[:2], 2, 8)  # warm-up: first steps of a fresh engine are slower
-    totals = {"raw": [0, 0.0], "pipeline": [0, 0.0]}
+    kinds = ["raw", "pipeline"] + (["logprobs"] if args.logprobs else [])
+    totals = {k: [0, 0.0] for k in kinds}
     fixed = 0.0
-    samples = {}
+    samples, sizes = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            order = ["raw", "pipeline"] if r % 2 == 0 else ["pipeline", "raw"]
+            order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]  # rotate: drift hits every kind
             for kind in order:
                 if kind == "raw":
                     tokens, seconds, samples[kind] = raw_pass(
                         backend.llm, texts, seeds, args.n, args.max_tokens
                     )
                 else:
-                    tokens, seconds, pass_fixed, samples[kind] = pipeline_pass(
-                        recipe, backend, Path(tmp) / "gen"
+                    which = recipe if kind == "pipeline" else with_lp
+                    tokens, seconds, pass_fixed, samples[kind], sizes[kind] = pipeline_pass(
+                        which, backend, Path(tmp) / kind
                     )
-                    fixed += pass_fixed
+                    fixed += pass_fixed if kind == "pipeline" else 0.0
                 totals[kind][0] += tokens
                 totals[kind][1] += seconds
                 print(
@@ -134,6 +147,13 @@ def main() -> None:
         f"  of which fixed per run: {per_run:.2f} s (model check, tokenizer, manifest); without it {steady / raw:.3f}"
     )
     print(f"same samples (same seeds): {samples['raw'] == samples['pipeline']}")
+    if args.logprobs:
+        lp = totals["logprobs"][0] / totals["logprobs"][1]
+        extra = (sizes["logprobs"] - sizes["pipeline"]) / totals["logprobs"][0] * args.rounds
+        print(f"distill generate, logprobs={args.logprobs}: {lp:.1f} tok/s")
+        print(f"capture ratio logprobs/plain: {lp / pipe:.3f}  (goal >= 0.90)")
+        print(f"stored log-probs on disk: {extra:.1f} bytes/token (zstd; 126 raw at K=20)")
+        print(f"same samples with log-probs: {samples['logprobs'] == samples['pipeline']}")
 
 
 if __name__ == "__main__":  # vLLM starts its engine with spawn
