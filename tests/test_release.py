@@ -330,14 +330,16 @@ def test_weights_dtype_is_the_saved_tensors():
     assert got == {**base, "torch_dtype": "float32"}
 
 
-def _legacy_tiny_base(folder: Path) -> Path:
-    """Qwen2.5-Math-1.5B's own config.json (transformers 4.x keys: rope_theta, sliding_window 4096) at the
-    tiny fixture's shape: what a fine-tune of it gets back from transformers 5 has rope_parameters instead."""
-    config = {**_base("qwen-1.5b", "config.json"), "hidden_size": 64, "intermediate_size": 128}
-    config.update(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_window_layers=2)
-    folder.mkdir()
+def _legacy_tiny_base(folder: Path, student: str = "qwen-1.5b") -> Path:
+    """The student's base config.json (transformers 4.x keys: rope_theta, rope_scaling, sliding_window 4096) at
+    the tiny fixture's shape: what a fine-tune of it gets back from transformers 5 has rope_parameters instead."""
+    config = {**_base(student, "config.json"), "hidden_size": 64, "intermediate_size": 128}
+    config.update(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    if "max_window_layers" in config:
+        config["max_window_layers"] = 2
+    folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    shutil.copy(BASES / BASE_OF["qwen-1.5b"] / "generation_config.json", folder)
+    shutil.copy(BASES / BASE_OF[student] / "generation_config.json", folder)
     return folder
 
 
@@ -366,3 +368,148 @@ def test_patch_writes_the_base_files_edited_and_check_flags_a_changed_key(tmp_pa
     (out / "config.json").write_text(json.dumps({**config, "rope_theta": 1e6, "sliding_window": None}))
     failed = [f["fact"] for f in check_release(out, "qwen-1.5b", base) if not f["ok"]]
     assert failed == ["config.rope_theta", "config.sliding_window", "config.json = base file + release edits"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Patch after a real `distill train`: the release JSON is the base's own file, not transformers' re-serialisation
+
+TINY = {"qwen-1.5b": "tiny_qwen2", "llama-8b": "tiny_llama"}
+TRAIN_SETS = (
+    "train.max_steps=2",
+    "train.max_length=96",
+    "train.grad_accum=1",
+    "train.lr=1e-3",
+    "train.warmup_ratio=0.0",
+    "train.save_every=1000",
+    "train.gradient_checkpointing=false",
+    "train.dtype=float32",  # CPU or GPU alike: the saved tensors (and so the release's torch_dtype) are fp32
+)
+
+
+def _kept_rows(n: int) -> list[dict]:
+    """curate's kept/ rows: an R1 math prompt, a short reasoning trace, a boxed answer."""
+    prompt = "What is {a} + {a}? Please reason step by step, and put your final answer within \\boxed{{}}."
+    return [
+        {
+            "prompt_id": f"p{a}",
+            "domain": "math",
+            "completion": "",
+            "messages": [{"role": "user", "content": prompt.format(a=a)}],
+            "reasoning": f"{a} plus {a} is {2 * a}.",
+            "answer": f"The answer is \\boxed{{{2 * a}}}.",
+        }
+        for a in range(1, n + 1)
+    ]
+
+
+@pytest.fixture(scope="module", params=sorted(TINY))
+def trained(request, tmp_path_factory):
+    """(student, the base's config.json and generation_config.json, train's output) after 2 real training steps
+    through the CLI, from a tiny base whose JSON files are the real base's (transformers 4.x keys). The base
+    folder is deleted afterwards: train's output is all patch has to go on."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from distill.artifacts import finish_manifest, start_manifest, write_parquet
+
+    student, root = request.param, tmp_path_factory.mktemp(f"train-{request.param}")
+    base = root / "base"
+    shutil.copytree(request.getfixturevalue(TINY[student]), base)
+    _legacy_tiny_base(base, student)
+    legacy = {n: json.loads((base / n).read_text()) for n in ("config.json", "generation_config.json")}
+    write_parquet(_kept_rows(4), root / "curate" / "kept" / "part-00000.parquet")
+    finish_manifest(root / "curate", start_manifest("curate", "test"))
+    args = ["train", "--student", student, "--data", str(root / "curate"), "--out", str(root / "train")]
+    sets = [f"train.model={base}", *TRAIN_SETS]
+    result = CliRunner().invoke(app, args + [x for s in sets for x in ("--set", s)])
+    assert result.exit_code == 0, result.output
+    assert (root / "train" / "final" / "base" / "config.json").read_text() == (
+        base / "config.json"
+    ).read_text()
+    shutil.rmtree(base)
+    return student, legacy, root / "train"
+
+
+def _release_changes(student: str) -> dict:
+    """The keys DeepSeek's release changed in the real base config.json (both files written out above as data),
+    plus the dtype of the tensors train saved."""
+    base = _base(student, "config.json")
+    changed = {
+        k: v for k, v in RELEASE_CONFIG[student].items() if k not in NOT_REPRODUCED and base.get(k) != v
+    }
+    return {**changed, "torch_dtype": "float32"}
+
+
+def test_patch_after_real_train_edits_the_base_files(trained, tmp_path):
+    """train's final/config.json is transformers' re-serialisation (rope_parameters, no rope_theta); the
+    release config.json is still the base's file, key order and values, with only the release's keys changed."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    student, legacy, train = trained
+    own = json.loads((train / "final" / "config.json").read_text())
+    assert (
+        own != legacy["config.json"]
+    )  # else this test would not tell a kept base file from a re-serialised one
+    release = tmp_path / "release"
+    result = CliRunner().invoke(app, ["patch", "--student", student, str(train / "final"), str(release)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((release / "config.json").read_text())
+    assert config == {**legacy["config.json"], **_release_changes(student)}
+    assert list(config) == list(legacy["config.json"])
+    assert "rope_parameters" not in config and config["rope_theta"] == legacy["config.json"]["rope_theta"]
+    if student == "qwen-1.5b":
+        assert (config["sliding_window"], config["use_sliding_window"]) == (4096, False)
+    else:
+        assert config["rope_scaling"] == _base("llama-8b", "config.json")["rope_scaling"]
+    generation = json.loads((release / "generation_config.json").read_text())
+    assert generation == _release_file(RELEASE_GENERATION[student], legacy["generation_config.json"])
+    assert [f["fact"] for f in check_release(release, student, train / "final" / "base") if not f["ok"]] == []
+    assert not (release / "base").exists()  # the kept base files are train's, not the release's
+
+
+def _hub_cache(root: Path, repo_id: str, files: dict[str, dict]) -> Path:
+    """A Hugging Face hub cache holding `files` as repo_id's main snapshot (how a downloaded base looks)."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    repo = root / repo_folder_name(repo_id=repo_id, repo_type="model")
+    sha = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    for name, data in files.items():
+        (repo / "snapshots" / sha / name).write_text(json.dumps(data, indent=2))
+    return root
+
+
+def test_cli_check_finds_the_base_and_names_a_changed_key(trained, tmp_path, monkeypatch):
+    """`distill patch --check` compares the release with the student's base when it is in the local hub cache:
+    a key changed away from the base's value is a failed fact named in the table, exit 1."""
+    import huggingface_hub.constants
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from distill.students import get_student
+
+    student, legacy, train = trained
+    runner, release = CliRunner(), tmp_path / "release"
+    assert (
+        runner.invoke(app, ["patch", "--student", student, str(train / "final"), str(release)]).exit_code == 0
+    )
+    config = json.loads((release / "config.json").read_text())
+    (release / "config.json").write_text(json.dumps({**config, "rope_theta": 1234.0}, indent=2))
+    check = ["patch", "--check", str(release), "--student", student]
+    # without the base on this machine, only the release's own facts are checked: the change goes unseen
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    result = runner.invoke(app, check)
+    assert result.exit_code == 0, result.output
+    cache = _hub_cache(tmp_path / "hub", get_student(student).base, legacy)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    result = runner.invoke(app, check)
+    assert result.exit_code == 1, result.output
+    assert "config.rope_theta" in result.output and "✗" in result.output
+    (release / "config.json").write_text(json.dumps(config, indent=2))
+    result = runner.invoke(app, check)
+    assert result.exit_code == 0, result.output
+    assert "✗" not in result.output

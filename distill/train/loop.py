@@ -390,10 +390,13 @@ def _rank0_atomic_dir(accelerator, path: Path) -> Iterator[Path]:
         yield broadcast_object_list([tmp])[0]
 
 
-def save_final(accelerator, model, tokenizer, folder: Path, bf16: bool) -> None:
+def save_final(accelerator, model, tokenizer, folder: Path, bf16: bool, base: str | None = None) -> None:
     """A plain HF folder: LoRA merged into the base, safetensors in the compute dtype, use_cache back on,
-    the release tokenizer. AutoModelForCausalLM and vLLM load it unchanged."""
+    the release tokenizer, and the base model's own config JSON in base/ (patch edits those, not transformers'
+    re-serialisation). AutoModelForCausalLM and vLLM load it unchanged."""
     import torch
+
+    from distill.release_files import keep_base_files
 
     accelerator.wait_for_everyone()
     state = accelerator.get_state_dict(model)  # a collective under ZeRO-3 / FSDP: every rank calls it
@@ -412,6 +415,8 @@ def save_final(accelerator, model, tokenizer, folder: Path, bf16: bool) -> None:
             net.config.dtype = dtype
             net.config.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            if base is not None:
+                keep_base_files(base, tmp)
     accelerator.wait_for_everyone()
 
 
@@ -639,7 +644,8 @@ def loop(run: TrainRun) -> list[dict[str, Any]]:
 def summarize(run: TrainRun, rows: list[dict[str, Any]]):
     """final/, loss.png and the manifest (written last, by rank 0) from metrics.jsonl and this run's rows."""
     acc, out = run.accelerator, run.out
-    save_final(acc, run.model, run.tokenizer, out / "final", use_bf16(run.cfg))
+    base = resolve_model(run.cfg.model)  # the model trained from: its own config JSON goes to final/base/
+    save_final(acc, run.model, run.tokenizer, out / "final", use_bf16(run.cfg), base)
     if run.cfg.tensorboard:
         acc.end_training()
     if not acc.is_main_process:
