@@ -8,6 +8,14 @@ so only the client is measured).
 Goals (issue 14): >= 1,000 requests/s and >= 20,000 concurrent open requests (a 100-server fleet at ~200-256 each)
 in one process with bounded memory. Each client runs in its own process (peak RSS is its own); the responder
 runs in two processes over `--endpoints` ports (each process needs a file descriptor per open connection).
+
+Where the time goes (--profile, and the CPU seconds each process reports): the responder (a raw asyncio protocol
+on uvloop, fixed body) costs ~80 us of CPU per request, the distill client ~600 us (aiohttp's request path
+dominates: _request, its timer context, connection handling; then JSON and parse_response), the openai client
+~3-10 ms. So the client is the bottleneck, and one free core runs ~1,500-1,800 distill requests/s. Wall req/s
+also depends on how much of a core the machine gives the client: the bench prints requests per client
+CPU-second beside wall req/s, and the load average it ran under. Open requests: one socket each (HTTP/1.1),
+so the process's file-descriptor limit (ulimit -n) caps them; --open is clipped to it.
 """
 
 from __future__ import annotations
@@ -62,12 +70,22 @@ class Responder(asyncio.Protocol):
         s["max_open"] = max(s["max_open"], s["open"])
         if path.endswith("/completions") and Responder.delay:
             await asyncio.sleep(Responder.delay)
-        body = json.dumps(s).encode() if path == "/stats" else MODELS if path.endswith("/models") else REPLY
+        body = _stats_body(s) if path == "/stats" else MODELS if path.endswith("/models") else REPLY
         s["open"] -= 1
         s["served"] += 1
         if not self.transport.is_closing():
             head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             self.transport.write(head.encode() + body)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process: what a request costs, whatever else the machine runs."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _stats_body(s: dict) -> bytes:
+    return json.dumps({**s, "cpu_s": cpu_seconds()}).encode()
 
 
 def serve(ports: list[int], delay: float) -> None:
@@ -134,14 +152,30 @@ async def run_openai(urls: list[str], n: int, per_endpoint: int) -> int:
     return done[0]
 
 
-def client_main(kind: str, urls: list[str], n: int, per_endpoint: int) -> None:
+def client_main(kind: str, urls: list[str], n: int, per_endpoint: int, profile: bool) -> None:
     import uvloop
 
-    start = time.perf_counter()
-    done = uvloop.run((run_distill if kind == "distill" else run_openai)(urls, n, per_endpoint))
-    seconds = time.perf_counter() - start
+    run = (run_distill if kind == "distill" else run_openai)(urls, n, per_endpoint)
+    start, cpu0 = time.perf_counter(), cpu_seconds()
+    if profile:  # where the client's CPU goes (stderr), to tell the client's cost from the responder's
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        done = prof.runcall(uvloop.run, run)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+    else:
+        done = uvloop.run(run)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
-    print(json.dumps({"done": done, "seconds": seconds, "rps": done / seconds, "rss_mb": rss}))
+    result = {
+        "done": done,
+        "seconds": seconds,
+        "rps": done / seconds,
+        "cpu_s": cpu,
+        "rps_per_cpu_s": done / cpu,
+    }
+    print(json.dumps({**result, "rss_mb": rss}))
 
 
 # ---------------------------------------------------------------- orchestration
@@ -158,25 +192,32 @@ def start_responders(ports: list[int], delay: float) -> list[subprocess.Popen]:
     return procs
 
 
-def stats(ports: list[int], n_procs: int) -> int:
-    """Max open requests the responders saw at once (sum over the responder processes)."""
+def stats(ports: list[int], n_procs: int) -> dict:
+    """Max open requests the responders saw at once and their CPU seconds (sums over the responder processes)."""
     import httpx
 
     firsts = [ports[0], ports[len(ports) // 2 or 1]][:n_procs]
-    return sum(httpx.get(f"http://127.0.0.1:{p}/stats").json()["max_open"] for p in firsts)
+    rows = [httpx.get(f"http://127.0.0.1:{p}/stats").json() for p in firsts]
+    return {"max_open": sum(r["max_open"] for r in rows), "cpu_s": sum(r["cpu_s"] for r in rows)}
 
 
-def phase(kind: str, ports: list[int], n: int, per_endpoint: int, delay: float) -> dict:
+def phase(
+    kind: str, ports: list[int], n: int, per_endpoint: int, delay: float, profile: bool = False
+) -> dict:
     responders = start_responders(ports, delay)
     try:
+        before = stats(ports, len(responders))
         urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
         cmd = [sys.executable, __file__, "--client", kind, "--urls", ",".join(urls)]
-        cmd += ["--requests", str(n), "--per-endpoint", str(per_endpoint)]
+        cmd += ["--requests", str(n), "--per-endpoint", str(per_endpoint)] + ["--profile"] * profile
         out = subprocess.run(
             cmd, capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent
         )
+        if profile:
+            print(out.stderr, file=sys.stderr)
         result = json.loads(out.stdout.strip().splitlines()[-1])
-        result["max_open"] = stats(ports, len(responders))
+        after = stats(ports, len(responders))
+        result["max_open"], result["responder_cpu_s"] = after["max_open"], after["cpu_s"] - before["cpu_s"]
         return result
     finally:
         for p in responders:
@@ -191,17 +232,18 @@ def main() -> None:
     ap.add_argument("--per-endpoint", type=int, default=64, help="in flight per endpoint, throughput phase")
     ap.add_argument("--open", type=int, default=20000, help="concurrent open requests to hold (open phase)")
     ap.add_argument(
-        "--hold", type=float, default=5.0, help="seconds the responder holds each request (open phase)"
+        "--hold", type=float, default=30.0, help="seconds the responder holds each request (open phase)"
     )
     ap.add_argument("--baseline-requests", type=int, default=3000, help="openai client, throughput phase")
     ap.add_argument("--baseline-open", type=int, default=2000, help="openai client, open phase")
     ap.add_argument("--serve"), ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--client"), ap.add_argument("--urls")
+    ap.add_argument("--profile", action="store_true", help="cProfile the distill client (throughput phase)")
     args = ap.parse_args()
     if args.serve:
         return serve([int(p) for p in args.serve.split(",")], args.delay)
     if args.client:
-        return client_main(args.client, args.urls.split(","), args.requests, args.per_endpoint)
+        return client_main(args.client, args.urls.split(","), args.requests, args.per_endpoint, args.profile)
     ports = list(range(23100, 23100 + args.endpoints))
     fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     # A socket per open request, plus the interpreter's own files: the process's fd limit caps the open phase.
@@ -220,7 +262,7 @@ def main() -> None:
     rows = {}
     for kind, (n, n_open, per) in sizes.items():
         rows[kind] = {
-            "throughput": phase(kind, ports, n, args.per_endpoint, 0.0),
+            "throughput": phase(kind, ports, n, args.per_endpoint, 0.0, args.profile and kind == "distill"),
             "open": phase(kind, ports, n_open, per, args.hold),
         }
         print(kind, json.dumps(rows[kind]), flush=True)
@@ -233,6 +275,18 @@ def main() -> None:
         f"throughput: distill {d['throughput']['rps']:,.0f} req/s vs openai {o['throughput']['rps']:,.0f} req/s "
         f"= {d['throughput']['rps'] / o['throughput']['rps']:.2f}x (goal >= 1,000 req/s); peak RSS "
         f"{d['throughput']['rss_mb']:.0f} vs {o['throughput']['rss_mb']:.0f} MiB"
+    )
+
+    def us(row: dict, key: str) -> float:  # CPU microseconds per request
+        return row[key] * 1e6 / row["done"]
+
+    dt, ot = d["throughput"], o["throughput"]
+    print(
+        f"CPU per request (throughput phase): distill client {us(dt, 'cpu_s'):.0f} us vs responder "
+        f"{us(dt, 'responder_cpu_s'):.0f} us; openai client {us(ot, 'cpu_s'):.0f} us vs responder "
+        f"{us(ot, 'responder_cpu_s'):.0f} us. Requests per client CPU-second: distill {dt['rps_per_cpu_s']:,.0f} "
+        f"vs openai {ot['rps_per_cpu_s']:,.0f} = {dt['rps_per_cpu_s'] / ot['rps_per_cpu_s']:.2f}x "
+        f"(wall req/s is capped by the CPU the machine gives: {os.getloadavg()[0]:.1f} load on {os.cpu_count()} cores)"
     )
     print(
         f"open: distill held {d['open']['max_open']:,} open at once, {d['open']['rps']:,.0f} req/s, peak RSS "
