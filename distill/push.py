@@ -175,11 +175,34 @@ def _training_section(prov: dict[str, dict[str, Any]]) -> str:
     train = prov.get("train")
     if not train:
         return "Not trained yet (run `distill train`)."
-    rows = _hyper_parameters(train.get("config"))
+    rows = _hyper_parameters(train.get("config")) | _objective_rows(train.get("config"), train["metrics"])
     rows |= {f"run: {k}": v for k, v in _scalars(train["metrics"]).items()}
     rows["run: wall time (s)"] = train["seconds"]
     rows["software"] = ", ".join(f"{k} {v}" for k, v in sorted(train["versions"].items()))
     return _kv_table(rows, ("hyper-parameter", "value"))
+
+
+def _objective_rows(cfg: dict[str, Any] | None, metrics: dict[str, Any]) -> dict[str, Any]:
+    """train.objective and, for logit objectives, teacher, K, α, τ, D and both vocabulary hashes (train's manifest)."""
+    objective = (cfg or {}).get("objective") or metrics.get("objective") or "sft"
+    if objective == "sft":
+        return {}
+    teacher = metrics.get("teacher") or (cfg or {}).get("teacher")
+    rows: dict[str, Any] = {"objective": objective, "teacher": teacher}
+    if objective == "kd":
+        kd = (cfg or {}).get("kd") or {}
+        divergence = kd.get("divergence", metrics.get("kd_divergence"))
+        rows["loss"] = "α·CE + (1 − α)·τ²·D(teacher top-K ‖ student) on assistant tokens"
+        rows |= {"K (teacher top-K)": metrics.get("kd_k"), "α": kd.get("alpha"), "τ": kd.get("temperature")}
+        rows["D"] = f"jsd (β={kd.get('beta')})" if divergence == "jsd" else f"{divergence} KL"
+    else:
+        op = (cfg or {}).get("on_policy") or {}
+        rows["loss"] = "per-token reverse KL to the teacher on the student's own samples (D = reverse KL)"
+        rows["samples"] = f"{op.get('prompts_per_step')} prompts x {op.get('samples_per_prompt')} per step"
+        rows["SFT mix"] = op.get("sft_mix")
+    rows["teacher vocabulary hash"] = metrics.get("teacher_vocab")
+    rows["student vocabulary hash"] = metrics.get("student_vocab")
+    return rows
 
 
 def _hyper_parameters(cfg: dict[str, Any] | None) -> dict[str, Any]:
