@@ -51,13 +51,9 @@ def baseline_model(recipe: Recipe) -> Path:
 
 
 def engine_config(cfg: EvalConfig, model: Path, thinking: bool = True) -> TeacherConfig:
-    student = {
-        "model": str(model),
-        "backend": "vllm",
-        "thinking": thinking,
-        "tokenizer": None,
-        "chat_template": None,
-    }
+    """eval.engine serving `model`, its backend kept (openai: a server that names the model by its path, as
+    `vllm serve PATH` does); prompts are rendered here with the model's own tokenizer."""
+    student = {"model": str(model), "thinking": thinking, "tokenizer": None, "chat_template": None}
     return (cfg.engine or TeacherConfig()).model_copy(update=student)
 
 
