@@ -192,3 +192,21 @@ def test_manifest_config_round_trips_and_is_absent_when_unset(tmp_path):
     m.config = {"lr": 2e-5, "lora": None}
     finish_manifest(tmp_path / "b", m)
     assert read_manifest(tmp_path / "b").config == {"lr": 2e-5, "lora": None}
+
+
+def test_manifest_git_sha_is_a_commit_of_the_checkout_and_none_outside_one(tmp_path, monkeypatch):
+    """The manifest names the commit of the code that wrote it (an ancestor of HEAD: others may commit
+    meanwhile); a copy of distill outside any git checkout records null, not an error or a stale sha."""
+    import distill.artifacts as artifacts
+
+    finish_manifest(tmp_path / "s", prepare_stage("curate", tmp_path / "s", "c", {}))
+    sha = json.loads((tmp_path / "s" / MANIFEST).read_text())["git_sha"]
+    assert len(sha) == 40 and int(sha, 16) >= 0
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    check = ["git", "merge-base", "--is-ancestor", sha, "HEAD"]
+    assert subprocess.run(check, cwd=root, capture_output=True).returncode == 0
+    monkeypatch.setattr(artifacts, "__file__", str(tmp_path / "copy" / "distill" / "artifacts.py"))
+    (tmp_path / "copy" / "distill").mkdir(parents=True)
+    assert artifacts.git_sha() is None
+    finish_manifest(tmp_path / "t", prepare_stage("curate", tmp_path / "t", "c", {}))
+    assert json.loads((tmp_path / "t" / MANIFEST).read_text())["git_sha"] is None
