@@ -5,9 +5,11 @@
 Synthetic rows in Mixture-of-Thoughts' layout (messages [{role, content}] with <think> inside the assistant turn,
 num_tokens, source) of R1 lengths: assistant text ~`--tokens` x 4 characters on average (uniform 0.5x-1.5x),
 written as `--files` Parquet files. Each side runs in its own child process (peak RSS = its ru_maxrss):
-  distill   the generate stage's import: stream record batches, adapt, write generate-schema shards + manifest
-  baseline  datasets.load_dataset("parquet", ...) then .to_pandas() (the whole set in memory; no conversion)
-Prints rows/s and peak RSS of both and the ratios, and the machine's load average (the machine is shared).
+  column-wise   the generate stage's import: record batches in, Arrow kernels, shards out in row groups
+  record path   the same import with the column-wise adapter switched off (per-record dicts, as before)
+  baseline      datasets.load_dataset("parquet", ...) then .to_pandas() (the whole set in memory; no conversion)
+Prints rows/s (wall) and rows per CPU-second, peak RSS, the ratios, and the load average (the machine is
+shared: wall rows/s falls with load). Above --naive-max-rows only the column-wise side runs.
 Goals (issue 13): >= 20k rows/s and peak RSS <= 2 GB for 1M rows on 2 cores; memory must not grow with --rows.
 """
 
@@ -23,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+POOL_CHARS = 1 << 25  # 32 M characters rows are cut from: far beyond zstd's window, so no row repeats another
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -56,48 +59,63 @@ WORDS = [
 
 
 def text_pool(chars: int, seed: int = 0) -> str:
-    rng = random.Random(seed)
-    out, size = [], 0
-    while size < chars:
-        word = rng.choice(WORDS) + rng.choice(" \n  ")
-        out.append(word)
-        size += len(word)
-    return "".join(out)
+    """Random words: ~1.6 bits/char of entropy, so zstd meets text about as compressible as R1's (~4x)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = np.array([w + sep for w in WORDS for sep in (" ", " ", " ", "\n")])
+    return "".join(words[rng.integers(0, len(words), chars // 4)])
 
 
 def write_rows(folder: Path, rows: int, files: int, tokens: int) -> int:
-    """The synthetic set; returns its total text characters."""
-    import pyarrow as pa
+    """The synthetic set, built and written a row group (1,024 rows) at a time, as Arrow arrays (bounded memory
+    at any --rows); returns its total text characters."""
     import pyarrow.parquet as pq
 
-    from distill.release import END_THINK, THINK
-
     mean = tokens * 4
-    pool = text_pool(mean * 4)
+    pool = text_pool(POOL_CHARS)
     rng = random.Random(1)
     total = 0
     per = -(-rows // files)
     for f in range(files):
-        batch = []
-        for i in range(f * per, min(rows, (f + 1) * per)):
-            n = rng.randint(mean // 2, mean * 3 // 2)
-            start = rng.randint(0, len(pool) - n)
-            thought = pool[start : start + n]
-            content = f"{THINK}\n{thought}\n{END_THINK}\n\nSo the answer is $\\boxed{{{i}}}$."
-            problem = f"Problem {i}: find the value."
-            batch.append(
-                {
-                    "messages": [
-                        {"content": problem, "role": "user"},
-                        {"content": content, "role": "assistant"},
-                    ],
-                    "num_tokens": n // 4,
-                    "source": "open-r1/OpenR1-Math-220k",
-                }
-            )
-            total += len(content) + len(problem)
-        pq.write_table(pa.Table.from_pylist(batch), folder / f"train-{f:05d}.parquet", row_group_size=1024)
+        rows_f = range(f * per, min(rows, (f + 1) * per))
+        with pq.ParquetWriter(folder / f"train-{f:05d}.parquet", SCHEMA(), compression="zstd") as w:
+            for start in range(rows_f.start, rows_f.stop, 1024):
+                table, chars = row_group(range(start, min(start + 1024, rows_f.stop)), pool, mean, rng)
+                w.write_table(table)
+                total += chars
     return total
+
+
+def SCHEMA():  # noqa: N802 (a constant built on first use: pyarrow loads only in the bench)
+    import pyarrow as pa
+
+    turn = pa.struct([("content", pa.string()), ("role", pa.string())])
+    return pa.schema([("messages", pa.list_(turn)), ("num_tokens", pa.int64()), ("source", pa.string())])
+
+
+def row_group(ids: range, pool: str, mean: int, rng: random.Random) -> tuple[object, int]:
+    """Mixture-of-Thoughts rows: a user problem and an R1 completion of ~mean characters (uniform 0.5x-1.5x)."""
+    import pyarrow as pa
+
+    from distill.release import END_THINK, THINK
+
+    texts, tokens = [], []
+    for i in ids:
+        n = rng.randint(mean // 2, mean * 3 // 2)
+        start = rng.randint(0, len(pool) - n)
+        texts += [
+            f"Problem {i}: find the value.",
+            f"{THINK}\n{pool[start : start + n]}\n{END_THINK}\n\nSo $\\boxed{{{i}}}$.",
+        ]
+        tokens.append(n // 4)
+    turns = pa.StructArray.from_arrays(
+        [pa.array(texts), pa.array(["user", "assistant"] * len(ids))], names=["content", "role"]
+    )
+    messages = pa.ListArray.from_arrays(pa.array(range(0, 2 * len(ids) + 1, 2), pa.int32()), turns)
+    source = pa.array(["open-r1/OpenR1-Math-220k"] * len(ids))
+    table = pa.Table.from_arrays([messages, pa.array(tokens, pa.int64()), source], schema=SCHEMA())
+    return table, sum(map(len, texts))
 
 
 DISTILL_CHILD = """
@@ -106,11 +124,17 @@ from pathlib import Path
 from distill.config import recipe_from_dict
 from distill.generate.run import generate
 data, out = sys.argv[1], Path(sys.argv[2])
+if sys.argv[3] == "records":  # the per-record path (what every batch took before the column-wise one)
+    import dataclasses
+    from distill import sources
+    ad = sources.ADAPTERS["mixture-of-thoughts"]
+    sources.ADAPTERS["mixture-of-thoughts"] = dataclasses.replace(ad, columnar=None)
 recipe = recipe_from_dict({"name": "bench", "generate": {"source": "dataset", "shard_size": 1024,
     "datasets": [{"adapter": "mixture-of-thoughts", "path": data, "subset": "math"}]}})
 t = time.perf_counter()
 m = generate(recipe, None, out, force=True)
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": m.rows_out,
+    "out_bytes": sum(p.stat().st_size for p in out.glob("part-*.parquet")),
     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}))
 """
@@ -142,6 +166,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20000, help="synthetic rows")
     ap.add_argument("--files", type=int, default=4, help="Parquet files they are split into")
     ap.add_argument("--tokens", type=int, default=6000, help="mean assistant tokens per row (x4 characters)")
+    ap.add_argument("--naive-max-rows", type=int, default=200_000,
+                    help="above this, skip the sides that hold or build rows per record in Python (the baseline "
+                         "keeps the whole set in memory: ~25 KB/row; the record path is ~10x slower)")  # fmt: skip
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sources-") as tmp:
         data, tmp = Path(tmp) / "data", Path(tmp)
@@ -152,15 +179,30 @@ def main() -> None:
         print(f"data: {args.rows:,} rows, {chars / 1e9:.2f} G chars ({chars / args.rows / 4:,.0f} tokens/row "
               f"at 4 chars/token), {size / 1e9:.2f} GB Parquet, made in {time.perf_counter() - t:.0f} s")  # fmt: skip
         load = os.getloadavg()
-        ours = child(DISTILL_CHILD, str(data), str(tmp / "out"))
-        base = child(BASELINE_CHILD, str(data), str(tmp / "hf-cache"))
+        small = args.rows <= args.naive_max_rows
+        results = {"distill import, column-wise": child(DISTILL_CHILD, str(data), str(tmp / "a"), "columns")}
+        if small:
+            results["distill import, record path"] = child(
+                DISTILL_CHILD, str(data), str(tmp / "b"), "records"
+            )
+            results["load_dataset+to_pandas"] = child(BASELINE_CHILD, str(data), str(tmp / "hf-cache"))
         load_after = os.getloadavg()
-    for name, r in (("distill import", ours), ("load_dataset+to_pandas", base)):
-        print(f"{name:>24}: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s, "
+    report(results, load, load_after, small)
+
+
+def report(results: dict[str, dict], load: tuple, load_after: tuple, small: bool) -> None:
+    for name, r in results.items():
+        print(f"{name:>28}: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s, "
               f"peak RSS {r['rss_mb']:,.0f} MB; CPU {r['cpu_s']:.1f} s = {r['rows'] / r['cpu_s']:,.0f} rows per "
-              "CPU-second")  # fmt: skip
-    print(f"ratio (baseline s / distill s): {base['seconds'] / ours['seconds']:.2f}x; "
-          f"peak RSS baseline / distill: {base['rss_mb'] / ours['rss_mb']:.2f}x")  # fmt: skip
+              f"CPU-second" + (f"; shards {r['out_bytes'] / 1e9:.2f} GB" if "out_bytes" in r else ""))  # fmt: skip
+    ours = results["distill import, column-wise"]
+    for name, r in list(results.items())[1:]:
+        print(f"ratio {name} / column-wise: wall {r['seconds'] / ours['seconds']:.2f}x, CPU "
+              f"{r['cpu_s'] / ours['cpu_s']:.2f}x, peak RSS {r['rss_mb'] / ours['rss_mb']:.2f}x")  # fmt: skip
+    if not small:
+        print(
+            "record path and load_dataset baseline skipped (--naive-max-rows): run a smaller --rows for ratios"
+        )
     print(f"load average (1/5/15 min) before: {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, "
           f"after: {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} on {os.cpu_count()} cores")  # fmt: skip
 

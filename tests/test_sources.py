@@ -384,6 +384,7 @@ MOT_EDGES = [  # R1 text the column kernels must split exactly as split_think do
     f"{THINK}{THINK}twice{END_THINK}",
     "",
     f"{THINK}é ünïcode ∑ 数学{END_THINK}\n\nΩ = 4",
+    f"{' ' * 56}{THINK}r{END_THINK}a",  # the tag ends at the 63rd character: inside the searched head
 ]
 
 
@@ -445,6 +446,9 @@ def test_mot_batches_take_the_column_path():
     spoiled = mot_edge_rows()
     spoiled[2]["messages"][0]["role"] = None
     assert mot_columns(pa.RecordBatch.from_pylist(spoiled), src, ad) is None
+    long_lead = mot_edge_rows()
+    long_lead[1]["messages"][1]["content"] = " " * 60 + R1_TEXT  # <think> cut by the head: the record path
+    assert mot_columns(pa.RecordBatch.from_pylist(long_lead), src, ad) is None
 
 
 def test_py_space_is_what_str_strip_strips():
