@@ -733,19 +733,28 @@ def one_array(column: Any) -> Any:
 
 def write_import_shards(tables: Any, folder: Path, size: int, schema: Any) -> list[dict[str, Any]]:
     """Tables streamed into shards of `size` rows (the last one shorter), each piece written as it comes: memory
-    holds one record batch, never a shard. Returns the shards' manifest entries."""
-    outputs: list[dict[str, Any]] = []
-    writer = None
-    for table in tables:
-        while table.num_rows:
-            writer = writer or ShardWriter(folder / shard_name(len(outputs)), schema)
-            piece = table.slice(0, size - writer.rows)
-            writer.write(piece)
-            table = table.slice(piece.num_rows)
-            if writer.rows == size:
-                outputs.append(writer.close())
-                writer = None
-    return outputs + ([writer.close()] if writer else [])
+    holds a few record batches, never a shard. Writes run on one background thread (Parquet encoding and zstd
+    release the GIL) while the next batch is read and split, one write in flight at a time: two cores busy.
+    Returns the shards' manifest entries."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    closed: list[Any] = []
+    writer, filled = None, 0
+    with ThreadPoolExecutor(1) as pool:
+        last = pool.submit(lambda: None)
+        for table in tables:
+            while table.num_rows:
+                writer = writer or ShardWriter(folder / shard_name(len(closed)), schema)
+                piece = table.slice(0, size - filled)
+                last.result()  # the previous write's error, if any, surfaces here
+                last = pool.submit(writer.write, piece)
+                table, filled = table.slice(piece.num_rows), filled + piece.num_rows
+                if filled == size:
+                    closed.append(last := pool.submit(writer.close))
+                    writer, filled = None, 0
+        if writer:
+            closed.append(pool.submit(writer.close))
+        return [entry.result() for entry in closed]
 
 
 LONG_TEXT = ("problem", "messages", "completion", "reasoning", "answer")
