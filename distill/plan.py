@@ -127,7 +127,8 @@ def resolve(recipe: Recipe, a: Assumptions) -> tuple[Assumptions, dict[str, str]
                 (sample[key], f"measured: {where}") if sample else (default, "default")
             )
     if values["prompts"] is None:
-        values["prompts"], source["prompts"] = count_prompts(recipe), "recipe: generate.prompts"
+        values["prompts"] = count_prompts(recipe)
+        source["prompts"] = "recipe: generate." + ("datasets" if recipe.generate.source == "dataset" else "prompts")
     if values["gpus_per_instance"] is None:
         t = recipe.teacher
         values["gpus_per_instance"] = t.tensor_parallel_size * t.pipeline_parallel_size
@@ -139,6 +140,10 @@ def resolve(recipe: Recipe, a: Assumptions) -> tuple[Assumptions, dict[str, str]
 
 
 def count_prompts(recipe: Recipe) -> int:
+    if recipe.generate.source == "dataset":  # imported traces: the sets' rows (Parquet footers, JSONL lines)
+        from distill.sources import count_rows
+
+        return count_rows(recipe.generate.datasets)
     from distill.generate.run import load_prompt_set
 
     return len(load_prompt_set(recipe.generate)[0])

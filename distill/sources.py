@@ -618,6 +618,30 @@ def fingerprint(sources: list[DatasetSource]) -> str:
     return hashlib.sha256(json.dumps(seen).encode()).hexdigest()[:16]
 
 
+def count_rows(sources: list[DatasetSource]) -> int:
+    """The records the sets would give (each weight as its expected share, then the limit), from Parquet
+    footers and JSONL line counts: no record is parsed. A Hub set cannot be counted without streaming it."""
+    total = 0
+    for i, src in enumerate(sources):
+        if src.path is None:
+            raise DistillError(
+                f"generate.datasets[{i}]: {source_name(src)} is read from the Hub; counting its rows means "
+                "streaming it: set plan.prompts, or path to a local copy"
+            )
+        taken = round(sum(file_rows(p) for p in data_files(Path(src.path))) * src.weight)
+        total += taken if src.limit is None else min(taken, src.limit)
+    return total
+
+
+def file_rows(path: Path) -> int:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def drawn(name: str, row: int, weight: float) -> bool:
     """A stable per-row coin with P(True) = weight: the same rows on every run."""
     if weight >= 1:

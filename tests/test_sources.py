@@ -471,3 +471,22 @@ def test_shards_stream_across_batches_and_hash_what_they_wrote(tmp_path, monkeyp
     for o in manifest["outputs"]:
         assert o["sha256"] == hashlib.sha256((out / o["file"]).read_bytes()).hexdigest()
     assert [r["completion_tokens"] for r in shard_rows(out)] == list(range(1, 11))
+
+
+def test_plan_counts_the_imported_rows(tmp_path):
+    from distill.plan import plan
+
+    a = write_rows([mot_rows()[0]] * 30, tmp_path / "a" / "x.parquet")  # counted from the footer
+    b = write_rows(limo_rows() * 12, tmp_path / "b" / "x.jsonl")
+    datasets = [
+        {"adapter": "mixture-of-thoughts", "path": str(a), "weight": 0.5},
+        {"adapter": "limo", "path": str(b), "limit": 5},
+    ]
+    recipe = recipe_from_dict({"name": "p", "generate": {"source": "dataset", "datasets": datasets}})
+    assumptions, source, _ = plan(recipe, [])
+    assert (assumptions.prompts, source["prompts"]) == (15 + 5, "recipe: generate.datasets")
+    hub = recipe_from_dict(
+        {"name": "h", "generate": {"source": "dataset", "datasets": [{"adapter": "limo"}]}}
+    )
+    with pytest.raises(DistillError, match=r"generate.datasets\[0\]: GAIR/LIMO is read from the Hub"):
+        plan(hub, [])
