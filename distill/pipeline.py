@@ -75,6 +75,8 @@ def stage_range(first: str, last: str) -> list[str]:
     for name in (first, last):
         if name not in STAGES:
             raise DistillError(f"unknown stage '{name}' (stages: {', '.join(STAGES)})")
+    if STAGES.index(first) > STAGES.index(last):  # an empty range would run nothing and look like success
+        raise DistillError(f"--from {first} comes after --until {last} (stages: {', '.join(STAGES)})")
     return STAGES[STAGES.index(first) : STAGES.index(last) + 1]
 
 
