@@ -118,9 +118,18 @@ def row_group(ids: range, pool: str, mean: int, rng: random.Random) -> tuple[obj
     return table, sum(map(len, texts))
 
 
+# A child's peak RSS: VmHWM, this process's own high-water mark. Not ru_maxrss: after fork + exec it starts
+# from the parent's peak (here the parent built the whole data set), which hid the children's own memory.
+PEAK = """
+def peak_mb():
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+"""
+
 DISTILL_CHILD = """
 import sys, time, json, resource
 from pathlib import Path
+PEAK
 from distill.config import recipe_from_dict
 from distill.generate.run import generate
 data, out = sys.argv[1], Path(sys.argv[2])
@@ -135,26 +144,31 @@ t, cpu = time.perf_counter(), sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 m = generate(recipe, None, out, force=True)
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": m.rows_out,
     "out_bytes": sum(p.stat().st_size for p in out.glob("part-*.parquet")),
-    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_mb": peak_mb(),
     "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu}))  # imports not counted
 """
 
 BASELINE_CHILD = """
 import sys, time, json, resource
+PEAK
 import datasets
 datasets.disable_progress_bars()
 t, cpu = time.perf_counter(), sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 ds = datasets.load_dataset("parquet", data_files=sys.argv[1] + "/*.parquet", split="train", cache_dir=sys.argv[2])
 df = ds.to_pandas()
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": len(df),
-    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_mb": peak_mb(),
     "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu}))  # imports not counted
 """
 
 
 def child(code: str, *args: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, env={**os.environ}
+        [sys.executable, "-c", code.replace("PEAK", PEAK), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ},
     )
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
