@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from distill.errors import DistillError
+from distill.release import THINK_OPEN
 
 # Both engines run in this process: the student's weights are then reachable without a copy through IPC.
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
@@ -282,7 +283,7 @@ def check_scores(teacher_tok, student_tok, teacher: str, student: str) -> None:
 
 def read_prompts(data, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
     """Distinct release generation prompts of the tokenized curated rows and, per prompt, its rows."""
-    think = tokenizer("<think>\n", add_special_tokens=False)["input_ids"]
+    think = tokenizer(THINK_OPEN, add_special_tokens=False)["input_ids"]
     found: dict[tuple[int, ...], list[int]] = {}
     for i in range(len(data)):
         ids, n = data.sample(i)
