@@ -9,7 +9,8 @@ Per optimizer step (train.objective: on_policy):
   3. the loss of a token is sg(log q(x_t) − log p(x_t)) · log q(x_t): a policy gradient whose per-token reward is the
      negative single-sample reverse KL estimate (Thinking Machines' on-policy distillation, GKD with λ = 1); its
      expectation's gradient is ∇ KL(q ‖ p) per position. Optionally + sft_mix · CE on the prompts' curated traces;
-  4. after the optimizer step the new weights go into the running engine in place (`model.load_weights`, no restart).
+  4. after the optimizer step the new weights go into the running engine in place (the worker's `reload_weights`,
+     no restart).
 Logged per step: reverse_kl (mean log q − log p over the sampled tokens), sample_tokens (mean completion length),
 score_s (teacher-scoring seconds), sample_s (student-sampling seconds).
 """
