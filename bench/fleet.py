@@ -10,9 +10,9 @@ in one process with bounded memory. Each client runs in its own process (peak RS
 runs in two processes over `--endpoints` ports (each process needs a file descriptor per open connection).
 
 Where the time goes (--profile, and the CPU seconds each process reports): the responder (a raw asyncio protocol
-on uvloop, fixed body) costs ~80 us of CPU per request, the distill client ~600 us (aiohttp's request path
+on uvloop, fixed body) costs ~70 us of CPU per request, the distill client ~600-900 us (aiohttp's request path
 dominates: _request, its timer context, connection handling; then JSON and parse_response), the openai client
-~3-10 ms. So the client is the bottleneck, and one free core runs ~1,500-1,800 distill requests/s. Wall req/s
+~9 ms. So the client is the bottleneck, and one free core runs ~1,100-1,700 distill requests/s. Wall req/s
 also depends on how much of a core the machine gives the client: the bench prints requests per client
 CPU-second beside wall req/s, and the load average it ran under. Open requests: one socket each (HTTP/1.1),
 so the process's file-descriptor limit (ulimit -n) caps them; --open is clipped to it.
