@@ -19,7 +19,7 @@ $(VENV)/.installed-cpu: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/pip install -q -e ".[cpu,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/pip install -q -e ".[cpu,dev,ray]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	$(BIN)/python -c "import vllm, torch, transformers, distill"
 	touch $@
