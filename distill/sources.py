@@ -739,13 +739,18 @@ class Mixture:
         return {name: {**e, "share": round(e["traces"] / total, 4)} for name, e in self.mix.items()}
 
 
+MIX_COLUMNS = ("adapter", "weight", "limit", "rows_read", "rows_taken", "prompts", "traces", "share")
+
+
 def card_section(metrics: dict[str, Any]) -> list[str]:
     """The data card's realised mix (curate's metrics carry generate's): per set or prompt source, what was
     read and taken, and its share."""
     mix = metrics.get("generate", {}).get("mixture")
     if not mix:
         return []
-    keys = list(next(iter(mix.values())))
+    # manifests are written with sorted keys: put the columns back in reading order
+    first = next(iter(mix.values()))
+    keys = [k for k in MIX_COLUMNS if k in first] + [k for k in first if k not in MIX_COLUMNS]
     out = ["## Realised mix", "", "| source | " + " | ".join(k.replace("_", " ") for k in keys) + " |"]
     out.append("|---" * (len(keys) + 1) + "|")
     for name, entry in mix.items():
