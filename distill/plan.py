@@ -128,7 +128,9 @@ def resolve(recipe: Recipe, a: Assumptions) -> tuple[Assumptions, dict[str, str]
             )
     if values["prompts"] is None:
         values["prompts"] = count_prompts(recipe)
-        source["prompts"] = "recipe: generate." + ("datasets" if recipe.generate.source == "dataset" else "prompts")
+        source["prompts"] = "recipe: generate." + (
+            "datasets" if recipe.generate.source == "dataset" else "prompts"
+        )
     if values["gpus_per_instance"] is None:
         t = recipe.teacher
         values["gpus_per_instance"] = t.tensor_parallel_size * t.pipeline_parallel_size

@@ -422,8 +422,16 @@ def test_card_records_a_logit_objectives_provenance():
 
     kd = {"alpha": 0.3, "temperature": 2.0, "divergence": "jsd", "beta": 0.4}
     config = {**TRAIN_CONFIG, "objective": "kd", "teacher": "t/32B", "kd": kd}
-    metrics = {"objective": "kd", "teacher": "t/32B", "kd_k": 20, "teacher_vocab": "aa11", "student_vocab": "aa11"}
-    section = _training_section({"train": {"config": config, "metrics": metrics, "seconds": 1, "versions": {}}})
+    metrics = {
+        "objective": "kd",
+        "teacher": "t/32B",
+        "kd_k": 20,
+        "teacher_vocab": "aa11",
+        "student_vocab": "aa11",
+    }
+    section = _training_section(
+        {"train": {"config": config, "metrics": metrics, "seconds": 1, "versions": {}}}
+    )
     for row in ["| objective | kd |", "| teacher | t/32B |", "| K (teacher top-K) | 20 |", "| α | 0.3 |"]:
         assert row in section, row
     for row in ["| τ | 2.0 |", "| D | jsd (β=0.4) |", "| teacher vocabulary hash | aa11 |"]:

@@ -80,7 +80,10 @@ def test_every_benchmark_is_registered_and_local(data_dir):
 def test_generated_arith_is_deterministic_and_correct():
     rows = load_prompts("arith", "train")
     assert len(rows) == 512 and rows == load_prompts("arith", "train")
-    assert rows[0]["problem"] == "Anna sees 17 birds on a tree and Anna sees 6 more land. How many birds are there now?"
+    assert (
+        rows[0]["problem"]
+        == "Anna sees 17 birds on a tree and Anna sees 6 more land. How many birds are there now?"
+    )
     assert rows[0]["reference"] == "23"
     assert load_prompts("arith", "test", limit=1)[0]["problem"] != rows[0]["problem"]
 

@@ -58,7 +58,9 @@ def normalize_answer(text: str | None) -> str | None:
     return out or None
 
 
-def paired_gain(after: dict[str, Sequence[bool]], before: dict[str, Sequence[bool]]) -> tuple[float, float, int]:
+def paired_gain(
+    after: dict[str, Sequence[bool]], before: dict[str, Sequence[bool]]
+) -> tuple[float, float, int]:
     """Mean over shared problems of (after's fraction correct - before's), its SE over problems, and the count.
 
     Pairing removes the between-problem variance both models share: with after = before + 0.1 on every problem
