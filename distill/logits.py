@@ -64,10 +64,6 @@ def encode(lp: TokenLogprobs | None) -> dict:
     return {name: encode_column(name, lp) for name in COLUMNS}
 
 
-def empty() -> dict:
-    return encode(None)
-
-
 def decode(row: dict) -> TokenLogprobs | None:
     """A row's teacher signal, or None when it has none."""
     if row.get("teacher_top_ids") is None:

@@ -33,4 +33,4 @@ def test_bytes_per_token_at_k20_within_128():
 
 
 def test_rows_without_logprobs_decode_to_none():
-    assert logits.decode(logits.empty()) is None
+    assert logits.decode(logits.encode(None)) is None

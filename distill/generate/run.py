@@ -594,7 +594,7 @@ def _all_markers(run: GenerateRun, plan: list[list[dict]]) -> list[dict[str, Any
     return markers
 
 
-def _logprob_metrics(run: GenerateRun, tokens: int) -> dict[str, Any]:
+def _logprob_metrics(run: GenerateRun) -> dict[str, Any]:
     """With generate.logprobs: K and the teacher's vocabulary hash (logit objectives check it against the
     student's before training)."""
     k = run.recipe.generate.logprobs
@@ -623,7 +623,7 @@ def _metrics(run: GenerateRun, markers: list[dict], prompts: int, stats: dict[st
         "malformed_rate": round(total["malformed"] / rows, 4),
         "mean_completion_tokens": round(total["completion_tokens"] / rows, 1),
         "template_default_system": default_system_prompt(tokenizer) if tokenizer is not None else None,
-        **_logprob_metrics(run, total["completion_tokens"]),
+        **_logprob_metrics(run),
         "run_shards_generated": stats["shards"],
         "run_shards_resumed": len(markers) - stats["shards"],
         "run_tokens": stats["tokens"],
