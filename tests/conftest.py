@@ -1,8 +1,10 @@
-"""Session fixtures shared by the suite: local data dir, the converted SmolLM2, tiny random models."""
+"""Session fixtures shared by the suite: local data dir, the converted SmolLM2, tiny random models, one vLLM engine
+and one `vllm serve`."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,18 @@ def vllm_engine(smollm2_path):
     backend = VLLMBackend.start(teacher)
     yield backend.llm
     backend.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_path, tmp_path_factory):
+    """One real `vllm serve` over SmolLM2 on 127.0.0.1 for the whole session (the OpenAI backend, fleet, worker
+    and Ray tests share it; a test that kills a server starts its own); yields its /v1 URL."""
+    from serving import START_DEADLINE_S, kill, serve, wait_up
+
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    proc, url = serve(smollm2_path, log)
+    try:
+        wait_up(proc, url, log, time.time() + START_DEADLINE_S)
+        yield url
+    finally:
+        kill(proc)

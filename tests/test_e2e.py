@@ -1,7 +1,8 @@
 """End to end through the CLI, asserting on what each stage wrote: (a) the CPU demo recipe users run first
 (pipelines/demo-cpu.yaml, sizes reduced with --set), and (b) the R1 path (thinking on, the `<think>` prefill, math
 verification, release tokens) with a scripted teacher and student served over the OpenAI HTTP API. Both run in two
-halves with --until / --from, the second half never redoing the first."""
+halves with --until / --from, the second half never redoing the first; the demo then reruns with every stage
+skipped, is pushed (dry run) by run dir and shown."""
 
 from __future__ import annotations
 
@@ -140,6 +141,14 @@ def test_demo_recipe_end_to_end(tmp_path, smollm2_path, cards_dir):
     distill("run", *recipe_args, "--from", "patch", "--until", "push", cwd=tmp_path)
     assert {s: b for s, b in manifests(run).items() if s in first} == first  # --from patch redid nothing
     assert_demo_outputs(run, smollm2_path, cards_dir)
+    assert not (run / "push" / "manifest.json").exists()  # a dry run uploads nothing, so it never looks done
+    done = manifests(run)
+    distill("run", *recipe_args, "--until", "eval", cwd=tmp_path)
+    assert manifests(run) == done  # a rerun recomputes nothing: every manifest byte-identical
+    listed = distill("push", str(run), "--repo", "me/other", "--dry-run", cwd=tmp_path).stdout  # by run dir
+    assert "me/other" in listed and "model.safetensors" in listed
+    shown = distill("show", str(run), cwd=tmp_path).stdout
+    assert all(stage in shown for stage in STAGES) and "done" in shown and "dry run" in shown
 
 
 def assert_demo_outputs(run: Path, smollm2_path: Path, cards_dir: Path) -> None:
@@ -189,7 +198,14 @@ def assert_demo_outputs(run: Path, smollm2_path: Path, cards_dir: Path) -> None:
         verdict.startswith("held-out pass@1: before ") and verdict in (run / "eval" / "table.md").read_text()
     )
     assert_card_matches_results(run)
-    assert verdict in (run / "push" / "model_card.md").read_text()
+    card = (run / "push" / "model_card.md").read_text()
+    assert verdict in card and "base_model" in card
+    # one results table: eval's table.md header in the card; hyper-parameters as train's manifest recorded them
+    assert (run / "eval" / "table.md").read_text().splitlines()[0] in card
+    train_cfg = manifest(run, "train")["config"]
+    assert train_cfg["max_steps"] == 2 and "| max steps | 2 |" in card
+    assert f"| learning rate | {train_cfg['lr']} |" in card
+    assert not any("Ġ" in s["completion"] or "Ċ" in s["completion"] for s in samples)  # vLLM decodes the release
     assert_git_sha(run)
 
 

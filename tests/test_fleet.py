@@ -7,16 +7,12 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import httpx
 import pytest
+from serving import START_DEADLINE_S, free_port, kill, serve, wait_up
 
 from distill.artifacts import read_shards
 from distill.config import recipe_from_dict
@@ -113,14 +109,8 @@ def test_a_benched_endpoint_is_health_checked_back_into_rotation():
     assert len(got) == 200 and not fleet.endpoints[0].benched and a.posts > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_start_benches_a_dead_endpoint_and_refuses_an_all_dead_fleet(capsys):
-    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    dead = f"http://127.0.0.1:{free_port()}/v1"
     with Server("a") as a:
         fleet = _fleet([dead, a.url])
         fleet.check()
@@ -135,47 +125,11 @@ def test_start_benches_a_dead_endpoint_and_refuses_an_all_dead_fleet(capsys):
 # ---------------------------------------------------------------- two real `vllm serve` processes
 
 
-def _serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """`vllm serve` SmolLM2 (eager fp32, 1 GiB KV cache) on a free loopback port, as test_generate_openai does."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in sorted(os.sched_getaffinity(0))),
-    }
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2"]
-    cmd += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "1024", "--no-enable-chunked-prefill"]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return proc, f"http://127.0.0.1:{port}/v1"
-
-
-# Two engines starting at once on a shared, loaded 2-core machine: measured 400+ s at load 17-19 (30 s idle).
-START_DEADLINE_S = 1500
-
-
-def _wait_up(proc: subprocess.Popen, url: str, log: Path, deadline: float) -> None:
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, (
-            f"vllm serve not up in {START_DEADLINE_S} s:\n{log.read_text()[-3000:]}"
-        )
-        time.sleep(1)
-
-
-def test_two_vllm_servers_one_killed_mid_run_every_row_lands_once(smollm2_path, tmp_path):
-    servers = [_serve(smollm2_path, tmp_path / f"server{i}.log") for i in range(2)]  # both start at once
+def test_two_vllm_servers_one_killed_mid_run_every_row_lands_once(vllm_server, smollm2_path, tmp_path):
+    victim, url = serve(smollm2_path, tmp_path / "victim.log")  # the session's server stays up; this one dies
     try:
-        deadline = time.time() + START_DEADLINE_S
-        for i, (proc, url) in enumerate(servers):
-            _wait_up(proc, url, tmp_path / f"server{i}.log", deadline)
+        wait_up(victim, url, tmp_path / "victim.log", time.time() + START_DEADLINE_S)
+        urls = [vllm_server, url]
         recipe = recipe_from_dict(
             {
                 "name": "fleet",
@@ -183,7 +137,7 @@ def test_two_vllm_servers_one_killed_mid_run_every_row_lands_once(smollm2_path, 
                 "teacher": {
                     "backend": "openai",
                     "model": "smollm2",
-                    "base_url": [url for _, url in servers],
+                    "base_url": urls,
                     "tokenizer": str(smollm2_path),
                     "thinking": False,
                     "concurrency": 4,
@@ -198,7 +152,6 @@ def test_two_vllm_servers_one_killed_mid_run_every_row_lands_once(smollm2_path, 
             }
         )
         out = tmp_path / "run" / "generate"
-        victim = servers[1][0]
 
         def kill_after_first_shard():
             while not list((out / "_done").glob("*.ok")):
@@ -216,7 +169,4 @@ def test_two_vllm_servers_one_killed_mid_run_every_row_lands_once(smollm2_path, 
         assert len(keys) == 32 == len(set(keys)) and set(keys) == expected  # every row, none twice
         assert all(r["completion"] for r in rows)
     finally:
-        for proc, _ in servers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill(victim)

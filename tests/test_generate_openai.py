@@ -4,15 +4,10 @@ connections, then the real thing against a `vllm serve` this test starts on 127.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from distill.artifacts import read_shards
@@ -206,53 +201,6 @@ def test_stage_over_chat_api_sends_the_key_from_env_and_never_writes_it(tmp_path
 
 
 # ---------------------------------------------------------------- a real `vllm serve`
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def vllm_server(smollm2_path, tmp_path_factory):
-    """`vllm serve` SmolLM2 on 127.0.0.1 (eager fp32, 1 GiB KV cache); yields its /v1 URL."""
-    port, log = _free_port(), tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in sorted(os.sched_getaffinity(0))),
-    }
-    # `vllm serve` itself: the `vllm` script of vllm-cpu 0.32 dies looking up the version of a package named
-    # "vllm" (it is "vllm-cpu"), so run the server module it wraps with the same arguments.
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_path)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "smollm2"]
-    cmd += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "1024"]
-    # as VLLMBackend does on CPU: a seeded request prefilled in chunks kills vllm-cpu 0.32
-    cmd += ["--no-enable-chunked-prefill"]
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, f"vllm serve not up after 300 s:\n{log.read_text()[-3000:]}"
-            time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_vllm_serve_gives_the_in_process_engine_s_samples(vllm_server, vllm_engine, smollm2_path):

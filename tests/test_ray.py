@@ -5,9 +5,7 @@ Ray missing is one clear error; the GPU processor (vLLMEngineProcessorConfig) is
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -84,17 +82,9 @@ def ray_cluster():
 
 
 def test_http_processor_against_vllm_serve_writes_distill_shards_and_resumes(
-    ray_cluster, smollm2_path, tmp_path
+    ray_cluster, vllm_server, smollm2_path, tmp_path
 ):
-    from test_fleet import START_DEADLINE_S, _serve, _wait_up
-
-    proc, url = _serve(smollm2_path, tmp_path / "server.log")
-    try:
-        _wait_up(proc, url, tmp_path / "server.log", time.time() + START_DEADLINE_S)
-        _ray_run(tmp_path, url, smollm2_path)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    _ray_run(tmp_path, vllm_server, smollm2_path)
 
 
 def _ray_run(tmp_path: Path, url: str, smollm2_path: Path) -> None:

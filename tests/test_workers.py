@@ -5,7 +5,6 @@ against one `vllm serve`, one SIGKILLed mid-run and rerun: every row once, no sh
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -185,16 +184,8 @@ def _snapshot(out: Path, names: list[str]) -> dict[str, tuple[int, int]]:
     return {str(f): (f.stat().st_ino, f.stat().st_mtime_ns) for f in files}
 
 
-def test_three_worker_processes_one_killed_and_rerun(smollm2_path, tmp_path):
-    from test_fleet import START_DEADLINE_S, _serve, _wait_up
-
-    proc, url = _serve(smollm2_path, tmp_path / "server.log")
-    try:
-        _wait_up(proc, url, tmp_path / "server.log", time.time() + START_DEADLINE_S)
-        _three_workers(tmp_path, url)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def test_three_worker_processes_one_killed_and_rerun(vllm_server, tmp_path):
+    _three_workers(tmp_path, vllm_server)
 
 
 def _three_workers(tmp_path: Path, url: str) -> None:
