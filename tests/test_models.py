@@ -105,3 +105,35 @@ def test_engine_tokenizer_fixes_release_declared_byte_level_bpe(smollm2_path, tm
     assert (
         json.loads((release / "tokenizer_config.json").read_text())["tokenizer_class"] == "LlamaTokenizerFast"
     )
+
+
+def test_pruned_student_keeps_every_other_layer_and_the_tokenizer(smollm2_path, tmp_path, monkeypatch):
+    """smollm2-pruned: built offline from the converted SmolLM2 (layers 0, 2, ..., 28 -> 15), its tokenizer files
+    byte-identical to the teacher's, registered as a student that resolves to the built folder."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.students import get_student
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "smollm2-135m").symlink_to(smollm2_path)  # the parent, already converted
+    folder = Path(resolve_model(get_student("smollm2-pruned").base))
+    assert folder == tmp_path / "models" / "smollm2-pruned" and verify_model(folder, full=True)
+    for name in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
+        assert (folder / name).read_bytes() == (smollm2_path / name).read_bytes(), name
+    pruned = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    parent = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+    assert pruned.config.num_hidden_layers == len(pruned.model.layers) == 15
+    assert pruned.config.vocab_size == parent.config.vocab_size == 49152
+    assert torch.equal(pruned.model.layers[7].mlp.up_proj.weight, parent.model.layers[14].mlp.up_proj.weight)
+    assert torch.equal(pruned.model.embed_tokens.weight, parent.model.embed_tokens.weight)
+    ids = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
+    with torch.no_grad():  # cached decoding (per-layer KV slots renumbered) equals a full forward
+        full = pruned(input_ids=ids).logits[0, -1]
+        past = pruned(input_ids=ids[:, :-1], use_cache=True).past_key_values
+        step = pruned(input_ids=ids[:, -1:], past_key_values=past, use_cache=True).logits[0, -1]
+    assert torch.allclose(full, step, atol=1e-4)
+    assert fetch_embedded("smollm2-pruned") == folder  # built once
