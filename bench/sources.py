@@ -1,15 +1,17 @@
 """Bench: importing a public trace set (generate.source: dataset) vs a naive datasets.load_dataset + to_pandas pass.
 
-    .venv/bin/python bench/sources.py [--rows 20000] [--files 4] [--tokens 6000]
+    .venv/bin/python bench/sources.py [--rows 20000] [--files 4] [--tokens 6000] [--zstd]
 
 Synthetic rows in Mixture-of-Thoughts' layout (messages [{role, content}] with <think> inside the assistant turn,
 num_tokens, source) of R1 lengths: assistant text ~`--tokens` x 4 characters on average (uniform 0.5x-1.5x),
-written as `--files` Parquet files. Each side runs in its own child process (peak RSS = its ru_maxrss):
+written as `--files` Parquet files. Each side runs in its own child process (peak RSS = its VmHWM):
   column-wise   the generate stage's import: record batches in, Arrow kernels, shards out in row groups
   record path   the same import with the column-wise adapter switched off (per-record dicts, as before)
+  zstd shards   (--zstd) the column-wise import writing zstd shards, the codec before snappy: bytes/row, CPU
   baseline      datasets.load_dataset("parquet", ...) then .to_pandas() (the whole set in memory; no conversion)
-Prints rows/s (wall) and rows per CPU-second, peak RSS, the ratios, and the load average (the machine is
-shared: wall rows/s falls with load). Above --naive-max-rows only the column-wise side runs.
+Prints rows/s (wall) and rows per CPU-second, peak RSS, shard bytes/row, the ratios, and the load average (the
+machine is shared: wall rows/s falls with load). The record path runs up to --record-max-rows, the baseline up
+to --naive-max-rows. Synthetic data is built before any timed side starts.
 Goals (issue 13): >= 20k rows/s and peak RSS <= 2 GB for 1M rows on 2 cores; memory must not grow with --rows.
 """
 
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -133,6 +136,9 @@ PEAK
 from distill.config import recipe_from_dict
 from distill.generate.run import generate
 data, out = sys.argv[1], Path(sys.argv[2])
+if sys.argv[3] == "zstd":  # the shards' previous codec: the bytes/row and write cost it saves
+    import distill.generate.run
+    distill.generate.run.SHARD_CODEC = "zstd"
 if sys.argv[3] == "records":  # the per-record path (what every batch took before the column-wise one)
     import dataclasses
     from distill import sources
@@ -180,9 +186,14 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20000, help="synthetic rows")
     ap.add_argument("--files", type=int, default=4, help="Parquet files they are split into")
     ap.add_argument("--tokens", type=int, default=6000, help="mean assistant tokens per row (x4 characters)")
+    ap.add_argument("--record-max-rows", type=int, default=20_000,
+                    help="above this, skip the record path (~10x slower than the column-wise one)")  # fmt: skip
+    ap.add_argument(
+        "--zstd", action="store_true", help="also import with zstd shards (the codec before snappy)"
+    )
     ap.add_argument("--naive-max-rows", type=int, default=200_000,
-                    help="above this, skip the sides that hold or build rows per record in Python (the baseline "
-                         "keeps the whole set in memory: ~25 KB/row; the record path is ~10x slower)")  # fmt: skip
+                    help="above this, skip the load_dataset baseline (it keeps the whole set in memory: ~25 KB/row "
+                         "as Arrow, more as pandas objects)")  # fmt: skip
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sources-") as tmp:
         data, tmp = Path(tmp) / "data", Path(tmp)
@@ -195,10 +206,15 @@ def main() -> None:
         load = os.getloadavg()
         small = args.rows <= args.naive_max_rows
         results = {"distill import, column-wise": child(DISTILL_CHILD, str(data), str(tmp / "a"), "columns")}
-        if small:
+        shutil.rmtree(tmp / "a")  # disk: at 1M rows the shards are ~20 GB
+        if args.zstd:
+            results["column-wise, zstd shards"] = child(DISTILL_CHILD, str(data), str(tmp / "z"), "zstd")
+            shutil.rmtree(tmp / "z")
+        if args.rows <= args.record_max_rows:
             results["distill import, record path"] = child(
                 DISTILL_CHILD, str(data), str(tmp / "b"), "records"
             )
+        if small:
             results["load_dataset+to_pandas"] = child(BASELINE_CHILD, str(data), str(tmp / "hf-cache"))
         load_after = os.getloadavg()
     report(results, load, load_after, small)
@@ -208,15 +224,14 @@ def report(results: dict[str, dict], load: tuple, load_after: tuple, small: bool
     for name, r in results.items():
         print(f"{name:>28}: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s, "
               f"peak RSS {r['rss_mb']:,.0f} MB; CPU {r['cpu_s']:.1f} s = {r['rows'] / r['cpu_s']:,.0f} rows per "
-              f"CPU-second" + (f"; shards {r['out_bytes'] / 1e9:.2f} GB" if "out_bytes" in r else ""))  # fmt: skip
+              f"CPU-second" + (f"; shards {r['out_bytes'] / 1e9:.2f} GB = {r['out_bytes'] / r['rows']:,.0f} B/row"
+              if "out_bytes" in r else ""))  # fmt: skip
     ours = results["distill import, column-wise"]
     for name, r in list(results.items())[1:]:
         print(f"ratio {name} / column-wise: wall {r['seconds'] / ours['seconds']:.2f}x, CPU "
               f"{r['cpu_s'] / ours['cpu_s']:.2f}x, peak RSS {r['rss_mb'] / ours['rss_mb']:.2f}x")  # fmt: skip
     if not small:
-        print(
-            "record path and load_dataset baseline skipped (--naive-max-rows): run a smaller --rows for ratios"
-        )
+        print("load_dataset baseline skipped (--naive-max-rows): run a smaller --rows for its ratio")
     print(f"load average (1/5/15 min) before: {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, "
           f"after: {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} on {os.cpu_count()} cores")  # fmt: skip
 

@@ -490,3 +490,36 @@ def test_plan_counts_the_imported_rows(tmp_path):
     )
     with pytest.raises(DistillError, match=r"generate.datasets\[0\]: GAIR/LIMO is read from the Hub"):
         plan(hub, [])
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_when_dropped():
+    import threading
+    import time
+
+    from distill.sources import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield from (1, 2)
+        raise DistillError("x.parquet: cannot read Parquet")
+
+    got = []
+    with pytest.raises(DistillError, match="x.parquet: cannot read Parquet"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [1, 2]  # the items before the error all arrive first
+
+    made = []
+
+    def endless():
+        while True:
+            made.append(len(made))
+            yield made[-1]
+
+    stream = read_ahead(endless(), depth=2)
+    assert next(stream) == 0
+    stream.close()  # as when a limit ends the loop early
+    time.sleep(0.5)  # s: the reader checks for a stop every 0.1 s
+    assert len(made) <= 4  # 1 taken + 2 queued + 1 waiting for room: it stopped
+    assert not any(t.name.endswith("(pump)") for t in threading.enumerate())

@@ -760,6 +760,7 @@ def write_import_shards(tables: Any, folder: Path, size: int, schema: Any) -> li
 
 
 LONG_TEXT = ("problem", "messages", "completion", "reasoning", "answer")
+SHARD_CODEC = "snappy"  # imported shards' Parquet compression (ShardWriter says why)
 
 
 class ShardWriter:
@@ -772,8 +773,11 @@ class ShardWriter:
         # Dictionaries and min/max statistics only for the short columns: on the long texts (completion,
         # reasoning, answer: ~48 KB a row) they cost ~15% of the write and never pay off.
         small = [f.name for f in schema if f.name not in LONG_TEXT]
+        # Snappy, not zstd: on R1-like text it writes ~2x faster (6.7k vs 3.4k rows per CPU-second) for
+        # ~1.5x the bytes (22.6 vs 14.7 KB a row; lz4: 5.4k rows/s, 24.4 KB), and every Parquet reader knows
+        # it (bench/sources.py).
         self.writer = pq.ParquetWriter(
-            self.file, schema, compression="zstd", use_dictionary=small, write_statistics=small
+            self.file, schema, compression=SHARD_CODEC, use_dictionary=small, write_statistics=small
         )
 
     def write(self, table: Any) -> None:
