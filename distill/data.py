@@ -146,15 +146,19 @@ ROW_BUILDERS: dict[str, Callable[[dict], tuple[str, str | None, str | None]]] = 
 
 # Generated, not downloaded: one-step arithmetic word problems a 135M model solves now and then, so the CPU demo's
 # rejection sampling keeps something (SmolLM2-135M gets ~1% of GSM8K and MATH Level 1 samples right).
-# Every 8-word window of a template holds a name or both numbers: with split-specific names and disjoint
-# (template, a, b) problems, no train prompt shares a non-boilerplate 8-gram with dev or test (tests/test_demo.py).
+# Every 8-word window of a template that holds one number also holds the (split-specific) name, or it holds both
+# numbers: with disjoint (template, a, b) problems, no train prompt shares an 8-gram with dev or test that the
+# benchmark side indexes (number-free windows are template phrasing), whatever the corpus size (tests/test_demo.py).
 ARITH_TEMPLATES = [
     ("{name} has {a} apples. Then {name} buys {b} more. How many apples does {name} have now?", "add"),
     ("{name} had {a} stickers and {name} gave {b} away. How many stickers does {name} have left?", "sub"),
-    ("{name} has {b} boxes and {name} puts {a} pencils in each box. How many pencils are there?", "mul"),
-    ("{name} reads {a} pages a day. In {b} days, how many pages does {name} read?", "mul"),
-    ("{name} sees {a} birds on a tree and {name} sees {b} more land. How many birds are there now?", "add"),
-    ("{name} shares {a} cookies equally among {b} friends. How many cookies does each friend get?", "div"),
+    ("{name} has {b} boxes. In each box {name} puts {a} pencils. How many pencils does {name} have?", "mul"),
+    ("{name} reads {a} pages a day. In {b} days {name} reads how many pages?", "mul"),
+    ("{name} sees {a} birds on a tree. {name} sees {b} more. How many birds does {name} see?", "add"),
+    (
+        "{name} has {a} cookies and {b} friends. {name} gives each friend the same number. How many cookies does each friend get?",
+        "div",
+    ),
 ]
 ARITH_A, ARITH_B = range(2, 21), range(2, 10)  # the first and second number, the same for every split
 # split -> (problems, names): every (template, a, b) problem is in one split only; 6 x 19 x 8 = 912 in all
