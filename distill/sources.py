@@ -444,7 +444,6 @@ def mot_columns(batch: Any, cfg: DatasetSource, ad: Adapter) -> Any:
     n = len(problem)
     fixed = cfg.domain or DOMAIN_WORDS.get(cfg.subset or "")
     domain = pa.repeat(pa.scalar(fixed), n) if fixed else mot_domains(pc.utf8_lower(origin), ad.domain)
-    estimate = pc.divide(pc.utf8_length(completion), CHARS_PER_TOKEN).cast(pa.int64())
     values = {
         "prompt_id": pa.array([f"{ad.name}/{content_id(p)}" for p in problem.to_pylist()], pa.string()),
         "domain": domain,
@@ -458,13 +457,26 @@ def mot_columns(batch: Any, cfg: DatasetSource, ad: Adapter) -> Any:
             closed, pa.scalar([], pa.list_(pa.string())), pa.scalar(["malformed"], pa.list_(pa.string()))
         ),
         "verified": pa.nulls(n, pa.bool_()),
-        "completion_tokens": pc.if_else(pc.equal(tokens, 0), estimate, tokens.cast(pa.int64())),
+        "completion_tokens": token_counts(tokens, completion),
         "teacher": pa.repeat(pa.scalar(R1), n),
         "completion": completion,
         "reasoning": reasoning,
         "answer": answer,
     }
     return pa.Table.from_pydict(values, schema=trace_schema())
+
+
+def token_counts(tokens: Any, completion: Any) -> Any:
+    """The set's token counts; where one is 0, the estimate from the text's length (as trace() does). The
+    length pass (~2% of an import's CPU) runs only for a batch that has a 0."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tokens, zero = tokens.cast(pa.int64()), pc.equal(tokens, 0)
+    if not pc.any(zero).as_py():
+        return tokens
+    estimate = pc.divide(pc.utf8_length(completion), CHARS_PER_TOKEN).cast(pa.int64())
+    return pc.if_else(zero, estimate, tokens)
 
 
 def mot_domains(origin: Any, default: str) -> Any:
