@@ -602,13 +602,16 @@ def chunks(src: DatasetSource) -> Iterator[Any]:
 
 
 def parquet_batches(path: Path) -> Iterator[Any]:
+    """The file's record batches, one row group at a time: a single iter_batches over the whole file keeps
+    every row group's compressed pages it has read (memory grew with the file: 2.4 GB peak at 1M R1 rows)."""
     import pyarrow.parquet as pq
 
     try:
         reader = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise DistillError(f"{path}: cannot read Parquet ({type(err).__name__}: {err})") from None
-    yield from reader.iter_batches(batch_size=BATCH_ROWS)
+    for group in range(reader.num_row_groups):
+        yield from reader.iter_batches(batch_size=BATCH_ROWS, row_groups=[group])
 
 
 def read_ahead(items: Iterator[Any], depth: int = READ_AHEAD) -> Iterator[Any]:

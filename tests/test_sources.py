@@ -523,3 +523,26 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_when_dropped():
     time.sleep(0.5)  # s: the reader checks for a stop every 0.1 s
     assert len(made) <= 4  # 1 taken + 2 queued + 1 waiting for room: it stopped
     assert not any(t.name.endswith("(pump)") for t in threading.enumerate())
+
+
+def test_parquet_reading_memory_does_not_grow_with_the_file(tmp_path):
+    """Arrow's allocations while streaming a 40-row-group file stay near one row group's worth (a single
+    iter_batches over the file kept every group's compressed pages: memory grew with the file)."""
+    import random
+
+    from distill.sources import parquet_batches
+
+    rng = random.Random(0)
+    path = tmp_path / "x.parquet"
+    with pq.ParquetWriter(path, pa.schema([("text", pa.string())]), compression="zstd") as w:
+        for _ in range(40):  # ~250 KB of incompressible text per row group
+            w.write_table(
+                pa.table({"text": ["".join(rng.choices("abcdefghij", k=25_000)) for _ in range(10)]})
+            )
+    size, base, peak, rows = path.stat().st_size, pa.total_allocated_bytes(), 0, 0
+    for batch in parquet_batches(path):
+        rows += batch.num_rows
+        del batch
+        peak = max(peak, pa.total_allocated_bytes() - base)
+    assert rows == 400
+    assert size > 4_000_000 and peak < size / 4
