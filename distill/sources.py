@@ -6,7 +6,8 @@ completion (the raw assistant text), reasoning, answer, finish_reason, verified 
 False, or None when it records none), completion_tokens and teacher. generate.source: dataset writes them as
 generate shards (distill/generate/run.py), so curate -> train -> eval run unchanged.
 
-Records stream: Parquet in record batches, JSONL line by line, the Hub with streaming=True; memory is one batch.
+Records stream: Parquet a row group at a time, JSONL line by line, the Hub with streaming=True, read READ_AHEAD
+batches ahead on a thread; memory is a few batches, not the set.
 A mixture takes each set's rows with a stable per-row draw (weight: the share kept, as open-r1's
 dataset_mixture) up to its limit, and counts what it read and took per set: the realised mix.
 Layouts, as their dataset cards give them:
