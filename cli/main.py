@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+# Library chatter is not the user's: transformers' weight-loading bars and advisory warnings (e.g. how resized
+# embeddings are initialised) would sit between the stage bars. Set before transformers is imported; a user's own
+# setting wins.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 app = typer.Typer(
     help="Reproduce DeepSeek's R1-Distill recipe: generate -> curate -> train -> patch -> eval -> push.",
