@@ -15,6 +15,12 @@ TRL: trl.experimental.gkd.GKDTrainer with lmbda=1.0 (every step on-policy), beta
   temperature=1.0: the student samples with transformers `generate`, teacher and student run full forwards.
 Steps/s is 1 / mean optimizer-step wall time over the steps after the first (engine and generate warm-up excluded,
 as are model loading and vLLM engine starts, printed apart). Goal (issue 11): distill >= 3x TRL.
+
+Measured 2026-12-02, defaults, 2 cores shared with other runs (load 4.2-4.8): distill 0.072 steps/s (steps 2-4:
+13.8 s each = vLLM sampling 4.6 s + teacher scoring 2.1 s + update and in-place weight reload 7.1 s), TRL 0.073
+steps/s (13.7 s each): 0.99x, the goal is NOT met at this size. 4 x 32 tokens per step is too little generation
+for vLLM's batching to beat transformers' generate on one CPU thread; measure larger --prompts / --max-tokens
+(and a GPU) before drawing conclusions.
 """
 
 from __future__ import annotations
