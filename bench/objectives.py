@@ -191,20 +191,23 @@ def reverse_kl(args, work: Path, models: dict[str, Path], teacher: Path, vocab: 
 
 
 def score_reverse_kl(args, models: dict[str, Path], teacher: Path, vocab: int):
+    """Every student samples first, one engine at a time; then the teacher scores them all. In-process vLLM engines
+    share one global parallel state that closing any of them tears down, so no two are ever alive together."""
     from distill.config import TeacherConfig
     from distill.models import load_tokenizer
     from distill.train.on_policy import EngineScorer, start_engine
 
     engine = TeacherConfig(**ENGINE)
     prompts = held_out_prompts(load_tokenizer(str(teacher)), args.kl_prompts)
-    scorer = EngineScorer(start_engine(engine, str(teacher)))
+    sampled = {}
     for name, model in models.items():
         llm = start_engine(engine, str(model))
-        seqs, starts, logq = sample_with_logprobs(llm, prompts, args.kl_samples, args.max_tokens)
+        sampled[name] = sample_with_logprobs(llm, prompts, args.kl_samples, args.max_tokens)
         del llm
         gc.collect()
-        logp = scorer.score(seqs, starts)
-        yield name, kl_stats(seqs, starts, logq, logp, vocab)
+    scorer = EngineScorer(start_engine(engine, str(teacher)))
+    for name, (seqs, starts, logq) in sampled.items():
+        yield name, kl_stats(seqs, starts, logq, scorer.score(seqs, starts), vocab)
 
 
 def kl_stats(seqs, starts, logq, logp, vocab: int) -> dict:
