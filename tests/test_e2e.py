@@ -206,7 +206,9 @@ def assert_demo_outputs(run: Path, smollm2_path: Path, cards_dir: Path) -> None:
     train_cfg = manifest(run, "train")["config"]
     assert train_cfg["max_steps"] == 2 and "| max steps | 2 |" in card
     assert f"| learning rate | {train_cfg['lr']} |" in card
-    assert not any("Ġ" in s["completion"] or "Ċ" in s["completion"] for s in samples)  # vLLM decodes the release
+    assert not any(
+        "Ġ" in s["completion"] or "Ċ" in s["completion"] for s in samples
+    )  # vLLM decodes the release
     assert_git_sha(run)
 
 

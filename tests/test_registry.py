@@ -81,8 +81,7 @@ def test_generated_arith_is_deterministic_and_correct():
     rows = load_prompts("arith", "train")
     assert len(rows) == 512 and rows == load_prompts("arith", "train")
     assert (
-        rows[0]["problem"]
-        == "Anna sees 17 birds on a tree and Anna sees 6 more land. How many birds are there now?"
+        rows[0]["problem"] == "Anna sees 17 birds on a tree. Anna sees 6 more. How many birds does Anna see?"
     )
     assert rows[0]["reference"] == "23"
     assert load_prompts("arith", "test", limit=1)[0]["problem"] != rows[0]["problem"]
