@@ -198,9 +198,8 @@ class OnPolicyConfig(Strict):
     samples_per_prompt: int = Field(2, ge=1)
     max_tokens: int = Field(256, ge=1)  # per student sample
     temperature: float = Field(1.0, gt=0.0)  # 1: the samples come from the student's own distribution
-    sft_mix: float = Field(
-        0.0, ge=0.0
-    )  # weight of the SFT CE on the prompts' curated traces, added to the loss
+    # weight of the SFT CE on the prompts' curated traces, added to the loss
+    sft_mix: float = Field(0.0, ge=0.0)
     engine: TeacherConfig | None = None  # vLLM options of both engines (dtype, max_model_len, eager)
 
 

@@ -84,10 +84,7 @@ def ray_cluster():
 def test_http_processor_against_vllm_serve_writes_distill_shards_and_resumes(
     ray_cluster, vllm_server, smollm2_path, tmp_path
 ):
-    _ray_run(tmp_path, vllm_server, smollm2_path)
-
-
-def _ray_run(tmp_path: Path, url: str, smollm2_path: Path) -> None:
+    url = vllm_server
     recipe = recipe_from_dict(_recipe(tmp_path / "run", url, model="smollm2", tokenizer=str(smollm2_path)))
     out = tmp_path / "run" / "generate"
     # as if a first run had lost its driver after two shards: their shards and markers are kept, the rest redone

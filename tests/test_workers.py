@@ -185,10 +185,7 @@ def _snapshot(out: Path, names: list[str]) -> dict[str, tuple[int, int]]:
 
 
 def test_three_worker_processes_one_killed_and_rerun(vllm_server, tmp_path):
-    _three_workers(tmp_path, vllm_server)
-
-
-def _three_workers(tmp_path: Path, url: str) -> None:
+    url = vllm_server
     spec = _recipe(tmp_path / "run", url, model="smollm2", limit=12)  # 12 shards: 4 per worker
     path, out = tmp_path / "recipe.yaml", tmp_path / "run" / "generate"
     path.write_text(yaml.safe_dump(spec))

@@ -407,9 +407,8 @@ def run_local(
     run: GenerateRun, jobs: list[tuple[int, list[dict]]], view: ProgressView, backend: Backend | None
 ) -> None:
     own = backend is None
-    if (
-        own and run.recipe.teacher.executor == "ray"
-    ):  # Ray Data runs the teacher (data_parallel_size included)
+    # Ray Data runs the teacher (data_parallel_size included)
+    if own and run.recipe.teacher.executor == "ray":
         from distill.engines.ray_backend import RayBackend
 
         backend = RayBackend.from_config(run.recipe.teacher)
