@@ -406,3 +406,9 @@ def test_missing_problem_column_names_file_and_row(tmp_path):
     )
     assert proc.returncode == 2
     assert f"{f}: row 2: missing or empty field 'problem'" in proc.stderr
+
+
+def test_in_process_engine_takes_one_rank_only():
+    teacher = TeacherConfig(model="smollm2-135m", in_process=True, tensor_parallel_size=2)
+    with pytest.raises(DistillError, match="in_process: one rank only"):
+        VLLMBackend.start(teacher)

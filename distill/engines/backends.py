@@ -151,7 +151,11 @@ class VLLMBackend:
             # chunks: it rewinds the request's generator, which only CUDA generators can do. Whole prefills
             # avoid it; vLLM then raises max_num_batched_tokens to at least max_model_len.
             kwargs["enable_chunked_prefill"] = False
-        with engine_output(log):
+        if teacher.in_process:
+            if teacher.tensor_parallel_size * teacher.pipeline_parallel_size > 1:
+                raise DistillError("teacher.in_process: one rank only (tensor/pipeline_parallel_size 1)")
+            kwargs["distributed_executor_backend"] = "uni"
+        with engine_output(log), engine_processes(not teacher.in_process):
             from vllm import LLM
 
             return cls(LLM(**kwargs), owned=True, log=log)
@@ -210,6 +214,26 @@ class VLLMBackend:
             with engine_output(self.log):
                 self.llm.llm_engine.engine_core.shutdown()
             self.owned = False
+            self.llm = None  # an in-process engine's weights and KV cache (GiB) go with the last reference
+
+
+@contextmanager
+def engine_processes(spawn: bool) -> Iterator[None]:
+    """vLLM reads VLLM_ENABLE_V1_MULTIPROCESSING when the engine starts, then caches every env var for the
+    process's life (enable_envs_cache): an in-process engine would leave the next one in-process too."""
+    import vllm.envs
+
+    key, saved = "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    if not spawn:
+        os.environ[key] = "0"
+    vllm.envs.disable_envs_cache()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
 
 
 @contextmanager
