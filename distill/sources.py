@@ -84,8 +84,11 @@ TRACE_FIELDS = (
     ("prompt_id", "string"), ("domain", "string"), ("problem", "string"), ("reference", "string"),
     ("source", "string"), ("license", "string"), ("sample_index", "int64"), ("finish_reason", "string"),
     ("flags", "strings"), ("verified", "bool"), ("completion_tokens", "int64"), ("teacher", "string"),
-    ("completion", "string"), ("reasoning", "string"), ("answer", "string"),
+    ("completion", "string"), ("reasoning", "string"), ("answer", "string"), ("trace_spans", "spans"),
 )  # fmt: skip
+# trace_spans: [reasoning start, end, answer start, end], UTF-8 byte offsets into the row's completion. The
+# column-wise import sets them and leaves reasoning and answer null, so a shard stores the text once (as two
+# copies it was half the import's CPU and twice its disk bytes); trace_texts() turns them back into text.
 # What Python's str.strip() strips (every c with c.isspace()): Arrow's own trim knows a different set.
 PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
 PY_SPACE += "\u2028\u2029\u202f\u205f\u3000"
@@ -295,8 +298,27 @@ def mapped(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str, Any]]
 def trace_schema():
     import pyarrow as pa
 
-    types = {"string": pa.string(), "int64": pa.int64(), "bool": pa.bool_(), "strings": pa.list_(pa.string())}
+    types = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "bool": pa.bool_(),
+        "strings": pa.list_(pa.string()),
+        "spans": SPANS(),
+    }
     return pa.schema([(name, types[kind]) for name, kind in TRACE_FIELDS])
+
+
+def spans_field():
+    """The imported shards' trace_spans column (TRACE_FIELDS says what it holds)."""
+    import pyarrow as pa
+
+    return pa.field("trace_spans", SPANS())
+
+
+def SPANS():  # noqa: N802 (a constant built on first use: pyarrow loads only when a set is read)
+    import pyarrow as pa
+
+    return pa.list_(pa.field("element", pa.int32()), 4)  # Parquet's name for a list's item
 
 
 def chunk_traces(chunk: Any, rows: list[int], first: int, src: DatasetSource, adapter: Adapter) -> Any:
@@ -321,14 +343,14 @@ def chunk_traces(chunk: Any, rows: list[int], first: int, src: DatasetSource, ad
     return pa.Table.from_pylist(traces, schema=trace_schema())
 
 
-def split_think_columns(completion: Any) -> tuple[Any, Any, Any] | None:
-    """split_think on a whole string array: (reasoning, answer, closed), equal to it row for row; None when a
-    row opens with about HEAD characters of whitespace or more (the record path takes that batch).
+def split_think_columns(completion: Any) -> tuple[Any, Any] | None:
+    """split_think on a whole string array, as byte spans: (spans, closed), spans an int32 numpy array [n, 4] of
+    [reasoning start, end, answer start, end] within each row's text, whose slices equal split_think's parts row
+    for row; None when a row or a part has about HEAD characters of whitespace at an end (the record path takes
+    that batch).
 
-    Bytes are touched three times: one scan for the closing tag, one trim and one gather of the two parts. The
-    parts are found as byte ranges [reasoning start, end) and [answer start, end) of the completion's own
-    buffer, laid out as the values of one array (reasoning, tag, answer, next row's... ) so one trim pass
-    strips all of them at once."""
+    The text is scanned once, for the closing tag; leading whitespace, <think> and the strip() of each part are
+    found in its first and last HEAD characters only. No text is copied."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -345,13 +367,40 @@ def split_think_columns(completion: Any) -> tuple[Any, Any, Any] | None:
     tag = first_found(completion.buffers()[2], END_THINK.encode(), start, end)
     closed = tag >= 0
     cut = np.where(closed, start + tag, end)
-    bounds = np.stack([start + lead, cut, np.where(closed, cut + len(END_THINK), end), end], axis=1).ravel()
+    bounds = np.stack([start + lead, cut, np.where(closed, cut + len(END_THINK), end), end], axis=1)
+    # every value between two bounds, laid out as one array: reasoning, tag, answer, the next row's head, ...
     parts = pa.StringArray.from_buffers(
-        len(bounds) - 1, pa.py_buffer(bounds.astype(np.int32)), completion.buffers()[2]
+        bounds.size - 1, pa.py_buffer(bounds.ravel().astype(np.int32)), completion.buffers()[2]
     )
-    parts = pc.utf8_trim(parts, characters=PY_SPACE)
-    every = np.arange(0, len(bounds) - 1, 4)
-    return pc.take(parts, every), pc.take(parts, every + 2), pa.array(closed)
+    ends = stripped_ends(parts, np.arange(0, bounds.size - 1, 4), np.arange(2, bounds.size - 1, 4))
+    if ends is None:
+        return None
+    left, right = ends  # [n, 2] bytes stripped from the reasoning and the answer, each end
+    first, last = bounds[:, [0, 2]] + left, bounds[:, [1, 3]] - right
+    last = np.maximum(first, last)  # an all-whitespace part strips to empty from both ends
+    spans = np.stack([first[:, 0], last[:, 0], first[:, 1], last[:, 1]], axis=1) - start[:, None]
+    return spans.astype(np.int32), closed
+
+
+def stripped_ends(parts: Any, *which: Any) -> tuple[Any, Any] | None:
+    """Bytes str.strip() takes from the start and the end of the values of `parts` at each index array of
+    `which`, as (left, right), each [len(which[0]), len(which)]; None when a value has HEAD characters of
+    whitespace at an end (it may have more). Only each value's first and last HEAD characters are read."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    index = pa.array(np.stack(which, axis=1).ravel())  # slice first, then take: no copy of the long values
+    head = pc.take(pc.utf8_slice_codeunits(parts, 0, HEAD), index)
+    tail = pc.take(pc.utf8_slice_codeunits(parts, -HEAD), index)
+    kept = pc.binary_length(pc.utf8_ltrim(head, characters=PY_SPACE)).to_numpy()
+    kept_tail = pc.binary_length(pc.utf8_rtrim(tail, characters=PY_SPACE)).to_numpy()
+    full = pc.utf8_length(head).to_numpy() == HEAD
+    if (full & ((kept == 0) | (kept_tail == 0))).any():
+        return None
+    left = pc.binary_length(head).to_numpy() - kept
+    right = pc.binary_length(tail).to_numpy() - kept_tail
+    return left.reshape(-1, len(which)), right.reshape(-1, len(which))
 
 
 def value_offsets(array: Any) -> Any:
@@ -441,7 +490,7 @@ def mot_columns(batch: Any, cfg: DatasetSource, ad: Adapter) -> Any:
     split = split_think_columns(completion)
     if split is None:
         return None
-    reasoning, answer, closed = split
+    spans, closed = split
     n = len(problem)
     fixed = cfg.domain or DOMAIN_WORDS.get(cfg.subset or "")
     domain = pa.repeat(pa.scalar(fixed), n) if fixed else mot_domains(pc.utf8_lower(origin), ad.domain)
@@ -455,14 +504,17 @@ def mot_columns(batch: Any, cfg: DatasetSource, ad: Adapter) -> Any:
         "sample_index": pa.repeat(pa.scalar(0, pa.int64()), n),
         "finish_reason": pa.repeat(pa.scalar("stop"), n),
         "flags": pc.if_else(
-            closed, pa.scalar([], pa.list_(pa.string())), pa.scalar(["malformed"], pa.list_(pa.string()))
+            pa.array(closed),
+            pa.scalar([], pa.list_(pa.string())),
+            pa.scalar(["malformed"], pa.list_(pa.string())),
         ),
         "verified": pa.nulls(n, pa.bool_()),
         "completion_tokens": token_counts(tokens, completion),
         "teacher": pa.repeat(pa.scalar(R1), n),
         "completion": completion,
-        "reasoning": reasoning,
-        "answer": answer,
+        "reasoning": pa.nulls(n, pa.string()),  # in trace_spans: the text once
+        "answer": pa.nulls(n, pa.string()),
+        "trace_spans": pa.FixedSizeListArray.from_arrays(pa.array(spans.ravel()), type=SPANS()),
     }
     return pa.Table.from_pydict(values, schema=trace_schema())
 
@@ -489,6 +541,52 @@ def mot_domains(origin: Any, default: str) -> Any:
     for word, domain in reversed(MOT_SOURCES):
         out = pc.if_else(pc.match_substring(origin, word), domain, out)
     return out
+
+
+def trace_texts(table: Any) -> Any:
+    """A generate shard's table with reasoning and answer as text in every row, without trace_spans: rows that
+    keep them as spans of their completion (the column-wise import) get the slices; the rest (the teacher's
+    shards, the record path) are returned as they are. A span outside its text or inside a UTF-8 character is
+    a DistillError."""
+    import pyarrow as pa
+
+    if "trace_spans" not in table.column_names:
+        return table
+    spans = table.column("trace_spans")
+    if spans.null_count < len(spans):
+        table = pa.Table.from_batches([batch_texts(b) for b in table.to_batches()], table.schema)
+    return table.drop_columns(["trace_spans"])
+
+
+def batch_texts(batch: Any) -> Any:
+    """trace_texts on one record batch (its columns' chunks line up)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    spans, completion = batch.column("trace_spans"), batch.column("completion")
+    has = spans.is_valid().to_numpy(zero_copy_only=False)
+    if not has.any():
+        return batch
+    offsets = value_offsets(completion).astype(np.int64)
+    start = offsets[:-1, None]
+    bounds = np.repeat(start, 4, axis=1)  # rows without spans: four empty parts at their start
+    bounds[has] += np.asarray(pc.list_flatten(spans), np.int64).reshape(-1, 4)
+    data = np.frombuffer(completion.buffers()[2] or b"", np.uint8)
+    inside = (np.diff(bounds, axis=1) >= 0).all() and (bounds[:, 0] >= start[:, 0]).all()
+    inside = inside and (bounds[:, 3] <= offsets[1:]).all()
+    if not inside or (data[bounds[bounds < len(data)]] & 0xC0 == 0x80).any():  # a UTF-8 continuation byte
+        raise DistillError("trace_spans: a span lies outside its completion or splits a UTF-8 character")
+    parts = pa.StringArray.from_buffers(
+        bounds.size - 1, pa.py_buffer(bounds.ravel().astype(np.int32)), completion.buffers()[2]
+    )
+    every = np.arange(0, bounds.size - 1, 4)
+    texts = {"reasoning": pc.take(parts, every), "answer": pc.take(parts, every + 2)}
+    if not has.all():
+        valid = pa.array(has)
+        texts = {k: pc.if_else(valid, v, batch.column(k)) for k, v in texts.items()}
+    columns = [texts.get(name, batch.column(name)) for name in batch.schema.names]
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 ADAPTERS: dict[str, Adapter] = {

@@ -151,7 +151,10 @@ def import_run(tmp_path: Path, datasets: list[dict], **generate_cfg) -> Path:
 
 
 def shard_rows(out: Path) -> list[dict]:
-    return [r for p in sorted(out.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    """The shards' rows as curate reads them: reasoning and answer as text (trace_texts)."""
+    from distill.sources import trace_texts
+
+    return [r for p in sorted(out.glob("part-*.parquet")) for r in trace_texts(pq.read_table(p)).to_pylist()]
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -167,9 +170,9 @@ def test_adapter_imports_its_real_layout(tmp_path, name):
     assert "4" in first["answer"] and THINK not in first["answer"] and "solution|>" not in first["answer"]
     assert first["prompt_id"].startswith(f"{name}/")
     assert first["license"] == ADAPTERS[name].license
-    # the generate schema, plus the set's own verdict
+    # the generate schema, plus the set's own verdict and the text spans
     table = pq.read_table(sorted(out.glob("part-*.parquet"))[0])
-    assert table.schema.names == [*row_schema().names, "source_verified"]
+    assert table.schema.names == [*row_schema().names, "source_verified", "trace_spans"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows_out"] == len(rows)
     assert manifest["metrics"]["mixture"][str(path)]["traces"] == len(rows)
@@ -385,6 +388,10 @@ MOT_EDGES = [  # R1 text the column kernels must split exactly as split_think do
     "",
     f"{THINK}é ünïcode ∑ 数学{END_THINK}\n\nΩ = 4",
     f"{' ' * 56}{THINK}r{END_THINK}a",  # the tag ends at the 63rd character: inside the searched head
+    f"{THINK} \n\u2028 {END_THINK} \t ",  # all-whitespace parts strip to empty
+    f"{THINK}{END_THINK}",
+    f"{THINK}r \u205f{END_THINK}\u3000 a b\u2029",
+    f"{THINK}{'x' * 70} \n{END_THINK}{'y' * 70}\u3000",  # parts longer than the head and tail read
 ]
 
 
@@ -449,6 +456,75 @@ def test_mot_batches_take_the_column_path():
     long_lead = mot_edge_rows()
     long_lead[1]["messages"][1]["content"] = " " * 60 + R1_TEXT  # <think> cut by the head: the record path
     assert mot_columns(pa.RecordBatch.from_pylist(long_lead), src, ad) is None
+    long_tail = mot_edge_rows()
+    long_tail[1]["messages"][1]["content"] = R1_TEXT + " " * 70  # the answer's tail may strip further
+    assert mot_columns(pa.RecordBatch.from_pylist(long_tail), src, ad) is None
+
+
+def test_imported_shards_keep_the_text_once_and_curate_reads_it_back(tmp_path):
+    """The column-wise import stores each completion once (reasoning and answer as byte spans of it); curate's
+    kept and dropped rows have the set's completion and split_think's parts byte for byte."""
+    from distill.curate.run import curate
+    from distill.sources import split_think
+
+    path = write_rows(mot_edge_rows(), tmp_path / "d" / "x.parquet")
+    recipe = recipe_from_dict(
+        {
+            "name": "once",
+            "run_dir": str(tmp_path / "run"),
+            "generate": {
+                "source": "dataset",
+                "datasets": [{"adapter": "mixture-of-thoughts", "path": str(path)}],
+            },
+            "curate": {
+                "decontaminate": {"benchmarks": []},
+                "filters": {"drop_truncated": False, "drop_malformed": False},
+                "verify": {"workers": 1},
+            },
+        }
+    )
+    run = recipe.run_path()
+    generate(recipe, None, run / "generate")
+    shard = pq.read_table(next((run / "generate").glob("part-*.parquet")))
+    assert shard["reasoning"].null_count == shard["answer"].null_count == shard.num_rows
+    assert shard["trace_spans"].null_count == 0
+    curate(recipe, run / "generate", run / "curate")
+    rows = [r for p in sorted((run / "curate").rglob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["completion"] for r in rows) == sorted(
+        r["messages"][1]["content"] for r in mot_edge_rows()
+    )
+    for r in rows:
+        reasoning, answer, _ = split_think(r["completion"])
+        assert (r["reasoning"].encode(), r["answer"].encode()) == (reasoning.encode(), answer.encode())
+        assert "trace_spans" not in r
+
+
+def test_trace_texts_slices_spans_keeps_text_rows_and_rejects_bad_spans():
+    from distill.sources import SPANS, trace_texts
+
+    def table(spans):
+        return pa.table(
+            {
+                "completion": ["ab cd", "é!", "raw"],
+                "reasoning": [None, None, "kept"],
+                "answer": [None, None, "as is"],
+                "trace_spans": pa.array(spans, SPANS()),
+            }
+        )
+
+    got = trace_texts(table([[0, 2, 3, 5], [0, 2, 2, 3], None])).to_pydict()
+    assert got == {
+        "completion": ["ab cd", "é!", "raw"],
+        "reasoning": ["ab", "é", "kept"],
+        "answer": ["cd", "!", "as is"],
+    }
+    for bad in (
+        [[0, 2, 3, 6], [0, 2, 2, 3], None],
+        [[0, 2, 3, 5], [0, 1, 2, 3], None],
+        [[2, 1, 3, 5], None, None],
+    ):
+        with pytest.raises(DistillError, match="trace_spans"):
+            trace_texts(table(bad))
 
 
 def test_py_space_is_what_str_strip_strips():

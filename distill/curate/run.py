@@ -166,10 +166,16 @@ def read_shard(path: Path) -> Shard:
     """The shard's rows; a corrupt shard or a missing column is a DistillError naming the shard."""
     import pyarrow.parquet as pq
 
+    from distill.sources import trace_texts
+
     try:
         table = pq.read_table(path)
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise DistillError(f"{path}: cannot read Parquet shard ({type(err).__name__}: {err})") from None
+    try:
+        table = trace_texts(table)  # an imported shard keeps reasoning and answer as spans of its completion
+    except DistillError as err:
+        raise DistillError(f"{path}: {err}") from None
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise DistillError(f"{path}: missing column(s) {', '.join(missing)} (not a generate shard?)")

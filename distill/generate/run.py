@@ -668,7 +668,7 @@ def import_traces(recipe: Recipe, out: Path, force: bool) -> Manifest:
         if manifest is None:
             return read_manifest(out)
         mix = sources.Mixture(cfg.datasets)
-        schema = row_schema().append(arrow_field("source_verified", "bool"))
+        schema = row_schema().append(arrow_field("source_verified", "bool")).append(sources.spans_field())
         with atomic_dir(out / "_import") as tmp:
             tables = (imported_table(t, schema) for t in mix.tables())
             manifest.outputs.extend(write_import_shards(tables, tmp, cfg.shard_size, schema))
