@@ -1,17 +1,19 @@
 """Bench: importing a public trace set (generate.source: dataset) vs a naive datasets.load_dataset + to_pandas pass.
 
-    .venv/bin/python bench/sources.py [--rows 20000] [--files 4] [--tokens 6000] [--zstd]
+    .venv/bin/python bench/sources.py [--rows 20000] [--files N] [--tokens 6000] [--codecs zstd,lz4]
 
 Synthetic rows in Mixture-of-Thoughts' layout (messages [{role, content}] with <think> inside the assistant turn,
 num_tokens, source) of R1 lengths: assistant text ~`--tokens` x 4 characters on average (uniform 0.5x-1.5x),
-written as `--files` Parquet files. Each side runs in its own child process (peak RSS = its VmHWM):
+written as `--files` Parquet files (default: one per 50k rows, at least 4). Each side runs in its own child
+process (peak RSS = its VmHWM):
   column-wise   the generate stage's import: record batches in, Arrow kernels, shards out in row groups
   record path   the same import with the column-wise adapter switched off (per-record dicts, as before)
-  zstd shards   (--zstd) the column-wise import writing zstd shards, the codec before snappy: bytes/row, CPU
+  <codec>       (--codecs) the column-wise import writing shards with another codec: bytes/row, CPU
   baseline      datasets.load_dataset("parquet", ...) then .to_pandas() (the whole set in memory; no conversion)
-Prints rows/s (wall) and rows per CPU-second, peak RSS, shard bytes/row, the ratios, and the load average (the
-machine is shared: wall rows/s falls with load). The record path runs up to --record-max-rows, the baseline up
-to --naive-max-rows. Synthetic data is built before any timed side starts.
+Prints rows/s (wall) and rows per CPU-second, peak RSS, shard bytes/row, the ratios (of rows/s: the sides may
+read different row counts), and the load average (the machine is shared: wall rows/s falls with load). The
+record path runs up to --record-max-rows; the baseline reads the first files, up to --naive-max-rows rows.
+Synthetic data is built before any timed side starts.
 Goals (issue 13): >= 20k rows/s and peak RSS <= 2 GB for 1M rows on 2 cores; memory must not grow with --rows.
 """
 
@@ -136,9 +138,9 @@ PEAK
 from distill.config import recipe_from_dict
 from distill.generate.run import generate
 data, out = sys.argv[1], Path(sys.argv[2])
-if sys.argv[3] == "zstd":  # the shards' previous codec: the bytes/row and write cost it saves
+if sys.argv[3] not in ("columns", "records"):  # another shard codec: the bytes/row and write cost it saves
     import distill.generate.run
-    distill.generate.run.SHARD_CODEC = "zstd"
+    distill.generate.run.SHARD_CODEC = sys.argv[3]
 if sys.argv[3] == "records":  # the per-record path (what every batch took before the column-wise one)
     import dataclasses
     from distill import sources
@@ -160,7 +162,7 @@ PEAK
 import datasets
 datasets.disable_progress_bars()
 t, cpu = time.perf_counter(), sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-ds = datasets.load_dataset("parquet", data_files=sys.argv[1] + "/*.parquet", split="train", cache_dir=sys.argv[2])
+ds = datasets.load_dataset("parquet", data_files=sys.argv[3:], split="train", cache_dir=sys.argv[2])
 df = ds.to_pandas()
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": len(df),
     "rss_mb": peak_mb(),
@@ -184,43 +186,49 @@ def child(code: str, *args: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=20000, help="synthetic rows")
-    ap.add_argument("--files", type=int, default=4, help="Parquet files they are split into")
+    ap.add_argument(
+        "--files", type=int, help="Parquet files they are split into (default: one per 50k rows, >= 4)"
+    )
     ap.add_argument("--tokens", type=int, default=6000, help="mean assistant tokens per row (x4 characters)")
     ap.add_argument("--record-max-rows", type=int, default=20_000,
                     help="above this, skip the record path (~10x slower than the column-wise one)")  # fmt: skip
     ap.add_argument(
-        "--zstd", action="store_true", help="also import with zstd shards (the codec before snappy)"
+        "--codecs", default="", help="also import with shards of these codecs (comma-separated: zstd,lz4)"
     )
     ap.add_argument("--naive-max-rows", type=int, default=200_000,
-                    help="above this, skip the load_dataset baseline (it keeps the whole set in memory: ~25 KB/row "
-                         "as Arrow, more as pandas objects)")  # fmt: skip
+                    help="the load_dataset baseline reads the first files up to this many rows (it keeps them all "
+                         "in memory: ~25 KB/row as Arrow, more as pandas objects)")  # fmt: skip
     args = ap.parse_args()
+    files = args.files or max(4, -(-args.rows // 50_000))
     with tempfile.TemporaryDirectory(prefix="bench-sources-") as tmp:
         data, tmp = Path(tmp) / "data", Path(tmp)
         data.mkdir()
         t = time.perf_counter()
-        chars = write_rows(data, args.rows, args.files, args.tokens)
+        chars = write_rows(data, args.rows, files, args.tokens)
         size = sum(p.stat().st_size for p in data.iterdir())
         print(f"data: {args.rows:,} rows, {chars / 1e9:.2f} G chars ({chars / args.rows / 4:,.0f} tokens/row "
-              f"at 4 chars/token), {size / 1e9:.2f} GB Parquet, made in {time.perf_counter() - t:.0f} s")  # fmt: skip
+              f"at 4 chars/token), {size / 1e9:.2f} GB Parquet in {files} files, made in "
+              f"{time.perf_counter() - t:.0f} s")  # fmt: skip
         load = os.getloadavg()
-        small = args.rows <= args.naive_max_rows
         results = {"distill import, column-wise": child(DISTILL_CHILD, str(data), str(tmp / "a"), "columns")}
-        shutil.rmtree(tmp / "a")  # disk: at 1M rows the shards are ~20 GB
-        if args.zstd:
-            results["column-wise, zstd shards"] = child(DISTILL_CHILD, str(data), str(tmp / "z"), "zstd")
+        shutil.rmtree(tmp / "a")  # disk: at 1M rows the shards are ~12 GB
+        for codec in filter(None, args.codecs.split(",")):
+            results[f"column-wise, {codec} shards"] = child(DISTILL_CHILD, str(data), str(tmp / "z"), codec)
             shutil.rmtree(tmp / "z")
         if args.rows <= args.record_max_rows:
             results["distill import, record path"] = child(
                 DISTILL_CHILD, str(data), str(tmp / "b"), "records"
             )
-        if small:
-            results["load_dataset+to_pandas"] = child(BASELINE_CHILD, str(data), str(tmp / "hf-cache"))
+        first = sorted(data.iterdir())[: args.naive_max_rows // -(-args.rows // files)]
+        if first:  # the first files, up to --naive-max-rows rows
+            results["load_dataset+to_pandas"] = child(
+                BASELINE_CHILD, str(data), str(tmp / "hf-cache"), *first
+            )
         load_after = os.getloadavg()
-    report(results, load, load_after, small)
+    report(results, load, load_after)
 
 
-def report(results: dict[str, dict], load: tuple, load_after: tuple, small: bool) -> None:
+def report(results: dict[str, dict], load: tuple, load_after: tuple) -> None:
     for name, r in results.items():
         print(f"{name:>28}: {r['rows']:,} rows in {r['seconds']:.1f} s = {r['rows'] / r['seconds']:,.0f} rows/s, "
               f"peak RSS {r['rss_mb']:,.0f} MB; CPU {r['cpu_s']:.1f} s = {r['rows'] / r['cpu_s']:,.0f} rows per "
@@ -228,12 +236,17 @@ def report(results: dict[str, dict], load: tuple, load_after: tuple, small: bool
               if "out_bytes" in r else ""))  # fmt: skip
     ours = results["distill import, column-wise"]
     for name, r in list(results.items())[1:]:
-        print(f"ratio {name} / column-wise: wall {r['seconds'] / ours['seconds']:.2f}x, CPU "
-              f"{r['cpu_s'] / ours['cpu_s']:.2f}x, peak RSS {r['rss_mb'] / ours['rss_mb']:.2f}x")  # fmt: skip
-    if not small:
-        print("load_dataset baseline skipped (--naive-max-rows): run a smaller --rows for its ratio")
+        print(f"column-wise vs {name}: {rate(ours, 'seconds') / rate(r, 'seconds'):.2f}x the rows/s, "
+              f"{rate(ours, 'cpu_s') / rate(r, 'cpu_s'):.2f}x the rows per CPU-second, "
+              f"{ours['rss_mb'] / r['rss_mb']:.2f}x the peak RSS ({ours['rows']:,} vs {r['rows']:,} rows)")  # fmt: skip
+    if "load_dataset+to_pandas" not in results:
+        print("load_dataset baseline skipped: --naive-max-rows is below one file's rows")
     print(f"load average (1/5/15 min) before: {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, "
           f"after: {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+
+
+def rate(r: dict, per: str) -> float:
+    return r["rows"] / r[per]
 
 
 if __name__ == "__main__":
