@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from distill.artifacts import MANIFEST, atomic_write_text, read_manifest
@@ -49,7 +48,7 @@ def _push(recipe: Recipe, src: Path, out: Path, force: bool):
     from distill.push import push_stage
 
     # publishing is never "fresh": it always runs (or lists, when dry_run)
-    return push_stage(recipe, src, out, force=True, dry_run=recipe.push.dry_run)
+    return push_stage(recipe, src, out, force=True, dry_run=recipe.push.dry_run, print_card=False)
 
 
 STAGE_FNS = {
@@ -153,42 +152,49 @@ def push_from_cli(recipe: Recipe, repo: str | None, dry_run: bool) -> None:
 
 
 def show_run(run_dir: Path) -> None:
+    """One line a stage: status, rows, seconds, config hash and the stage's headline number; the rest of
+    each manifest stays in its file (`manifest.json`), so the table fits 80 columns."""
     from distill.ui import print_table
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DistillError(f"run dir not found: {run_dir}")
-    rows = []
-    for stage in STAGES:
-        m = read_manifest(run_dir / stage)
-        if m is None:
-            status = "partial" if (run_dir / stage).exists() else "-"
-            if stage == "push" and (run_dir / stage / "model_card.md").exists():
-                status = "dry run (card only)"
-            rows.append(
-                {
-                    "stage": stage,
-                    "status": status,
-                    "rows_in": "",
-                    "rows_out": "",
-                    "dropped": "",
-                    "seconds": "",
-                    "config": "",
-                    "metrics": "",
-                }
-            )
-            continue
-        metrics = {k: v for k, v in m.metrics.items() if isinstance(v, (int, float, str))}
-        rows.append(
-            {
-                "stage": stage,
-                "status": "done",
-                "rows_in": m.rows_in,
-                "rows_out": m.rows_out,
-                "dropped": sum(m.dropped.values()),
-                "seconds": m.seconds,
-                "config": m.config_hash,
-                "metrics": json.dumps(metrics)[:80],
-            }
-        )
-    print_table(f"{run_dir} ({MANIFEST} per stage)", rows)
+    print_table(f"{run_dir} ({MANIFEST} per stage)", [_stage_row(run_dir, stage) for stage in STAGES])
+
+
+def _stage_row(run_dir: Path, stage: str) -> dict[str, object]:
+    m = read_manifest(run_dir / stage)
+    if m is None:
+        status = "partial" if (run_dir / stage).exists() else "-"
+        if stage == "push" and (run_dir / stage / "model_card.md").exists():
+            status = "dry run"
+        return {"stage": stage, "status": status, "in": "", "out": "", "s": "", "config": "", "headline": ""}
+    return {
+        "stage": stage,
+        "status": "done",
+        "in": m.rows_in,
+        "out": m.rows_out,
+        "s": f"{m.seconds:.0f}",
+        "config": m.config_hash[:8],
+        "headline": headline(stage, m.metrics, m.rows_in, m.rows_out),
+    }
+
+
+def headline(stage: str, x: dict, rows_in: int, rows_out: int) -> str:
+    """The number a reader looks for first in each stage's manifest (percent where it is a rate)."""
+    try:
+        if stage == "generate" and "run_tokens_per_s" in x:
+            return f"{x['run_tokens_per_s']} tok/s, {100 * x.get('truncated_rate', 0):.1f}% truncated"
+        if stage == "curate":
+            return f"kept {100 * rows_out / max(rows_in, 1):.1f}%"
+        if stage == "train" and "final_loss" in x:
+            return f"loss {x['first_loss']:.2f} -> {x['final_loss']:.2f}, {x['steps']} steps"
+        if stage == "patch" and "facts_ok" in x:
+            return f"{x['facts_ok']} release facts ok, {x['facts_failed']} failed"
+        if stage == "eval" and "held_out/gain" in x:
+            return f"gain {100 * x['held_out/gain']:.1f} ± {100 * x['held_out/gain_se']:.1f} (held out)"
+        if stage == "eval":
+            return ", ".join(f"{k} {100 * v:.1f}" for k, v in x.items() if k.endswith("/pass@1"))[:60]
+    except (KeyError, TypeError):  # a manifest from an older distill: show what is there
+        pass
+    return ""

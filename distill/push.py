@@ -162,11 +162,11 @@ def _data_section(recipe: Recipe, prov: dict[str, dict[str, Any]]) -> str:
                 "",
                 _kv_table(yields, ("reason", "dropped")),
             ]
-        decontam = {k: v for k, v in cur["metrics"].items() if "decontam" in k or "contamin" in k}
+        from distill.curate.card import decontamination
+
         dc = recipe.curate.decontaminate
-        out += ["", f"Decontamination: {dc.ngram}-gram overlap against {', '.join(dc.benchmarks)}."]
-        if decontam:
-            out += ["", _kv_table(decontam, ("check", "result"))]
+        out += ["", f"Decontamination: {dc.ngram}-gram overlap against {', '.join(dc.benchmarks)}.", ""]
+        out += decontamination(cur["metrics"])
     return "\n".join(out)
 
 
@@ -362,20 +362,34 @@ def _plan(
     return plan
 
 
-def _print_plan(plan: dict[str, list[tuple[Path, str]]], cards: dict[str, Path], revision: str) -> None:
+def _print_plan(
+    plan: dict[str, list[tuple[Path, str]]], cards: dict[str, Path], revision: str, card: bool
+) -> None:
+    """The files each repo would get; the cards themselves too when `card` (a pipeline run names them)."""
     from rich.console import Console
 
     from distill.ui import print_table
 
-    rows = [
-        {"repo": repo, "path_in_repo": name, "bytes": p.stat().st_size, "source": str(p)}
-        for repo, files in plan.items()
-        for p, name in files + [(cards[repo], "README.md")]
-    ]
-    print_table(f"distill push --dry-run (revision {revision}): nothing is uploaded", rows)
-    for repo, card in cards.items():
-        Console().rule(f"{repo}: README.md")
-        Console(markup=False, highlight=False, soft_wrap=True).print(card.read_text(encoding="utf-8"))
+    for repo, files in plan.items():
+        rows = [
+            {"path_in_repo": name, "MB": f"{p.stat().st_size / 1e6:,.1f}", "from": _short(p)}
+            for p, name in files + [(cards[repo], "README.md")]
+        ]
+        print_table(f"push --dry-run {repo}@{revision}: nothing is uploaded", rows)
+    for repo, path in cards.items():
+        if card:
+            Console().rule(f"{repo}: README.md")
+            Console(markup=False, highlight=False, soft_wrap=True).print(path.read_text(encoding="utf-8"))
+        else:
+            print(f"{repo}: card in {_short(path)}")
+
+
+def _short(path: Path) -> str:
+    """A path relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _token() -> str:
@@ -412,7 +426,9 @@ def _upload(api, repo: str, repo_type: str, files: list[tuple[Path, str]], card:
     )
 
 
-def push_stage(recipe: Recipe, src: Path, out: Path, force: bool = False, dry_run: bool = False):
+def push_stage(
+    recipe: Recipe, src: Path, out: Path, force: bool = False, dry_run: bool = False, print_card: bool = True
+):
     """src = the run dir. Uploads src/patch/release + model card (+ curated data with its card when
     push.push_dataset). Writes out/model_card.md and, after a real push, out/manifest.json (repo ids, commits)."""
     from huggingface_hub import HfApi
@@ -444,7 +460,7 @@ def push_stage(recipe: Recipe, src: Path, out: Path, force: bool = False, dry_ru
         cards[dataset_repo] = out / "dataset_card.md"
         atomic_write_text(cards[dataset_repo], data_card(run, recipe))
     if dry_run:
-        _print_plan(plan, cards, cfg.revision or "main")
+        _print_plan(plan, cards, cfg.revision or "main", print_card)
         manifest.metrics = {"dry_run": True, "files": sum(len(f) + 1 for f in plan.values())}
         return manifest
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=_token())

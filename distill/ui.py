@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def print_summary(title: str, fields: dict[str, Any]) -> None:
+    """One `field | value` line each: a summary of ten fields stays readable in 80 columns."""
+    print_table(title, [{"": key, "value": value} for key, value in fields.items()])
+
+
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table

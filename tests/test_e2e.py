@@ -138,7 +138,8 @@ def test_demo_recipe_end_to_end(tmp_path, smollm2_path, cards_dir):
     run = tmp_path / "runs" / "demo-cpu"
     assert list(manifests(run)) == ["generate", "curate", "train"]  # --until train stops there
     first = manifests(run)
-    distill("run", *recipe_args, "--from", "patch", "--until", "push", cwd=tmp_path)
+    printed = distill("run", *recipe_args, "--from", "patch", "--until", "push", cwd=tmp_path).stdout
+    assert "card in runs/demo-cpu/push/model_card.md" in printed and "## How it was made" not in printed
     assert {s: b for s, b in manifests(run).items() if s in first} == first  # --from patch redid nothing
     assert_demo_outputs(run, smollm2_path, cards_dir)
     assert not (run / "push" / "manifest.json").exists()  # a dry run uploads nothing, so it never looks done
@@ -149,6 +150,7 @@ def test_demo_recipe_end_to_end(tmp_path, smollm2_path, cards_dir):
     assert "me/other" in listed and "model.safetensors" in listed
     shown = distill("show", str(run), cwd=tmp_path).stdout
     assert all(stage in shown for stage in STAGES) and "done" in shown and "dry run" in shown
+    assert "release facts ok, 0 failed" in shown and "held out)" in shown
 
 
 def assert_demo_outputs(run: Path, smollm2_path: Path, cards_dir: Path) -> None:

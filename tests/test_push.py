@@ -127,6 +127,23 @@ class FakeHub(BaseHTTPRequestHandler):
         self._reply({"error": f"unexpected {path}"}, status=404)
 
 
+DECONTAM = {  # curate's report (distill.curate.decontam.report), as the model card reads it
+    "ngram": 8,
+    "checked": 10,
+    "contaminated": 3,
+    "boilerplate_ngrams_ignored": 0,
+    "template_ngrams_dropped": 0,
+    "benchmarks": {
+        "math500": {
+            "items": 500,
+            "sha256": "1820332a",
+            "hits": 3,
+            "examples": [{"id": "p7", "item": "41", "ngram": "the sum of the roots of"}],
+        }
+    },
+}
+
+
 @pytest.fixture
 def fake_hub(monkeypatch):
     import huggingface_hub.constants as hf_constants
@@ -179,7 +196,7 @@ def run_dir(tiny_qwen2, tmp_path_factory) -> Path:
             40,
             12,
             {"wrong": 20, "decontaminated": 3, "near_dup": 5},
-            {"decontam_hits": {"math500": 3}},
+            {"decontamination": DECONTAM},
         ),
         ("train", 12, 12, {}, {"steps": 3, "final_loss": 1.25, "hardware": "2x cpu"}),
         ("eval", 530, 530, {}, {}),
@@ -272,7 +289,8 @@ def test_model_card_content(run_dir, tmp_path, fake_hub):
         "40 traces -> 12 kept (30.0% kept)",  # data counts and yield
         "| wrong | 20 (50.0%) |",  # filter yields
         "Decontamination: 8-gram",
-        '| decontam_hits | {"math500": 3} |',
+        "8-gram overlap of 10 prompts: 3 contaminated",
+        '| math500 | 500 | 1820332a | 3 | p7 ~ 41: "the sum of the roots of" |',
         "| learning rate | 2e-05 |",  # train's manifest, not the recipe's student default (4e-05)
         "| max length (tokens) | 4096 |",
         "| schedule | linear, warmup 10% |",

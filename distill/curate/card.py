@@ -88,7 +88,13 @@ def render_card(name: str, recipe: Recipe, m: Manifest, lengths_kept: list[int],
         f"curate config `{m.config_hash}`, generate manifest `{m.inputs.get('generate')}`.",
         "",
     ]
-    out += _sources(metrics) + _counts(m) + _verification(metrics) + _decontamination(metrics)
+    out += (
+        _sources(metrics)
+        + _counts(m)
+        + _verification(metrics)
+        + ["## Decontamination", ""]
+        + decontamination(metrics)
+    )
     out += mix_section(metrics) + card_section(metrics)  # imported sets' mix; curate.difficulty's yields
     out += _dedup(metrics) + _lengths(lengths_kept, png)
     out += [
@@ -161,8 +167,9 @@ def _verification(metrics: dict[str, Any]) -> list[str]:
     return out + [""]
 
 
-def _decontamination(metrics: dict[str, Any]) -> list[str]:
-    out = ["## Decontamination", ""]
+def decontamination(metrics: dict[str, Any]) -> list[str]:
+    """The decontamination reports of curate's metrics as a sentence and a table per report (also the model card's)."""
+    out = []
     for key, what in (("decontamination", "prompts"), ("decontamination_traces", "traces")):
         rep = metrics.get(key)
         if rep is None:
@@ -178,9 +185,7 @@ def _decontamination(metrics: dict[str, Any]) -> list[str]:
             ex = "; ".join(f'{e["id"]} ~ {e["item"]}: "{e["ngram"]}"' for e in v["examples"])
             rows.append([bench, v["items"], v["sha256"], v["hits"], ex.replace("|", "\\|")])
         out += _table(["benchmark", "items", "version", "hits", "examples"], rows) + [""]
-    if len(out) == 2:
-        out += ["Not run (no benchmarks configured).", ""]
-    return out
+    return out or ["Not run (no benchmarks configured).", ""]
 
 
 def _dedup(metrics: dict[str, Any]) -> list[str]:

@@ -252,7 +252,10 @@ def write_outputs(
         manifest.metrics.update({f"baseline/{b}/{m}": r[m] for m in ("pass@1", "cons@k")})
     if verdict:
         manifest.metrics.update({f"held_out/{m}": verdict[m] for m in VERDICT_METRICS})
-    _print_summary(recipe.name, rows)
+    _print_summary(
+        recipe.name,
+        [(recipe.name, results)] + ([(baseline["name"], baseline["benchmarks"])] if baseline else []),
+    )
     if verdict:
         print(verdict["line"])
     return finish_manifest(out, manifest)

@@ -633,7 +633,7 @@ def _metrics(run: GenerateRun, markers: list[dict], prompts: int, stats: dict[st
 
 
 def _print_summary(met: dict[str, Any], rows: int, shards: int) -> None:
-    from distill.ui import print_table
+    from distill.ui import print_summary
 
     summary = {
         "prompts": met["prompts"],
@@ -647,7 +647,7 @@ def _print_summary(met: dict[str, Any], rows: int, shards: int) -> None:
         "truncated": f"{met['truncated_rate']:.1%}",
         "malformed": f"{met['malformed_rate']:.1%}",
     }
-    print_table("generate: summary", [summary])
+    print_summary("generate: summary", summary)
 
 
 # ---------------------------------------------------------------- generate.source: dataset
