@@ -265,6 +265,9 @@ def main() -> None:
     args = p.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine; two run at once for the reverse KL
     work = Path(args.out).resolve()
+    os.environ.setdefault(
+        "DISTILL_CARDS_DIR", str(work / "data_cards")
+    )  # a bench's curate card stays out of the repo
     t0 = time.perf_counter()
     start = release_copy(STUDENT, work / "start")
     teacher = release_copy("smollm2-135m", work / "teacher")
