@@ -391,7 +391,8 @@ MOT_EDGES = [  # R1 text the column kernels must split exactly as split_think do
     f"{THINK} \n\u2028 {END_THINK} \t ",  # all-whitespace parts strip to empty
     f"{THINK}{END_THINK}",
     f"{THINK}r \u205f{END_THINK}\u3000 a b\u2029",
-    f"{THINK}{'x' * 70} \n{END_THINK}{'y' * 70}\u3000",  # parts longer than the head and tail read
+    f"{THINK}{'x' * 300} \n{END_THINK}{'y' * 300}\u3000",  # parts longer than the bytes read at each end
+    f"{THINK}\u3000{'é' * 300}\u2003{END_THINK}\u3000{'数' * 300}\u205f",  # window ends inside characters
 ]
 
 
@@ -457,7 +458,7 @@ def test_mot_batches_take_the_column_path():
     long_lead[1]["messages"][1]["content"] = " " * 60 + R1_TEXT  # <think> cut by the head: the record path
     assert mot_columns(pa.RecordBatch.from_pylist(long_lead), src, ad) is None
     long_tail = mot_edge_rows()
-    long_tail[1]["messages"][1]["content"] = R1_TEXT + " " * 70  # the answer's tail may strip further
+    long_tail[1]["messages"][1]["content"] = R1_TEXT + " " * 300  # past the bytes read: may strip further
     assert mot_columns(pa.RecordBatch.from_pylist(long_tail), src, ad) is None
 
 

@@ -654,8 +654,10 @@ def _print_summary(met: dict[str, Any], rows: int, shards: int) -> None:
 
 
 def import_traces(recipe: Recipe, out: Path, force: bool) -> Manifest:
-    """Public trace sets (distill.sources) as generate shards, through the same ROW; no teacher runs. The shards
-    fill a temp folder and move in at the end: a bad row anywhere leaves nothing behind."""
+    """Public trace sets (distill.sources) as generate shards, through the same ROW plus source_verified and
+    trace_spans (rows whose reasoning and answer are spans of their completion; read them with
+    sources.trace_texts); no teacher runs. The shards fill a temp folder and move in at the end: a bad row
+    anywhere leaves nothing behind."""
     from distill import sources
 
     cfg = recipe.generate
@@ -734,30 +736,43 @@ def one_array(column: Any) -> Any:
 
 def write_import_shards(tables: Any, folder: Path, size: int, schema: Any) -> list[dict[str, Any]]:
     """Tables streamed into shards of `size` rows (the last one shorter), each piece written as it comes: memory
-    holds a few record batches, never a shard. Writes run on one background thread (Parquet encoding and zstd
-    release the GIL) while the next batch is read and split, one write in flight at a time: two cores busy.
-    Returns the shards' manifest entries."""
+    holds a few record batches, never a shard. Writes run on WRITERS background threads (Parquet encoding and
+    snappy release the GIL) while the next batch is read and split: the pieces of one shard in order, different
+    shards at once, at most WRITERS writes in flight. Returns the shards' manifest entries."""
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     closed: list[Any] = []
-    writer, filled = None, 0
-    with ThreadPoolExecutor(1) as pool:
-        last = pool.submit(lambda: None)
+    writer, filled, last = None, 0, None
+    with ThreadPoolExecutor(WRITERS) as pool:
+        running: deque[Any] = deque()
         for table in tables:
             while table.num_rows:
                 writer = writer or ShardWriter(folder / shard_name(len(closed)), schema)
                 piece = table.slice(0, size - filled)
-                last.result()  # the previous write's error, if any, surfaces here
-                last = pool.submit(writer.write, piece)
+                while len(running) >= WRITERS:
+                    running.popleft().result()  # a write's error, if any, surfaces here
+                running.append(last := pool.submit(after, last, writer.write, piece))
                 table, filled = table.slice(piece.num_rows), filled + piece.num_rows
                 if filled == size:
-                    closed.append(last := pool.submit(writer.close))
-                    writer, filled = None, 0
+                    closed.append(pool.submit(after, last, writer.close))
+                    writer, filled, last = None, 0, None
         if writer:
-            closed.append(pool.submit(writer.close))
+            closed.append(pool.submit(after, last, writer.close))
+        for write in running:
+            write.result()
         return [entry.result() for entry in closed]
 
 
+def after(previous: Any, step: Callable[..., Any], *args: Any) -> Any:
+    """step(*args) once `previous` (the shard's write before it, or None) is done. The pool starts tasks in the
+    order they came, so the one waited for is running or done: no deadlock."""
+    if previous is not None:
+        previous.result()
+    return step(*args)
+
+
+WRITERS = 2  # shard writes at once: one per core of a small machine (a write is ~60 us of CPU a row, snappy)
 LONG_TEXT = ("problem", "messages", "completion", "reasoning", "answer")
 SHARD_CODEC = "snappy"  # imported shards' Parquet compression (ShardWriter says why)
 
