@@ -784,12 +784,12 @@ class ShardWriter:
         import pyarrow.parquet as pq
 
         self.path, self.rows, self.file = path, 0, HashedFile(open(path, "wb"))  # noqa: SIM115 (closed in close)
-        # Dictionaries and min/max statistics only for the short columns: on the long texts (completion,
-        # reasoning, answer: ~48 KB a row) they cost ~15% of the write and never pay off.
+        # Dictionaries and min/max statistics only for the short columns: on the long texts (an imported
+        # completion: ~24 KB a row) they cost ~15% of the write and never pay off.
         small = [f.name for f in schema if f.name not in LONG_TEXT]
-        # Snappy, not zstd: on R1-like text it writes ~2x faster (6.7k vs 3.4k rows per CPU-second) for
-        # ~1.5x the bytes (22.6 vs 14.7 KB a row; lz4: 5.4k rows/s, 24.4 KB), and every Parquet reader knows
-        # it (bench/sources.py).
+        # Snappy: encoding R1-like text (~24 KB a row) alone, 18.4k rows per CPU-second at 11.3 KB a row; lz4
+        # 16.2k at 12.2 KB, zstd-1 9.3k at 7.4 KB; none 86k at 24.2 KB, but 2.1x the disk (a 1M-row import:
+        # 12.5k vs 10.3k rows/s on 2 cores, 24 vs 11 GB). Every Parquet reader knows it.
         self.writer = pq.ParquetWriter(
             self.file, schema, compression=SHARD_CODEC, use_dictionary=small, write_statistics=small
         )
