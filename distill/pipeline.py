@@ -83,7 +83,47 @@ def run_stage(recipe: Recipe, stage: str, force: bool = False):
     run = recipe.run_path()
     src_stage = SOURCE_STAGE[stage]
     src = run / src_stage if src_stage else (run if stage == "push" else None)
-    return STAGE_FNS[stage](recipe, src, run / stage, force)
+    result = STAGE_FNS[stage](recipe, src, run / stage, force)
+    if stage in SUMMARIES and (m := read_manifest(run / stage)) is not None:
+        from distill.ui import print_summary
+
+        print_summary(f"{stage}: summary", SUMMARIES[stage](m, run / stage))
+    return result
+
+
+def _curate_summary(m, out: Path) -> dict[str, str]:
+    """The yields: what was kept and why the rest was dropped, as shares of the traces read."""
+    share = lambda n: f"{n:,} ({100 * n / max(m.rows_in, 1):.1f}%)"  # noqa: E731
+    rows = {"traces read": f"{m.rows_in:,}", "kept": share(m.rows_out)}
+    return rows | {f"dropped: {why}": share(n) for why, n in sorted(m.dropped.items(), key=lambda kv: -kv[1])}
+
+
+def _train_summary(m, out: Path) -> dict[str, str]:
+    from distill.ui import short_path
+
+    x = m.metrics
+    return {
+        "samples": f"{x.get('samples', m.rows_in):,}",
+        "optimizer steps": str(x.get("steps", "-")),
+        "loss (first -> final)": f"{x.get('first_loss', float('nan')):.3f} -> {x.get('final_loss', float('nan')):.3f}",
+        "tokens/s": str(x.get("tokens_per_s", "-")),
+        "checkpoint": short_path(out / "final"),
+        "loss curve": short_path(out / "loss.png"),
+    }
+
+
+def _patch_summary(m, out: Path) -> dict[str, str]:
+    from distill.ui import short_path
+
+    x = m.metrics
+    return {
+        "release facts": f"{x.get('facts_ok', 0)} ok, {x.get('facts_failed', 0)} failed",
+        "release": short_path(out / "release"),
+    }
+
+
+# stages whose function prints no table of its own (generate and eval print theirs, push lists its files)
+SUMMARIES = {"curate": _curate_summary, "train": _train_summary, "patch": _patch_summary}
 
 
 def run_pipeline(recipe: Recipe, stages: list[str], force: bool = False) -> None:

@@ -368,11 +368,11 @@ def _print_plan(
     """The files each repo would get; the cards themselves too when `card` (a pipeline run names them)."""
     from rich.console import Console
 
-    from distill.ui import print_table
+    from distill.ui import print_table, short_path
 
     for repo, files in plan.items():
         rows = [
-            {"path_in_repo": name, "MB": f"{p.stat().st_size / 1e6:,.1f}", "from": _short(p)}
+            {"path_in_repo": name, "MB": f"{p.stat().st_size / 1e6:,.1f}", "from": short_path(p)}
             for p, name in files + [(cards[repo], "README.md")]
         ]
         print_table(f"push --dry-run {repo}@{revision}: nothing is uploaded", rows)
@@ -381,15 +381,7 @@ def _print_plan(
             Console().rule(f"{repo}: README.md")
             Console(markup=False, highlight=False, soft_wrap=True).print(path.read_text(encoding="utf-8"))
         else:
-            print(f"{repo}: card in {_short(path)}")
-
-
-def _short(path: Path) -> str:
-    """A path relative to the working directory when it lies below it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+            print(f"{repo}: card in {short_path(path)}")
 
 
 def _token() -> str:

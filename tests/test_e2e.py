@@ -134,11 +134,15 @@ def number(text: str | None) -> float | None:
 
 def test_demo_recipe_end_to_end(tmp_path, smollm2_path, cards_dir):
     recipe_args = [str(ROOT / "pipelines" / "demo-cpu.yaml"), *[a for s in DEMO_SETS for a in ("--set", s)]]
-    distill("run", *recipe_args, "--until", "train", cwd=tmp_path)
+    printed = distill("run", *recipe_args, "--until", "train", cwd=tmp_path).stdout
+    for table in ["generate: summary", "curate: summary", "train: summary"]:  # one summary a stage, yields
+        assert table in printed, table
+    assert "kept" in printed and "dropped: " in printed and "train/loss.png" in printed
     run = tmp_path / "runs" / "demo-cpu"
     assert list(manifests(run)) == ["generate", "curate", "train"]  # --until train stops there
     first = manifests(run)
     printed = distill("run", *recipe_args, "--from", "patch", "--until", "push", cwd=tmp_path).stdout
+    assert "patch: summary" in printed and "release facts" in printed
     assert "card in runs/demo-cpu/push/model_card.md" in printed and "## How it was made" not in printed
     assert {s: b for s, b in manifests(run).items() if s in first} == first  # --from patch redid nothing
     assert_demo_outputs(run, smollm2_path, cards_dir)
@@ -158,6 +162,10 @@ def assert_demo_outputs(run: Path, smollm2_path: Path, cards_dir: Path) -> None:
     assert recipe["eval"]["baseline"] == "base" and recipe["curate"]["verify"]["math_answer_phrase"] is True
 
     generated = rows(run / "generate")
+    gen = json.loads((run / "generate" / "manifest.json").read_text())["metrics"]
+    assert (
+        gen["run_tokens"] == gen["completion_tokens"]
+    )  # the live count (tokens of running samples) ends exact
     n = recipe["generate"]["n"]
     assert len(generated) == 16 * n and {r["teacher"] for r in generated} == {"smollm2-135m"}
     for r in generated:  # thinking off: the whole completion is the answer; the demo's directive was sent

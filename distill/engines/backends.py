@@ -193,11 +193,15 @@ class VLLMBackend:
                 rid = f"distill-{next(self._ids)}"
                 engine.add_request(rid, tokens_input(ids), params)
                 pending[rid] = i
+            live = LiveTokens(engine)
             while engine.has_unfinished_requests():
+                finished = 0
                 for out in engine.step():
                     if out.finished:
                         results[pending.pop(out.request_id)] = [_vllm_completion(out, c) for c in out.outputs]
-                        on_done(1, sum(len(c.token_ids) for c in out.outputs))
+                        live.done += sum(len(c.token_ids) for c in out.outputs)
+                        finished += 1
+                on_done(finished, live.new())
         except BaseException:
             if pending:  # leave a shared engine clean for the next caller
                 engine.abort_request(list(pending))
@@ -215,6 +219,25 @@ class VLLMBackend:
                 self.llm.llm_engine.engine_core.shutdown()
             self.owned = False
             self.llm = None  # an in-process engine's weights and KV cache (GiB) go with the last reference
+
+
+@dataclass
+class LiveTokens:
+    """Tokens generated so far, finished requests and those still running: with every request in one batch
+    none finishes for minutes, and a count of finished ones alone would show 0 tok/s until then."""
+
+    engine: Any
+    done: int = 0  # tokens of finished requests
+    reported: int = 0
+
+    def new(self) -> int:
+        """Tokens since the last call (never negative: a finished sample of an unfinished n>1 request leaves
+        the running count before its request reports it)."""
+        states = getattr(getattr(self.engine, "output_processor", None), "request_states", {})
+        running = sum(st.detokenizer.num_output_tokens() for st in list(states.values()) if st.detokenizer)
+        delta = max(self.done + running - self.reported, 0)
+        self.reported += delta
+        return delta
 
 
 @contextmanager
