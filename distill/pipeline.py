@@ -224,13 +224,13 @@ def headline(stage: str, x: dict, rows_in: int, rows_out: int) -> str:
     """The number a reader looks for first in each stage's manifest (percent where it is a rate)."""
     try:
         if stage == "generate" and "run_tokens_per_s" in x:
-            return f"{x['run_tokens_per_s']} tok/s, {100 * x.get('truncated_rate', 0):.1f}% truncated"
+            return f"{x['run_tokens_per_s']} tok/s, {100 * x.get('truncated_rate', 0):.0f}% truncated"
         if stage == "curate":
             return f"kept {100 * rows_out / max(rows_in, 1):.1f}%"
         if stage == "train" and "final_loss" in x:
-            return f"loss {x['first_loss']:.2f} -> {x['final_loss']:.2f}, {x['steps']} steps"
+            return f"{x['steps']} steps, loss {x['first_loss']:.2f}→{x['final_loss']:.2f}"
         if stage == "patch" and "facts_ok" in x:
-            return f"{x['facts_ok']} release facts ok, {x['facts_failed']} failed"
+            return f"{x['facts_ok']} facts ok, {x['facts_failed']} failed"
         if stage == "eval" and "held_out/gain" in x:
             return f"gain {100 * x['held_out/gain']:.1f} ± {100 * x['held_out/gain_se']:.1f} (held out)"
         if stage == "eval":

@@ -154,7 +154,7 @@ def test_demo_recipe_end_to_end(tmp_path, smollm2_path, cards_dir):
     assert "me/other" in listed and "model.safetensors" in listed
     shown = distill("show", str(run), cwd=tmp_path).stdout
     assert all(stage in shown for stage in STAGES) and "done" in shown and "dry run" in shown
-    assert "release facts ok, 0 failed" in shown and "held out)" in shown
+    assert "facts ok, 0 failed" in shown and "held out)" in shown
 
 
 def assert_demo_outputs(run: Path, smollm2_path: Path, cards_dir: Path) -> None:
