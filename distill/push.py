@@ -25,7 +25,7 @@ from distill.artifacts import (
 from distill.config import Recipe, config_hash
 from distill.errors import DistillError
 from distill.release import THINK
-from distill.report import render_table
+from distill.report import decontamination_lines, render_table
 from distill.students import get_student
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -162,11 +162,9 @@ def _data_section(recipe: Recipe, prov: dict[str, dict[str, Any]]) -> str:
                 "",
                 _kv_table(yields, ("reason", "dropped")),
             ]
-        from distill.curate.card import decontamination
-
         dc = recipe.curate.decontaminate
         out += ["", f"Decontamination: {dc.ngram}-gram overlap against {', '.join(dc.benchmarks)}.", ""]
-        out += decontamination(cur["metrics"])
+        out += decontamination_lines(cur["metrics"])
     return "\n".join(out)
 
 

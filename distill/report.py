@@ -60,3 +60,29 @@ def _cells(columns: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]
 
 def _pct(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.1f}"
+
+
+def decontamination_lines(metrics: dict[str, Any]) -> list[str]:
+    """The decontamination reports of curate's metrics as a sentence and a table per report (also the model card's)."""
+    out = []
+    for key, what in (("decontamination", "prompts"), ("decontamination_traces", "traces")):
+        rep = metrics.get(key)
+        if rep is None:
+            continue
+        out += [
+            f"{rep['ngram']}-gram overlap of {rep['checked']} {what}: {rep['contaminated']} contaminated; "
+            f"{rep['boilerplate_ngrams_ignored']} benchmark n-grams ignored as corpus boilerplate, "
+            f"{rep['template_ngrams_dropped']} as benchmark templates.",
+            "",
+        ]
+        rows = []
+        for bench, v in rep["benchmarks"].items():
+            ex = "; ".join(f'{e["id"]} ~ {e["item"]}: "{e["ngram"]}"' for e in v["examples"])
+            rows.append([bench, v["items"], v["sha256"], v["hits"], ex.replace("|", "\\|")])
+        out += markdown_table(["benchmark", "items", "version", "hits", "examples"], rows) + [""]
+    return out or ["Not run (no benchmarks configured).", ""]
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

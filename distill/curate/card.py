@@ -15,6 +15,7 @@ from typing import Any
 from distill.artifacts import Manifest, atomic_path, atomic_write_text
 from distill.config import Recipe
 from distill.curate.difficulty import card_section
+from distill.report import decontamination_lines, markdown_table
 from distill.sources import card_section as mix_section
 
 REPO = Path(__file__).resolve().parents[2]  # distill/curate/card.py -> the checkout holding distill/
@@ -65,11 +66,6 @@ def plot_lengths(lengths_in: list[int], lengths_kept: list[int], path: Path) -> 
     plt.close(fig)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
 def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
@@ -93,7 +89,7 @@ def render_card(name: str, recipe: Recipe, m: Manifest, lengths_kept: list[int],
         + _counts(m)
         + _verification(metrics)
         + ["## Decontamination", ""]
-        + decontamination(metrics)
+        + decontamination_lines(metrics)
     )
     out += mix_section(metrics) + card_section(metrics)  # imported sets' mix; curate.difficulty's yields
     out += _dedup(metrics) + _lengths(lengths_kept, png)
@@ -110,7 +106,9 @@ def render_card(name: str, recipe: Recipe, m: Manifest, lengths_kept: list[int],
 
 def _sources(metrics: dict[str, Any]) -> list[str]:
     rows = [[s, v["license"], v["rows_in"], v["rows_out"]] for s, v in metrics.get("sources", {}).items()]
-    out = ["## Sources and licenses", ""] + _table(["source", "license", "rows in", "rows kept"], rows)
+    out = ["## Sources and licenses", ""] + markdown_table(
+        ["source", "license", "rows in", "rows kept"], rows
+    )
     out += ["", "## Teacher and sampling", ""]
     out += [f"- teacher `{t}`: {n} samples" for t, n in metrics.get("teachers", {}).items()]
     out += [f"- sampling `{json.dumps(s, sort_keys=True)}`" for s in metrics.get("sampling", [])]
@@ -141,13 +139,13 @@ def _counts(m: Manifest) -> list[str]:
     for reason, n in m.dropped.items():
         left -= n
         rows.append([reason, n, _pct(n, m.rows_in), left])
-    return out + _table(["dropped as", "rows", "of input", "rows left"], rows) + [""]
+    return out + markdown_table(["dropped as", "rows", "of input", "rows left"], rows) + [""]
 
 
 def _verification(metrics: dict[str, Any]) -> list[str]:
     rows = [[d, *(c.get(k, 0) for k in VERDICT_COLUMNS)] for d, c in metrics.get("verification", {}).items()]
     out = ["## Verification", "", "Unparseable answers are counted apart from wrong ones.", ""]
-    out += _table(["domain", *VERDICT_COLUMNS], rows) + [""]
+    out += markdown_table(["domain", *VERDICT_COLUMNS], rows) + [""]
     out += ["Graders: " + ", ".join(f"`{g}` {n}" for g, n in metrics.get("graders", {}).items()), ""]
     judge = metrics.get("judge")
     if judge is None:
@@ -165,27 +163,6 @@ def _verification(metrics: dict[str, Any]) -> list[str]:
         for e in judge["examples"]
     ]
     return out + [""]
-
-
-def decontamination(metrics: dict[str, Any]) -> list[str]:
-    """The decontamination reports of curate's metrics as a sentence and a table per report (also the model card's)."""
-    out = []
-    for key, what in (("decontamination", "prompts"), ("decontamination_traces", "traces")):
-        rep = metrics.get(key)
-        if rep is None:
-            continue
-        out += [
-            f"{rep['ngram']}-gram overlap of {rep['checked']} {what}: {rep['contaminated']} contaminated; "
-            f"{rep['boilerplate_ngrams_ignored']} benchmark n-grams ignored as corpus boilerplate, "
-            f"{rep['template_ngrams_dropped']} as benchmark templates.",
-            "",
-        ]
-        rows = []
-        for bench, v in rep["benchmarks"].items():
-            ex = "; ".join(f'{e["id"]} ~ {e["item"]}: "{e["ngram"]}"' for e in v["examples"])
-            rows.append([bench, v["items"], v["sha256"], v["hits"], ex.replace("|", "\\|")])
-        out += _table(["benchmark", "items", "version", "hits", "examples"], rows) + [""]
-    return out or ["Not run (no benchmarks configured).", ""]
 
 
 def _dedup(metrics: dict[str, Any]) -> list[str]:
