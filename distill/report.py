@@ -1,4 +1,5 @@
-"""The evaluation table in the format of DeepSeek's R1 README (percentages, pass@1 over k samples, cons@k)."""
+"""Markdown tables the cards share: evaluation in the format of DeepSeek's R1 README (percentages, pass@1 over k
+samples, cons@k) and curate's decontamination reports."""
 
 from __future__ import annotations
 
