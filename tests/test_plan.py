@@ -42,14 +42,16 @@ def test_qwen_7b_release_recipe_by_hand():
     assert t["total_usd"] == pytest.approx(total * 2.5, rel=1e-5)
 
 
-def test_demo_recipe_counts_its_prompts_and_caps_lengths_by_hand():
+def test_demo_recipe_counts_its_prompts_and_caps_lengths_by_hand(tmp_path):
     sizes = [  # pinned here, so the arithmetic below does not follow the demo recipe's tuning
         "generate.prompts=[{source: arith, split: train, limit: 96}]",
         "generate.max_tokens=160",
         "train.max_steps=12",
         "eval.benchmarks={'arith:test': {k: 4, limit: 24}, gsm8k: {k: 2, limit: 8}}",
     ]
-    recipe = load_recipe(ROOT / "pipelines/demo-cpu.yaml", [*sizes, "generate.n=2", "eval.max_tokens=100"])
+    # an empty run dir: a checkout's runs/demo-cpu (after `make demo`) would lend its measured lengths
+    sets = [*sizes, "generate.n=2", "eval.max_tokens=100", f"run_dir={tmp_path / 'run'}"]
+    recipe = load_recipe(ROOT / "pipelines/demo-cpu.yaml", sets)
     a, source, t = plan(recipe, ["gpu=A100", "mfu=0.5"])
     assert (a.prompts, source["prompts"]) == (96, "recipe: generate.prompts")  # arith limit 96
     assert (a.completion_tokens, a.prompt_tokens) == (160, 150)  # 8000 capped at generate.max_tokens
