@@ -736,6 +736,7 @@ def save_policy_start(model, tokenizer, folder: Path) -> Path:
 def start_policy(cfg: TrainConfig, data: TokenData, tokenizer, folder: Path, model, accelerator):
     """on_policy: the student's engine from the starting weights (then the resumed ones, pushed in place) and
     the teacher's scorer."""
+    from distill.engines.backends import ENGINE_LOG
     from distill.train import on_policy
 
     if accelerator.num_processes > 1:
@@ -743,12 +744,13 @@ def start_policy(cfg: TrainConfig, data: TokenData, tokenizer, folder: Path, mod
             "train.objective=on_policy runs in one process (one student engine); launch it without DDP"
         )
     prompts, rows = on_policy.read_prompts(data, tokenizer)
-    student = on_policy.Student(on_policy.start_engine(cfg.on_policy.engine, str(folder)))
+    log = folder.parent.parent / ENGINE_LOG  # the run dir's engine.log (folder: RUN/train/policy-start)
+    student = on_policy.Student(on_policy.start_engine(cfg.on_policy.engine, str(folder), log))
     if cfg.on_policy.teacher_url:
         scorer = on_policy.ServerScorer(cfg.on_policy.teacher_url, cfg.teacher)
     else:
         scorer = on_policy.EngineScorer(
-            on_policy.start_engine(cfg.on_policy.engine, resolve_model(cfg.teacher))
+            on_policy.start_engine(cfg.on_policy.engine, resolve_model(cfg.teacher), log)
         )
     student.push(accelerator.unwrap_model(model))  # a resumed run's weights (a no-op copy at step 0)
     say(accelerator, f"on_policy: {len(prompts)} prompts, student engine on {folder}, teacher {cfg.teacher}")

@@ -52,8 +52,9 @@ def engine_kwargs(engine, model: str) -> dict[str, Any]:
     return opts
 
 
-def start_engine(engine, model: str):
-    from distill.engines.backends import cpu_engine_env, on_cuda
+def start_engine(engine, model: str, log: Path | None = None):
+    """An in-process vLLM engine on `model`; its own output goes to `log` (the run's engine.log), as generate's."""
+    from distill.engines.backends import cpu_engine_env, engine_output, on_cuda
     from distill.models import distill_home
 
     for key, value in ENGINE_ENV.items():
@@ -69,8 +70,8 @@ def start_engine(engine, model: str):
     from vllm import LLM
 
     vllm.envs.disable_envs_cache()  # an engine started earlier in this process froze the env it read
-
-    return LLM(**engine_kwargs(engine, model))
+    with engine_output(log):
+        return LLM(**engine_kwargs(engine, model))
 
 
 @dataclass
