@@ -31,8 +31,7 @@ import numpy as np
 from distill.errors import DistillError
 from distill.release import THINK_OPEN
 
-# Both engines run in this process: the student's weights are then reachable without a copy through IPC.
-ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+CPU_BIND = "0-1"  # VLLM_CPU_OMP_THREADS_BIND unless the user set it: both engines on the same cores
 
 
 def engine_kwargs(engine, model: str) -> dict[str, Any]:
@@ -53,24 +52,19 @@ def engine_kwargs(engine, model: str) -> dict[str, Any]:
 
 
 def start_engine(engine, model: str, log: Path | None = None):
-    """An in-process vLLM engine on `model`; its own output goes to `log` (the run's engine.log), as generate's."""
-    from distill.engines.backends import cpu_engine_env, engine_output, on_cuda
+    """An in-process vLLM engine on `model` (both engines run in this process: the student's weights are then
+    reachable without a copy through IPC); its own output goes to `log` (the run's engine.log), as generate's."""
+    from distill.engines.backends import cpu_engine_env, engine_output, engine_processes, on_cuda
     from distill.models import distill_home
 
-    for key, value in ENGINE_ENV.items():
-        if key == "VLLM_CPU_OMP_THREADS_BIND":
-            os.environ.setdefault(key, value)
-        else:
-            os.environ[key] = value
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", CPU_BIND)
     # vllm-cpu would take gpu_memory_utilization (0.9) of RAM for the first engine's KV cache, leaving the
     # teacher's engine ~3 GiB: 2 GiB each instead
     if not on_cuda():
         cpu_engine_env(distill_home() / "cache")
-    import vllm.envs
     from vllm import LLM
 
-    vllm.envs.disable_envs_cache()  # an engine started earlier in this process froze the env it read
-    with engine_output(log):
+    with engine_output(log), engine_processes(spawn=False):
         return LLM(**engine_kwargs(engine, model))
 
 
