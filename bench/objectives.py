@@ -1,12 +1,18 @@
-"""sft vs kd vs on_policy on the CPU pair at equal student compute: held-out pass@1 and reverse KL to the teacher.
+"""sft vs kd vs on_policy at equal student compute: held-out pass@1 and reverse KL to the teacher, side by side.
 
-    .venv/bin/python bench/objectives.py                  # the default sizes below: ~25 min on 2 busy cores
-    .venv/bin/python bench/objectives.py --steps 16 --prompts 64
+    make demo                                              # first: its distilled model is the default teacher
+    .venv/bin/python bench/objectives.py                   # the defaults below: ~35 min on 2 quiet cores
+    .venv/bin/python bench/objectives.py --student smollm2-pruned --teacher smollm2-135m   # the test pair
 
-The table users want before picking train.objective, on a pair that shares one tokenizer:
-  student  smollm2-pruned (SmolLM2-135M-Instruct, every other layer: 15 of 30), in the release layout (seed 0);
-  teacher  SmolLM2-135M-Instruct (kd: its stored top-20 log-probs; on_policy and the reverse-KL score: the same
-           model in the student's release layout, i.e. with the R1 token rows the student has).
+The table users want before picking train.objective, on a pair that shares one vocabulary:
+  student  `--student` (a registered student; default smollm2-135m: SmolLM2-135M-Instruct), in its release layout
+           (release tokenizer, R1 rows added, seed 0): where train starts every objective;
+  teacher  `--teacher` (default runs/demo-cpu/patch/release: `make demo`'s distilled SmolLM2, 25.0 +- 3.4 arith:test
+           pass@1 where the student has 8.5 +- 2.0). A release-layout folder is used as is: it generates with its
+           own template (<think> prefilled), kd reads its stored log-probs, on_policy and the reverse KL ask it to
+           score. Its traces are parsed as answers only (teacher.thinking off): the demo's model learned from
+           answer-only traces and, after 12 steps, opens with "\n" and never writes </think>. A plain model (e.g. smollm2-135m) generates on its own template; on_policy and the score use a
+           copy in the student's release layout whose R1 rows are untrained, so those ids are left out of the KL.
 Flow, through the pipeline's own stage functions (distill.pipeline.STAGE_FNS) on recipes built from
 pipelines/demo-cpu-logit.yaml as a dict:
   generate  the teacher answers `--prompts` arith:train problems `--n` times (<= `--max-tokens` tokens, temperature
@@ -14,25 +20,36 @@ pipelines/demo-cpu-logit.yaml as a dict:
   curate    graded; the correct traces are kept (at most 2 per prompt): what sft and kd train on, and the prompts
             on_policy samples;
   train x3  from the same start, the same `--steps` optimizer steps of `--batch` sequences of <= `--max-tokens`
-            completion tokens, lr 3e-4 constant (equal student compute: steps x sequences x max new tokens):
+            completion tokens, the demo's lr 2e-4 cosine (chosen on arith:dev for sft; nothing here is tuned),
+            equal student compute (steps x sequences x max new tokens):
             sft        CE on the kept traces;
             kd         0.5 CE + 0.5 forward KL(teacher top-20 || student) on the same traces;
             on_policy  `--batch` kept prompts x 1 student sample per step, per-token reverse KL to the teacher;
-  score     held-out arith:test pass@1 through the eval stage (`--eval-k` samples per problem, ± SE over problems);
-            reverse KL on held-out arith:test prompts: the student samples at temperature 1 (vLLM), the teacher
-            scores every sampled token (prompt_logprobs); mean of log q - log p per token. Tokens the release added
-            (ids >= 49152: </think>, the R1 EOS, ...) are left out: the teacher's rows for them are untrained; their
-            share is printed.
+  score     held-out arith:test pass@1 through the eval stage (`--eval-k` samples per problem, +- SE over problems),
+            the teacher too (the ceiling); reverse KL on held-out arith:test prompts: the student samples at
+            temperature 1 (vLLM), the teacher scores every sampled token (prompt_logprobs); mean of log q - log p per
+            token, +- SE over sequences.
 The untrained student is scored the same way (the same-run baseline): each row's reverse KL is printed as a ratio
-to it. pass@1 is reported only (held-out data: nothing here is chosen by it).
+to it. Held-out numbers are reported only: nothing here is chosen by them.
 
-Measured 2026-12-02 with the defaults (538 s for the last pass; the stages took ~55 min in all on 2 cores shared
-with other runs at load 4-13): 9 kept traces (128 generated, 5+4 correct); pass@1 0.0 ± 0.0 for all four (every
-completion hits 128 tokens); reverse KL/token: start 4.228 ± 0.140, sft 1.706 ± 0.054 (0.40x), kd 4.135 ± 0.189
-(0.98x), on_policy 0.347 ± 0.005 (0.08x). Read with care: the pruned student, unhealed, writes gibberish, and
-8 steps do not fix it; sft learns newlines and digits, and on_policy collapses to newlines only, a sequence the
-teacher also predicts with near certainty: reverse KL is mode-seeking, so a low value here is degenerate, not
-better. A meaningful table needs a healed student (e.g. sft on many teacher samples first) and more steps.
+Measured 2026-12-02, defaults, 2 quiet cores (2,049 s: generate 277, curate 4, sft 115, kd 109, on_policy 470, then
+five evals and the reverse KL); 96 x 4 teacher samples, 82 traces kept:
+  model              pass@1 % ± SE  - sft (paired)  rKL/token ± SE vs start mean len
+  start (untrained)      0.5 ± 0.5     -12.5 ± 2.8   0.439 ± 0.065    1.00x     86.4
+  sft                   13.0 ± 2.7                   0.320 ± 0.022    0.73x     53.0
+  kd                    25.0 ± 4.0     +12.0 ± 3.9   0.244 ± 0.019    0.56x     63.2
+  on_policy             14.5 ± 3.0      +1.5 ± 4.1   0.403 ± 0.016    0.92x    127.8
+  teacher               25.0 ± 3.4     +12.0 ± 3.3
+kd reaches the teacher's score in 16 steps (it trains on the teacher's own ids and its top-20 at every position);
+sft gets half of that. on_policy alone never learns to stop: its samples all run to the 128-token cap, because the
+release EOS is a new row the start never samples, and the sampled-token reverse KL only moves tokens that were
+sampled; it needs an sft or kd start (the recipes chain sft -> kd -> on_policy, as Qwen3's off-policy then
+on-policy). The start scores 0.5: SmolLM2 meets the R1 tokens (<｜Assistant｜>, <think>) untrained. Seed 0, one run:
+the SEs are over problems (pass@1) and sequences (reverse KL), not over seeds.
+Measured 2026-12-02 on the test pair (--student smollm2-pruned --teacher smollm2-135m, 32 prompts, 8 steps, 20
+problems x 1, 8 x 2 KL prompts; ~55 min on 2 busy cores): 9 traces kept; pass@1 0.0 for all; reverse KL start
+4.228, sft 1.706, kd 4.135, on_policy 0.347. The pruned student, unhealed, writes gibberish that 8 steps do not
+fix; on_policy's low value came from emitting newlines only, which the teacher also predicts: degenerate.
 """
 
 from __future__ import annotations
@@ -44,22 +61,61 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from on_policy import STUDENT, release_copy  # noqa: E402  (the pair, built the same way)
+from on_policy import release_copy  # noqa: E402  (the pair, built the same way)
 
-OBJECTIVES = ["sft", "kd", "on_policy"]
+# row name -> train.objective and its on_policy.discount (1: the per-sample return to go, 0: per token)
+OBJECTIVES = {
+    "sft": ("sft", 0.0),
+    "kd": ("kd", 0.0),
+    "on_policy": ("on_policy", 0.0),
+    "on_policy-g1": ("on_policy", 1.0),
+}
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024}
+DEMO_TEACHER = "runs/demo-cpu/patch/release"
 
 
-def base_recipe(args, work: Path) -> dict:
-    """pipelines/demo-cpu-logit.yaml resized: the bench's prompts, samples, lengths and held-out eval."""
+@dataclass
+class Pair:
+    """Where each step finds the teacher, and which ids the reverse KL counts (None: all)."""
+
+    student: str
+    start: Path  # the student in its release layout: every objective starts here
+    teacher: str  # as given: a model name or a release-layout folder
+    scorer: Path  # the teacher in the student's release layout: on_policy and the reverse KL
+    kl_vocab: int | None
+
+
+def make_pair(args, work: Path) -> Pair:
+    from distill.models import load_tokenizer, resolve_model
+    from distill.release import ASSISTANT, THINK
+
+    start = release_copy(args.student, work / "start", args.student)
+    folder = Path(args.teacher)
+    if not folder.is_dir() and args.teacher == DEMO_TEACHER:
+        sys.exit(
+            f"bench/objectives.py: teacher {DEMO_TEACHER} not found: run `make demo` first, or pass --teacher"
+        )
+    if folder.is_dir() and ASSISTANT + THINK in (load_tokenizer(str(folder)).chat_template or ""):
+        return Pair(args.student, start, str(folder.resolve()), folder.resolve(), None)
+    scorer = release_copy(args.teacher, work / "teacher", args.student)
+    base_vocab = len(
+        load_tokenizer(resolve_model(args.teacher))
+    )  # the release adds untrained rows after these
+    return Pair(args.student, start, args.teacher, scorer, base_vocab)
+
+
+def base_recipe(args, work: Path, pair: Pair) -> dict:
+    """pipelines/demo-cpu-logit.yaml resized: the bench's pair, prompts, samples, lengths and held-out eval."""
     import yaml
 
     r = yaml.safe_load((ROOT / "pipelines" / "demo-cpu-logit.yaml").read_text())
-    r.update(name="bench-objectives", run_dir=str(work), student=STUDENT)
+    r.update(name="bench-objectives", run_dir=str(work), student=pair.student)
+    r["teacher"].update(model=pair.teacher, in_process=True)  # thinking stays off: see the top
     r["generate"].update(
         prompts=[{"source": "arith", "split": "train", "limit": args.prompts}],
         n=args.n,
@@ -70,21 +126,22 @@ def base_recipe(args, work: Path) -> dict:
         max_tokens=args.max_tokens,
         baseline=None,
     )
+    r["eval"]["engine"]["in_process"] = True
     return r
 
 
-def train_section(args, objective: str, start: Path, teacher: Path) -> dict:
-    """The same start, steps, sequences per step and lengths for every objective."""
-    common = {
-        "model": str(start),
+def train_section(args, objective: str, discount: float, pair: Pair) -> dict:
+    """The same start, steps, sequences per step, lengths and lr for every objective."""
+    return {
+        "model": str(pair.start),
         "objective": objective,
         "max_steps": args.steps,
         "max_length": 512,
         "packing": False,  # one sequence per micro-batch: `batch` sequences per step, as on_policy's prompts
         "micro_batch_size": 1,
         "grad_accum": args.batch,
-        "lr": 3e-4,
-        "lr_scheduler": "constant",
+        "lr": 2e-4,
+        "lr_scheduler": "cosine",
         "warmup_ratio": 0.0,
         "save_every": 100_000,
         "gradient_checkpointing": False,
@@ -94,47 +151,59 @@ def train_section(args, objective: str, start: Path, teacher: Path) -> dict:
             "prompts_per_step": args.batch,
             "samples_per_prompt": 1,
             "max_tokens": args.max_tokens,
+            "discount": discount,
             "engine": ENGINE,
         },
+        # kd: whose stored log-probs train reads (generate's teacher); on_policy: who scores the samples
+        "teacher": str(pair.scorer) if objective == "on_policy" else pair.teacher,
     }
-    common["teacher"] = str(teacher) if objective == "on_policy" else "smollm2-135m"
-    return common
 
 
-def run_stages(args, work: Path, start: Path, teacher: Path) -> dict[str, Path]:
+def run_stages(args, work: Path, pair: Pair) -> dict[str, Path]:
     """generate -> curate -> the three train runs (a rerun skips what its manifests say is done)."""
     from distill.config import recipe_from_dict
     from distill.pipeline import STAGE_FNS
 
-    base = base_recipe(args, work)
+    base = base_recipe(args, work, pair)
     recipe = recipe_from_dict(base)
     timings = {}
     for stage, src in [("generate", None), ("curate", work / "generate")]:
         t0 = time.perf_counter()
         STAGE_FNS[stage](recipe, src, work / stage, False)
         timings[stage] = time.perf_counter() - t0
-    models = {"start (untrained)": start}
-    for objective in OBJECTIVES:
-        r = recipe_from_dict({**base, "train": train_section(args, objective, start, teacher)})
+    models = {"start (untrained)": pair.start}
+    for name, (objective, discount) in OBJECTIVES.items():
+        r = recipe_from_dict({**base, "train": train_section(args, objective, discount, pair)})
         t0 = time.perf_counter()
-        STAGE_FNS["train"](r, work / "curate", work / f"train-{objective}", False)
-        timings[f"train {objective}"] = time.perf_counter() - t0
-        models[objective] = work / f"train-{objective}" / "final"
+        STAGE_FNS["train"](r, work / "curate", work / f"train-{name}", False)
+        timings[f"train {name}"] = time.perf_counter() - t0
+        models[name] = work / f"train-{name}" / "final"
     print("stage seconds:", {k: round(v) for k, v in timings.items()}, flush=True)
     return models
 
 
-def pass_at_1(args, work: Path, models: dict[str, Path]) -> dict[str, dict]:
+def pass_at_1(args, work: Path, pair: Pair, models: dict[str, Path]) -> dict[str, dict]:
     """The eval stage on each model folder (arith:test, eval_k samples per problem)."""
     from distill.config import recipe_from_dict
     from distill.pipeline import STAGE_FNS
 
-    recipe = recipe_from_dict(base_recipe(args, work))
+    recipe = recipe_from_dict(base_recipe(args, work, pair))
     out = {}
     for name, model in models.items():
         folder = work / f"eval-{name.split()[0]}"
         STAGE_FNS["eval"](recipe, model, folder, False)
         out[name] = json.loads((folder / "results.json").read_text())["benchmarks"]["arith:test"]
+        out[name]["correct"] = correct_by_problem(folder / "samples.parquet")
+    return out
+
+
+def correct_by_problem(samples: Path) -> dict[str, list[bool]]:
+    """Each problem's sample verdicts, for differences paired by problem."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[bool]] = {}
+    for row in pq.read_table(samples, columns=["prompt_id", "verdict"]).to_pylist():
+        out.setdefault(row["prompt_id"], []).append(row["verdict"] == "correct")
     return out
 
 
@@ -182,8 +251,8 @@ def sample_with_logprobs(llm, prompts: list[list[int]], n: int, max_tokens: int,
     return seqs, starts, logq
 
 
-def reverse_kl(args, work: Path, models: dict[str, Path], teacher: Path, vocab: int) -> dict[str, dict]:
-    """Per model: mean over sampled held-out tokens of log q - log p (the teacher's ids < vocab only). Each result
+def reverse_kl(args, work: Path, models: dict[str, Path], pair: Pair) -> dict[str, dict]:
+    """Per model: mean over sampled held-out tokens of log q - log p (ids < pair.kl_vocab only). Each result
     is kept as work/rkl-<model>-<sizes>.json, so a rerun (or a parallel run) skips the models already scored."""
     from distill.artifacts import atomic_write_text
 
@@ -193,12 +262,12 @@ def reverse_kl(args, work: Path, models: dict[str, Path], teacher: Path, vocab: 
     }
     todo = {n: m for n, m in models.items() if not files[n].exists()}
     if todo:
-        for name, stats in score_reverse_kl(args, todo, teacher, vocab):
+        for name, stats in score_reverse_kl(args, todo, pair.scorer, pair.kl_vocab, work / "engine.log"):
             atomic_write_text(files[name], json.dumps(stats))
     return {n: json.loads(files[n].read_text()) for n in models}
 
 
-def score_reverse_kl(args, models: dict[str, Path], teacher: Path, vocab: int):
+def score_reverse_kl(args, models: dict[str, Path], teacher: Path, vocab: int | None, log: Path):
     """Every student samples first, one engine at a time; then the teacher scores them all. In-process vLLM engines
     share one global parallel state that closing any of them tears down, so no two are ever alive together."""
     from distill.config import TeacherConfig
@@ -209,19 +278,19 @@ def score_reverse_kl(args, models: dict[str, Path], teacher: Path, vocab: int):
     prompts = held_out_prompts(load_tokenizer(str(teacher)), args.kl_prompts)
     sampled = {}
     for name, model in models.items():
-        llm = start_engine(engine, str(model))
+        llm = start_engine(engine, str(model), log)
         sampled[name] = sample_with_logprobs(llm, prompts, args.kl_samples, args.max_tokens)
         del llm
         gc.collect()
-    scorer = EngineScorer(start_engine(engine, str(teacher)))
+    scorer = EngineScorer(start_engine(engine, str(teacher), log))
     for name, (seqs, starts, logq) in sampled.items():
         yield name, kl_stats(seqs, starts, logq, scorer.score(seqs, starts), vocab)
 
 
-def kl_stats(seqs, starts, logq, logp, vocab: int) -> dict:
+def kl_stats(seqs, starts, logq, logp, vocab: int | None) -> dict:
     per_seq, kept, total = [], 0, 0
     for s, n, q, p in zip(seqs, starts, logq, logp, strict=True):
-        diffs = [qi - float(pi) for t, qi, pi in zip(s[n:], q, p, strict=True) if t < vocab]
+        diffs = [qi - float(pi) for t, qi, pi in zip(s[n:], q, p, strict=True) if vocab is None or t < vocab]
         kept, total = kept + len(diffs), total + len(q)
         if diffs:
             per_seq.append(diffs)
@@ -231,55 +300,62 @@ def kl_stats(seqs, starts, logq, logp, vocab: int) -> dict:
     return {"rkl": statistics.mean(flat), "se": se, "tokens": kept, "left_out": 1 - kept / max(total, 1)}
 
 
-def report(args, scores: dict, kls: dict) -> None:
+def report(args, pair: Pair, scores: dict, kls: dict) -> None:
+    from distill.eval.metrics import paired_gain
+
     start = kls["start (untrained)"]["rkl"]
     print(
-        f"\nobjectives on {STUDENT} <- smollm2-135m, equal compute: {args.steps} steps x {args.batch} sequences x "
-        f"<= {args.max_tokens} new tokens; pass@1 on {args.eval_problems} arith:test problems x {args.eval_k}; "
-        f"reverse KL on {args.kl_prompts} held-out prompts x {args.kl_samples} samples"
+        f"\nobjectives on {pair.student} <- {pair.teacher}, equal compute: {args.steps} steps x {args.batch} "
+        f"sequences x <= {args.max_tokens} new tokens; pass@1 on {args.eval_problems} arith:test problems x "
+        f"{args.eval_k}; reverse KL on {args.kl_prompts} held-out prompts x {args.kl_samples} samples"
     )
     print(
-        f"{'objective':20s} {'pass@1 % ± SE':>15s} {'rKL/token ± SE':>16s} {'vs start':>9s} {'tokens':>7s} {'left out':>9s}"
+        f"{'model':18s} {'pass@1 % ± SE':>14s} {'- sft (paired)':>15s} {'rKL/token ± SE':>15s} {'vs start':>8s} "
+        f"{'mean len':>8s} {'left out':>8s}"
     )
     for name, s in scores.items():
-        k = kls[name]
         p1 = f"{100 * s['pass@1']:.1f} ± {100 * s['pass@1_se']:.1f}"
-        rkl = f"{k['rkl']:.3f} ± {k['se']:.3f}"
-        print(
-            f"{name:20s} {p1:>15s} {rkl:>16s} {k['rkl'] / start:8.2f}x {k['tokens']:7d} {k['left_out']:8.1%}"
-        )
+        gain, se, _ = paired_gain(s["correct"], scores["sft"]["correct"])
+        line = f"{name:18s} {p1:>14s} {f'{100 * gain:+.1f} ± {100 * se:.1f}' if name != 'sft' else '':>15s}"
+        if name in kls:  # not the teacher: its reverse KL to itself is 0
+            k = kls[name]
+            rkl = f"{k['rkl']:.3f} ± {k['se']:.3f}"
+            mean_len = k["tokens"] / (1 - k["left_out"]) / (args.kl_prompts * args.kl_samples)
+            line += f" {rkl:>15s} {k['rkl'] / start:7.2f}x {mean_len:8.1f} {k['left_out']:8.1%}"
+        print(line)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prompts", type=int, default=32, help="arith:train problems the teacher answers")
+    p.add_argument("--student", default="smollm2-135m", help="a registered student")
+    p.add_argument(
+        "--teacher",
+        default=DEMO_TEACHER,
+        help="a release-layout folder or a model the student shares ids with",
+    )
+    p.add_argument("--prompts", type=int, default=96, help="arith:train problems the teacher answers")
     p.add_argument("--n", type=int, default=4, help="teacher samples per problem")
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens per sample, everywhere")
-    p.add_argument("--steps", type=int, default=8, help="optimizer steps per objective")
+    p.add_argument("--steps", type=int, default=16, help="optimizer steps per objective")
     p.add_argument("--batch", type=int, default=4, help="sequences per optimizer step")
-    p.add_argument("--eval-problems", type=int, default=20, help="arith:test problems for pass@1")
-    p.add_argument("--eval-k", type=int, default=1, help="samples per problem for pass@1")
-    p.add_argument("--kl-prompts", type=int, default=8, help="held-out prompts for the reverse KL")
+    p.add_argument("--eval-problems", type=int, default=100, help="arith:test problems for pass@1")
+    p.add_argument("--eval-k", type=int, default=2, help="samples per problem for pass@1")
+    p.add_argument("--kl-prompts", type=int, default=32, help="held-out prompts for the reverse KL")
     p.add_argument("--kl-samples", type=int, default=2, help="student samples per held-out prompt")
-    p.add_argument("--out", default="runs/bench-objectives", help="work folder (stages skip what is done)")
+    p.add_argument("--out", default=None, help="work folder (stages skip what is done); default per pair")
     args = p.parse_args()
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine; two run at once for the reverse KL
-    work = Path(args.out).resolve()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine
+    name = Path(args.teacher).parent.parent.name if Path(args.teacher).is_dir() else args.teacher
+    work = Path(args.out or f"runs/bench-objectives/{args.student}-from-{name}").resolve()
     os.environ.setdefault(
         "DISTILL_CARDS_DIR", str(work / "data_cards")
     )  # a bench's curate card stays out of the repo
     t0 = time.perf_counter()
-    start = release_copy(STUDENT, work / "start")
-    teacher = release_copy("smollm2-135m", work / "teacher")
-    models = run_stages(args, work, start, teacher)
-    scores = pass_at_1(args, work, models)
-    from distill.models import load_tokenizer, resolve_model
-
-    vocab = len(
-        load_tokenizer(resolve_model("smollm2-135m"))
-    )  # the base ids; the release adds rows after them
-    kls = reverse_kl(args, work, models, teacher, vocab)
-    report(args, scores, kls)
+    pair = make_pair(args, work)
+    models = run_stages(args, work, pair)
+    scores = pass_at_1(args, work, pair, {**models, "teacher": pair.scorer})
+    kls = reverse_kl(args, work, models, pair)
+    report(args, pair, scores, kls)
     print(f"whole bench: {time.perf_counter() - t0:.0f} s")
 
 

@@ -62,8 +62,8 @@ def curate_folder(rows: list[dict], out: Path) -> Path:
     return out
 
 
-def release_copy(model: str, out: Path) -> Path:
-    """`model` as train prepares it for STUDENT (release tokenizer, R1 rows added, seed 0), saved where vLLM and
+def release_copy(model: str, out: Path, student: str = STUDENT) -> Path:
+    """`model` as train prepares it for `student` (release tokenizer, R1 rows added, seed 0), saved where vLLM and
     transformers load it."""
     import torch
 
@@ -77,12 +77,13 @@ def release_copy(model: str, out: Path) -> Path:
         return out
     path = resolve_model(model)
     recipe = recipe_from_dict(
-        {"name": "bench", "student": STUDENT, "train": {"model": path, "dtype": "float32"}}
+        {"name": "bench", "student": student, "train": {"model": path, "dtype": "float32"}}
     )
-    cfg = loop.effective_config(recipe.train, get_student(STUDENT))
+    cfg = loop.effective_config(recipe.train, get_student(student))
     torch.manual_seed(0)
-    net, _ = loop.load_model(cfg, loop.release_tokenizer_for(path, STUDENT), STUDENT, "sdpa")
-    return save_policy_start(net, loop.release_tokenizer_for(path, STUDENT), out)
+    tokenizer = loop.release_tokenizer_for(path, student)
+    net, _ = loop.load_model(cfg, tokenizer, student, "sdpa")
+    return save_policy_start(net, tokenizer, out)
 
 
 def run_distill(args, curated: Path, student: Path, teacher: Path, out: Path) -> dict:

@@ -203,6 +203,10 @@ class OnPolicyConfig(Strict):
     temperature: float = Field(1.0, gt=0.0)  # 1: the samples come from the student's own distribution
     # weight of the SFT CE on the prompts' curated traces, added to the loss
     sft_mix: float = Field(0.0, ge=0.0)
+    # a token's weight sums the reverse KL of the tokens after it in its sample, decayed by this per token: 0 (as
+    # Thinking Machines) weighs each token by its own KL only, so nothing rewards ending a sample; 1 is the
+    # sequence-level KL's policy gradient (MiniLLM)
+    discount: float = Field(0.0, ge=0.0, le=1.0)
     engine: TeacherConfig | None = None  # vLLM options of both engines (dtype, max_model_len, eager)
 
 

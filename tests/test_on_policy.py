@@ -1,5 +1,5 @@
 """train.objective: on_policy on CPU with real vLLM engines (student and teacher in this process): student == teacher
-starts at a reverse KL ≈ 0, the reverse KL to a teacher falls over the steps, a resumed run continues the same curve,
+starts at a reverse KL ≈ 0 (per token or per sample), the reverse KL to a teacher falls over the steps, a resumed run continues the same curve,
 and a server that cannot return prompt log-probs is one clear error."""
 
 from __future__ import annotations
@@ -66,12 +66,31 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_student_equal_to_teacher_starts_at_zero(curated, tiny_smol, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("discount", [0.0, 1.0])
+def test_student_equal_to_teacher_starts_at_zero(curated, tiny_smol, tmp_path, discount):  # noqa: F811
+    """Per token (discount 0) or per sample's return to go (1): nothing to learn from itself, loss ≈ 0 too."""
     teacher = release_folder(tiny_smol, tmp_path / "teacher")
     out = tmp_path / "train"
-    loop.train(op_recipe(tiny_smol, teacher, max_steps=1), curated, out)
+    recipe = op_recipe(tiny_smol, teacher, max_steps=1)
+    recipe.train.on_policy.discount = discount
+    loop.train(recipe, curated, out)
     (row,) = metrics(out)
-    assert abs(row["reverse_kl"]) < 5e-3, row
+    print(row)
+    assert abs(row["reverse_kl"]) < 5e-3 and abs(row["loss"]) < 1e-3, row
+
+
+def test_returns_to_go_stay_inside_each_sample():
+    """Two samples packed in one micro-batch, [1, 2, 3] and [4, 5]: a token's weight never reaches into the next
+    sample; discount 0 is the token's own reward."""
+    import torch
+
+    from distill.train.on_policy import returns_to_go
+
+    r = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert returns_to_go(r, [3, 2], 1.0).tolist() == [6.0, 5.0, 3.0, 9.0, 5.0]
+    assert returns_to_go(r, [3, 2], 0.5).tolist() == [2.75, 3.5, 3.0, 6.5, 5.0]
+    assert returns_to_go(r, [3, 2], 0.0).tolist() == r.tolist()
+    assert returns_to_go(r, [5], 1.0).tolist() == [15.0, 14.0, 12.0, 9.0, 5.0]
 
 
 def scaled_copy(model: Path, scale: float, out: Path) -> Path:

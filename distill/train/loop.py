@@ -723,7 +723,7 @@ def objective_loss(cfg: TrainConfig) -> LossFn:
     if cfg.objective == "on_policy":
         from distill.train.on_policy import mixed_loss
 
-        return mixed_loss(cfg.on_policy.sft_mix)
+        return mixed_loss(cfg.on_policy.sft_mix, cfg.on_policy.discount)
     return forward_ce
 
 

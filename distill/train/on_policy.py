@@ -8,7 +8,10 @@ Per optimizer step (train.objective: on_policy):
      an OpenAI-compatible server's /v1/completions with `prompt_logprobs`);
   3. the loss of a token is sg(log q(x_t) − log p(x_t)) · log q(x_t): a policy gradient whose per-token reward is the
      negative single-sample reverse KL estimate (Thinking Machines' on-policy distillation, GKD with λ = 1); its
-     expectation's gradient is ∇ KL(q ‖ p) per position. Optionally + sft_mix · CE on the prompts' curated traces;
+     expectation's gradient is ∇ KL(q ‖ p) per position. With `discount` γ > 0 the weight is the return to go
+     Σ_{s≥t} γ^(s−t) (log q(x_s) − log p(x_s)) within the sample (γ = 1: the sequence-level KL's gradient), so a
+     token that ends a sample early is credited with the KL it avoids. Optionally + sft_mix · CE on the prompts'
+     curated traces;
   4. after the optimizer step the new weights go into the running engine in place (the worker's `reload_weights`,
      no restart).
 Logged per step: reverse_kl (mean log q − log p over the sampled tokens), sample_tokens (mean completion length),
@@ -220,6 +223,7 @@ class Policy:
             group = [(np.asarray(seqs[k + j], dtype=np.int32), starts[k + j]) for j in range(m)]
             batch = collate_packed(group)
             batch["teacher_logprobs"] = _tensor(np.concatenate(teacher[k : k + m]))
+            batch["sample_lens"] = [len(t) for t in teacher[k : k + m]]  # trained tokens per sample, in order
             out.append(batch)
             k += m
         return out + self.sft_batches(picks)
@@ -240,9 +244,10 @@ def _tensor(array: np.ndarray):
     return torch.from_numpy(array.astype(np.float32))
 
 
-def policy_loss(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
-    """Summed sg(log q − log p) · log q over the sampled tokens of a micro-batch, and the summed reverse KL
-    estimate log q − log p (for logging). Student log-probs are taken in chunks (no full [T x vocab] logits)."""
+def policy_loss(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool, discount: float = 0.0):
+    """Summed sg(weight) · log q over the sampled tokens of a micro-batch (weight: the token's reverse KL estimate
+    log q − log p, or its discounted return to go), and the summed estimate (for logging). Student log-probs are
+    taken in chunks (no full [T x vocab] logits)."""
     import torch
 
     from distill.train.kd import token_reverse_kl
@@ -250,18 +255,37 @@ def policy_loss(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash:
 
     hidden = final_hidden(model, batch, flash)
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["positions"])
-    labels, teacher = batch["labels"], batch["teacher_logprobs"].to(hidden.device)
-    loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    rkl = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for start in range(0, len(labels), chunk_tokens):
-        sl = slice(start, start + chunk_tokens)
-        logq = torch.log_softmax(lm_head(hidden[sl]).float(), -1).gather(1, labels[sl, None])[:, 0]
-        r = token_reverse_kl(logq.detach(), teacher[sl])
-        loss, rkl = loss + (r * logq).sum(), rkl + r.sum()
-    return loss, {"reverse_kl": rkl}
+    labels = batch["labels"]
+    logq = torch.cat(
+        [
+            torch.log_softmax(lm_head(hidden[s : s + chunk_tokens]).float(), -1).gather(
+                1, labels[s : s + chunk_tokens, None]
+            )[:, 0]
+            for s in range(0, len(labels), chunk_tokens)
+        ]
+    )
+    r = token_reverse_kl(logq.detach(), batch["teacher_logprobs"].to(logq.device))
+    weight = returns_to_go(r, batch["sample_lens"], discount) if discount else r
+    return (weight * logq).sum(), {"reverse_kl": r.sum()}
 
 
-def mixed_loss(sft_mix: float):
+def returns_to_go(rewards, lengths: list[int], discount: float):
+    """Per token, Σ_{s≥t} discount^(s−t) · rewards[s] within its own sample (`lengths` split the flat [T] tensor);
+    O(T) in float64 on the host: T is a few thousand tokens a micro-batch."""
+    import torch
+
+    flat = rewards.detach().double().cpu().numpy()
+    out, end = np.empty_like(flat), 0
+    for n in lengths:
+        acc = 0.0
+        for t in range(end + n - 1, end - 1, -1):
+            acc = flat[t] + discount * acc
+            out[t] = acc
+        end += n
+    return torch.from_numpy(out).to(rewards.device, rewards.dtype)
+
+
+def mixed_loss(sft_mix: float, discount: float = 0.0):
     """on_policy's LossFn: policy_loss on sampled micro-batches, sft_mix · CE on curated ones."""
     from distill.train.loss import forward_ce
 
@@ -269,7 +293,7 @@ def mixed_loss(sft_mix: float):
         if batch.get("sft"):
             ce = forward_ce(model, lm_head, batch, chunk_tokens, flash)
             return sft_mix * ce, {"sft_ce": ce.detach()}
-        return policy_loss(model, lm_head, batch, chunk_tokens, flash)
+        return policy_loss(model, lm_head, batch, chunk_tokens, flash, discount)
 
     return loss
 
