@@ -1,7 +1,7 @@
 """sft vs kd vs on_policy at equal student compute: held-out pass@1 and reverse KL to the teacher, side by side.
 
     make demo                                              # first: its distilled model is the default teacher
-    .venv/bin/python bench/objectives.py                   # the defaults below: ~35 min on 2 quiet cores
+    .venv/bin/python bench/objectives.py                   # the defaults below: ~40 min on 2 quiet cores
     .venv/bin/python bench/objectives.py --student smollm2-pruned --teacher smollm2-135m   # the test pair
 
 The table users want before picking train.objective, on a pair that shares one vocabulary:
@@ -32,20 +32,26 @@ pipelines/demo-cpu-logit.yaml as a dict:
 The untrained student is scored the same way (the same-run baseline): each row's reverse KL is printed as a ratio
 to it. Held-out numbers are reported only: nothing here is chosen by them.
 
-Measured 2026-12-02, defaults, 2 quiet cores (2,049 s: generate 277, curate 4, sft 115, kd 109, on_policy 470, then
-five evals and the reverse KL); 96 x 4 teacher samples, 82 traces kept:
-  model              pass@1 % ± SE  - sft (paired)  rKL/token ± SE vs start mean len
-  start (untrained)      0.5 ± 0.5     -12.5 ± 2.8   0.439 ± 0.065    1.00x     86.4
-  sft                   13.0 ± 2.7                   0.320 ± 0.022    0.73x     53.0
-  kd                    25.0 ± 4.0     +12.0 ± 3.9   0.244 ± 0.019    0.56x     63.2
-  on_policy             14.5 ± 3.0      +1.5 ± 4.1   0.403 ± 0.016    0.92x    127.8
-  teacher               25.0 ± 3.4     +12.0 ± 3.3
-kd reaches the teacher's score in 16 steps (it trains on the teacher's own ids and its top-20 at every position);
-sft gets half of that. on_policy alone never learns to stop: its samples all run to the 128-token cap, because the
-release EOS is a new row the start never samples, and the sampled-token reverse KL only moves tokens that were
-sampled; it needs an sft or kd start (the recipes chain sft -> kd -> on_policy, as Qwen3's off-policy then
-on-policy). The start scores 0.5: SmolLM2 meets the R1 tokens (<｜Assistant｜>, <think>) untrained. Seed 0, one run:
-the SEs are over problems (pass@1) and sequences (reverse KL), not over seeds.
+Measured 2026-12-02, defaults, 2 quiet cores (2,049 s before the on_policy-g1 row existed: generate 277, curate 4,
+sft 115, kd 109, on_policy 470, then the evals and the reverse KL; adding the row took 1,074 s, retraining the other
+three, as the new config field changed their hash, to the same losses to the last digit); 96 x 4 teacher samples,
+82 traces kept:
+  model               pass@1 % ± SE  - sft (paired)  rKL/token ± SE vs start mean len
+  start (untrained)       0.5 ± 0.5     -12.5 ± 2.8   0.439 ± 0.065    1.00x     86.5
+  sft                    13.0 ± 2.7                   0.320 ± 0.022    0.73x     53.0
+  kd                     25.0 ± 4.0     +12.0 ± 3.9   0.244 ± 0.019    0.56x     63.2
+  on_policy              14.5 ± 3.0      +1.5 ± 4.1   0.403 ± 0.016    0.92x    127.8
+  on_policy-g1            0.0 ± 0.0     -13.0 ± 2.7   5.882 ± 0.356   13.41x      4.8
+  teacher                25.0 ± 3.4     +12.0 ± 3.3
+kd reaches the teacher's score in 16 steps (it trains on the teacher's own ids with its top-20 at every position);
+sft gets half as far. on_policy (discount 0, per-token weights) learns the teacher's wording but not when to stop:
+nothing in a per-token weight rewards ending a sample, and its samples drift to the 128-token cap (1 of 200 eval
+samples stops; the start stops on 160). With discount 1 (the sequence-level KL's gradient) the shortest sample
+wins: by step 6 the student ends after 1-2 tokens (train metrics, not held-out data), the degenerate optimum that
+MiniLLM's length normalisation and teacher-mixed sampling exist to avoid (not implemented). Use on_policy after sft
+or kd, as the recipes chain them (Qwen3: off-policy, then on-policy). The start scores 0.5: SmolLM2 meets the R1
+tokens (<｜Assistant｜>, <think>) untrained. One seed (0): the SEs are over problems (pass@1) and sequences (reverse
+KL), not over seeds.
 Measured 2026-12-02 on the test pair (--student smollm2-pruned --teacher smollm2-135m, 32 prompts, 8 steps, 20
 problems x 1, 8 x 2 KL prompts; ~55 min on 2 busy cores): 9 traces kept; pass@1 0.0 for all; reverse KL start
 4.228, sft 1.706, kd 4.135, on_policy 0.347. The pruned student, unhealed, writes gibberish that 8 steps do not
