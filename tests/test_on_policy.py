@@ -1,6 +1,7 @@
-"""train.objective: on_policy on CPU with real vLLM engines (student and teacher in this process): student == teacher
-starts at a reverse KL ≈ 0 (per token or per sample), the reverse KL to a teacher falls over the steps, a resumed run continues the same curve,
-and a server that cannot return prompt log-probs is one clear error."""
+"""train.objective: on_policy on CPU with real vLLM engines (student and teacher in this process): a real `vllm serve`
+scores like the in-process engine, student == teacher starts at a reverse KL ≈ 0 (per token or per sample), the
+reverse KL to a teacher falls over the steps, a resumed run continues the same curve, and a server that cannot
+return prompt log-probs is one clear error."""
 
 from __future__ import annotations
 
@@ -64,6 +65,36 @@ def release_folder(model: Path, out: Path) -> Path:
 
 def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_vllm_server_scores_like_the_in_process_engine(vllm_engine, vllm_server, smollm2_path):
+    """train.on_policy.teacher_url: the teacher's log-prob of every sampled token, read from a real `vllm serve`'s
+    prompt_logprobs, equals the in-process engine's and a transformers forward of the same SmolLM2 (fp32).
+    First in this file: the on_policy runs below close in-process engines, which tears down the shared one's state."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.models import load_tokenizer
+    from distill.train.on_policy import EngineScorer
+
+    tok = load_tokenizer(str(smollm2_path))
+    texts = [
+        "Question: 2 + 3 = ? Answer: 5, since two plus three is five.",
+        "Paris is the capital of France.",
+    ]
+    seqs = [tok(t)["input_ids"] for t in texts]
+    starts = [4, 2]
+    server = ServerScorer(vllm_server, "smollm2").score(seqs, starts)
+    engine = EngineScorer(vllm_engine).score(seqs, starts)
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2_path), dtype=torch.float32)
+    for ids, n, from_server, from_engine in zip(seqs, starts, server, engine, strict=True):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, n - 1 : -1], -1)
+        ref = logp.gather(-1, torch.tensor(ids[n:])[:, None])[:, 0].numpy()
+        assert from_server.shape == from_engine.shape == (len(ids) - n,)
+        np.testing.assert_allclose(from_server, ref, atol=2e-3)
+        np.testing.assert_allclose(from_engine, ref, atol=2e-3)
 
 
 @pytest.mark.parametrize("discount", [0.0, 1.0])
