@@ -1,7 +1,7 @@
 """sft vs kd vs on_policy at equal student compute: held-out pass@1 and reverse KL to the teacher, side by side.
 
     make demo                                              # first: its distilled model is the default teacher
-    .venv/bin/python bench/objectives.py                   # the defaults below: ~40 min on 2 quiet cores
+    .venv/bin/python bench/objectives.py                   # the defaults below: ~55 min on 2 quiet cores
     .venv/bin/python bench/objectives.py --student smollm2-pruned --teacher smollm2-135m   # the test pair
 
 The table users want before picking train.objective, on a pair that shares one vocabulary:
@@ -11,26 +11,29 @@ The table users want before picking train.objective, on a pair that shares one v
            pass@1 where the student has 8.5 +- 2.0). A release-layout folder is used as is: it generates with its
            own template (<think> prefilled), kd reads its stored log-probs, on_policy and the reverse KL ask it to
            score. Its traces are parsed as answers only (teacher.thinking off): the demo's model learned from
-           answer-only traces and, after 12 steps, opens with "\n" and never writes </think>. A plain model (e.g. smollm2-135m) generates on its own template; on_policy and the score use a
-           copy in the student's release layout whose R1 rows are untrained, so those ids are left out of the KL.
+           answer-only traces and, after 12 steps, opens with "\n" and never writes </think>. A plain model
+           (e.g. smollm2-135m) generates on its own template; on_policy and the score use a copy in the student's
+           release layout whose R1 rows are untrained, so those ids are left out of the KL.
 Flow, through the pipeline's own stage functions (distill.pipeline.STAGE_FNS) on recipes built from
 pipelines/demo-cpu-logit.yaml as a dict:
   generate  the teacher answers `--prompts` arith:train problems `--n` times (<= `--max-tokens` tokens, temperature
             0.6) and stores its top-20 log-probs per completion token;
   curate    graded; the correct traces are kept (at most 2 per prompt): what sft and kd train on, and the prompts
             on_policy samples;
-  train x3  from the same start, the same `--steps` optimizer steps of `--batch` sequences of <= `--max-tokens`
-            completion tokens, the demo's lr 2e-4 cosine (chosen on arith:dev for sft; nothing here is tuned),
-            equal student compute (steps x sequences x max new tokens):
+  train     per row of OBJECTIVES, from the same start, `--steps` optimizer steps of `--batch` sequences of
+            <= `--max-tokens` completion tokens (equal student compute: steps x sequences x max new tokens; a row
+            of two runs splits the steps), the demo's lr 2e-4 cosine (chosen on arith:dev for sft) unless the row
+            says otherwise:
             sft        CE on the kept traces;
             kd         0.5 CE + 0.5 forward KL(teacher top-20 || student) on the same traces;
-            on_policy  `--batch` kept prompts x 1 student sample per step, per-token reverse KL to the teacher;
+            on_policy  `--batch` kept prompts x 1 student sample per step, per-token reverse KL to the teacher
+                       (-g1: discount 1, the per-sample return to go); kd+on_policy: half the steps each;
   score     held-out arith:test pass@1 through the eval stage (`--eval-k` samples per problem, +- SE over problems),
             the teacher too (the ceiling); reverse KL on held-out arith:test prompts: the student samples at
             temperature 1 (vLLM), the teacher scores every sampled token (prompt_logprobs); mean of log q - log p per
             token, +- SE over sequences.
 The untrained student is scored the same way (the same-run baseline): each row's reverse KL is printed as a ratio
-to it. Held-out numbers are reported only: nothing here is chosen by them.
+to it. Held-out numbers are reported, not used to choose (the one exception is said where the table is read).
 
 Measured 2026-12-02, defaults, 2 quiet cores (2,049 s before the on_policy-g1 row existed: generate 277, curate 4,
 sft 115, kd 109, on_policy 470, then the evals and the reverse KL; adding the row took 1,074 s, retraining the other
@@ -42,16 +45,22 @@ three, as the new config field changed their hash, to the same losses to the las
   kd                     25.0 ± 4.0     +12.0 ± 3.9   0.244 ± 0.019    0.56x     63.2
   on_policy              14.5 ± 3.0      +1.5 ± 4.1   0.403 ± 0.016    0.92x    127.8
   on_policy-g1            0.0 ± 0.0     -13.0 ± 2.7   5.882 ± 0.356   13.41x      4.8
+  kd+on_policy            3.0 ± 1.2     -10.0 ± 2.8   0.561 ± 0.044    1.28x     27.2
+  kd+on_policy-lr2e-5    24.5 ± 3.8     +11.5 ± 3.9   0.320 ± 0.036    0.73x     34.1
+  kd-half                19.0 ± 3.4      +6.0 ± 3.4   0.361 ± 0.035    0.82x     36.1
   teacher                25.0 ± 3.4     +12.0 ± 3.3
 kd reaches the teacher's score in 16 steps (it trains on the teacher's own ids with its top-20 at every position);
 sft gets half as far. on_policy (discount 0, per-token weights) learns the teacher's wording but not when to stop:
 nothing in a per-token weight rewards ending a sample, and its samples drift to the 128-token cap (1 of 200 eval
 samples stops; the start stops on 160). With discount 1 (the sequence-level KL's gradient) the shortest sample
 wins: by step 6 the student ends after 1-2 tokens (train metrics, not held-out data), the degenerate optimum that
-MiniLLM's length normalisation and teacher-mixed sampling exist to avoid (not implemented). Use on_policy after sft
-or kd, as the recipes chain them (Qwen3: off-policy, then on-policy). The start scores 0.5: SmolLM2 meets the R1
-tokens (<｜Assistant｜>, <think>) untrained. One seed (0): the SEs are over problems (pass@1) and sequences (reverse
-KL), not over seeds.
+MiniLLM's length normalisation and teacher-mixed sampling exist to avoid (not implemented). After 8 kd steps
+(kd-half, 19.0), 8 on_policy steps at the sft lr wreck the student (3.0; its train reverse KL rose 0.24 -> 0.53,
+grad norm 5 -> 28); at a tenth of it they reach 24.5, as far as 8 more kd steps (kd, 25.0). That second lr was
+tried after seeing the first's held-out drop and its rising train reverse KL: one alternative, not a sweep, and
+both rows are kept. So: kd first; on_policy after it, at a policy-gradient lr (~10x below sft's). The start scores
+0.5: SmolLM2 meets the R1 tokens (<｜Assistant｜>, <think>) untrained. One seed (0): the SEs are over problems
+(pass@1) and sequences (reverse KL), not over seeds.
 Measured 2026-12-02 on the test pair (--student smollm2-pruned --teacher smollm2-135m, 32 prompts, 8 steps, 20
 problems x 1, 8 x 2 KL prompts; ~55 min on 2 busy cores): 9 traces kept; pass@1 0.0 for all; reverse KL start
 4.228, sft 1.706, kd 4.135, on_policy 0.347. The pruned student, unhealed, writes gibberish that 8 steps do not
@@ -73,12 +82,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from on_policy import release_copy  # noqa: E402  (the pair, built the same way)
 
-# row name -> train.objective and its on_policy.discount (1: the per-sample return to go, 0: per token)
+# row -> its train runs, (train.objective, on_policy.discount, lr) each, run one after the other from the start; a
+# row's steps are split evenly between its runs (discount 1: the per-sample return to go, 0: per token)
+LR = 2e-4  # the demo's, chosen on arith:dev for sft
 OBJECTIVES = {
-    "sft": ("sft", 0.0),
-    "kd": ("kd", 0.0),
-    "on_policy": ("on_policy", 0.0),
-    "on_policy-g1": ("on_policy", 1.0),
+    "sft": [("sft", 0.0, LR)],
+    "kd": [("kd", 0.0, LR)],
+    "on_policy": [("on_policy", 0.0, LR)],
+    "on_policy-g1": [("on_policy", 1.0, LR)],
+    "kd+on_policy": [
+        ("kd", 0.0, LR),
+        ("on_policy", 0.0, LR),
+    ],  # the recipes' order: off-policy, then on-policy
+    # at LR the on_policy half's train reverse KL rose (0.24 -> 0.53, grad norm 5 -> 28): a tenth of it
+    "kd+on_policy-lr2e-5": [("kd", 0.0, LR), ("on_policy", 0.0, LR / 10)],
 }
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024}
@@ -136,17 +153,18 @@ def base_recipe(args, work: Path, pair: Pair) -> dict:
     return r
 
 
-def train_section(args, objective: str, discount: float, pair: Pair) -> dict:
-    """The same start, steps, sequences per step, lengths and lr for every objective."""
+def train_section(args, link: tuple[str, float, float], pair: Pair, start: Path, steps: int) -> dict:
+    """The same sequences per step and lengths for every objective."""
+    objective, discount, lr = link
     return {
-        "model": str(pair.start),
+        "model": str(start),
         "objective": objective,
-        "max_steps": args.steps,
+        "max_steps": steps,
         "max_length": 512,
         "packing": False,  # one sequence per micro-batch: `batch` sequences per step, as on_policy's prompts
         "micro_batch_size": 1,
         "grad_accum": args.batch,
-        "lr": 2e-4,
+        "lr": lr,
         "lr_scheduler": "cosine",
         "warmup_ratio": 0.0,
         "save_every": 100_000,
@@ -166,7 +184,7 @@ def train_section(args, objective: str, discount: float, pair: Pair) -> dict:
 
 
 def run_stages(args, work: Path, pair: Pair) -> dict[str, Path]:
-    """generate -> curate -> the three train runs (a rerun skips what its manifests say is done)."""
+    """generate -> curate -> the train runs of every row (a rerun skips what its manifests say is done)."""
     from distill.config import recipe_from_dict
     from distill.pipeline import STAGE_FNS
 
@@ -178,12 +196,18 @@ def run_stages(args, work: Path, pair: Pair) -> dict[str, Path]:
         STAGE_FNS[stage](recipe, src, work / stage, False)
         timings[stage] = time.perf_counter() - t0
     models = {"start (untrained)": pair.start}
-    for name, (objective, discount) in OBJECTIVES.items():
-        r = recipe_from_dict({**base, "train": train_section(args, objective, discount, pair)})
-        t0 = time.perf_counter()
-        STAGE_FNS["train"](r, work / "curate", work / f"train-{name}", False)
-        timings[f"train {name}"] = time.perf_counter() - t0
-        models[name] = work / f"train-{name}" / "final"
+    for name, runs in OBJECTIVES.items():
+        start = pair.start
+        for i, link in enumerate(runs, 1):
+            train = train_section(args, link, pair, start, args.steps // len(runs))
+            out = work / (f"train-{name}" if len(runs) == 1 else f"train-{name}-{i}")
+            t0 = time.perf_counter()
+            STAGE_FNS["train"](recipe_from_dict({**base, "train": train}), work / "curate", out, False)
+            timings[f"train {out.name[6:]}"] = time.perf_counter() - t0
+            start = out / "final"
+        models[name] = start
+    # where both kd+on_policy rows' on_policy half starts: kd alone for half the steps (is the second half worth it?)
+    models["kd-half"] = work / "train-kd+on_policy-1" / "final"
     print("stage seconds:", {k: round(v) for k, v in timings.items()}, flush=True)
     return models
 
