@@ -70,7 +70,7 @@ def metrics(out: Path) -> list[dict]:
 def test_a_vllm_server_scores_like_the_in_process_engine(vllm_engine, vllm_server, smollm2_path):
     """train.on_policy.teacher_url: the teacher's log-prob of every sampled token, read from a real `vllm serve`'s
     prompt_logprobs, equals the in-process engine's and a transformers forward of the same SmolLM2 (fp32).
-    First in this file: the on_policy runs below close in-process engines, which tears down the shared one's state."""
+    First in this file: it runs before the on_policy runs below start and close in-process engines."""
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
