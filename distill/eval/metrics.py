@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -56,6 +56,14 @@ def normalize_answer(text: str | None) -> str | None:
     for junk in ("\\left", "\\right", "\\!", "$", " "):
         out = out.replace(junk, "")
     return out or None
+
+
+def verdicts_by_problem(rows: Iterable[dict]) -> dict[str, list[bool]]:
+    """Each problem's sample verdicts (True: correct) from scored sample rows, keyed by prompt_id: paired_gain's input."""
+    out: dict[str, list[bool]] = {}
+    for row in rows:
+        out.setdefault(row["prompt_id"], []).append(row["verdict"] == "correct")
+    return out
 
 
 def paired_gain(

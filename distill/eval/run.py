@@ -26,7 +26,7 @@ from distill.artifacts import (
 from distill.config import EvalConfig, Recipe, TeacherConfig, config_hash
 from distill.engines.backends import ENGINE_LOG
 from distill.errors import DistillError
-from distill.eval.metrics import cons_at_k, normalize_answer, paired_gain, pass1_mean_se
+from distill.eval.metrics import cons_at_k, normalize_answer, paired_gain, pass1_mean_se, verdicts_by_problem
 from distill.report import DISPLAY, render_table
 
 
@@ -268,10 +268,10 @@ def held_out_verdict(samples: list[dict], results: dict, base_results: dict) -> 
     """Did distillation help? The first benchmark (the recipe's held-out split), student minus baseline,
     paired by problem: the SE of the gain leaves out the spread of problem difficulty both models share."""
     name = next(iter(results))
-    correct: dict[str, dict[str, list[bool]]] = {"student": {}, "baseline": {}}
-    for row in samples:
-        if row["benchmark"] == name:
-            correct[row["model"]].setdefault(row["prompt_id"], []).append(row["verdict"] == "correct")
+    correct = {
+        m: verdicts_by_problem(r for r in samples if r["benchmark"] == name and r["model"] == m)
+        for m in ("student", "baseline")
+    }
     gain, gain_se, n = paired_gain(correct["student"], correct["baseline"])
     after, before = results[name], base_results[name]
     v = {
