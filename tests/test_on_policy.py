@@ -106,7 +106,6 @@ def test_student_equal_to_teacher_starts_at_zero(curated, tiny_smol, tmp_path, d
     recipe.train.on_policy.discount = discount
     loop.train(recipe, curated, out)
     (row,) = metrics(out)
-    print(row)
     assert abs(row["reverse_kl"]) < 5e-3 and abs(row["loss"]) < 1e-3, row
 
 
