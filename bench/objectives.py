@@ -27,7 +27,8 @@ pipelines/demo-cpu-logit.yaml as a dict:
             sft        CE on the kept traces;
             kd         0.5 CE + 0.5 forward KL(teacher top-20 || student) on the same traces;
             on_policy  `--batch` kept prompts x 1 student sample per step, per-token reverse KL to the teacher
-                       (-g1: discount 1, the per-sample return to go); kd+on_policy: half the steps each;
+                       (-g1: discount 1, the per-sample return to go); kd+on_policy: half the steps each,
+                       kd8 (their shared first half) reported as a row of its own;
   score     held-out arith:test pass@1 through the eval stage (`--eval-k` samples per problem, +- SE over problems),
             the teacher too (the ceiling); reverse KL on held-out arith:test prompts: the student samples at
             temperature 1 (vLLM), the teacher scores every sampled token (prompt_logprobs); mean of log q - log p per
@@ -47,7 +48,7 @@ three, as the new config field changed their hash, to the same losses to the las
   on_policy-g1            0.0 ± 0.0     -13.0 ± 2.7   5.882 ± 0.356   13.41x      4.8
   kd+on_policy            3.0 ± 1.2     -10.0 ± 2.8   0.561 ± 0.044    1.28x     27.2
   kd+on_policy-lr2e-5    24.5 ± 3.8     +11.5 ± 3.9   0.320 ± 0.036    0.73x     34.1
-  kd-half                19.0 ± 3.4      +6.0 ± 3.4   0.361 ± 0.035    0.82x     36.1
+  kd8                    19.0 ± 3.4      +6.0 ± 3.4   0.361 ± 0.035    0.82x     36.1
   teacher                25.0 ± 3.4     +12.0 ± 3.3
 kd reaches the teacher's score in 16 steps (it trains on the teacher's own ids with its top-20 at every position);
 sft gets half as far. on_policy (discount 0, per-token weights) learns the teacher's wording but not when to stop:
@@ -55,7 +56,7 @@ nothing in a per-token weight rewards ending a sample, and its samples drift to 
 samples stops; the start stops on 160). With discount 1 (the sequence-level KL's gradient) the shortest sample
 wins: by step 6 the student ends after 1-2 tokens (train metrics, not held-out data), the degenerate optimum that
 MiniLLM's length normalisation and teacher-mixed sampling exist to avoid (not implemented). After 8 kd steps
-(kd-half, 19.0), 8 on_policy steps at the sft lr wreck the student (3.0; its train reverse KL rose 0.24 -> 0.53,
+(kd8, 19.0), 8 on_policy steps at the sft lr wreck the student (3.0; its train reverse KL rose 0.24 -> 0.53,
 grad norm 5 -> 28); at a tenth of it they reach 24.5, as far as 8 more kd steps (kd, 25.0). That second lr was
 tried after seeing the first's held-out drop and its rising train reverse KL: one alternative, not a sweep, and
 both rows are kept. So: kd first; on_policy after it, at a policy-gradient lr (~10x below sft's). The start scores
@@ -183,6 +184,14 @@ def train_section(args, link: tuple[str, float, float], pair: Pair, start: Path,
     }
 
 
+def link_tag(link: tuple[str, float, float], steps: int) -> str:
+    """A train run's name: objective and steps, then what differs from the defaults (kd8, on_policy16-d1)."""
+    objective, discount, lr = link
+    return (
+        f"{objective}{steps}" + (f"-d{discount:g}" if discount else "") + (f"-lr{lr:g}" if lr != LR else "")
+    )
+
+
 def run_stages(args, work: Path, pair: Pair) -> dict[str, Path]:
     """generate -> curate -> the train runs of every row (a rerun skips what its manifests say is done)."""
     from distill.config import recipe_from_dict
@@ -197,24 +206,30 @@ def run_stages(args, work: Path, pair: Pair) -> dict[str, Path]:
         timings[stage] = time.perf_counter() - t0
     models = {"start (untrained)": pair.start}
     for name, runs in OBJECTIVES.items():
-        start = pair.start
-        for i, link in enumerate(runs, 1):
-            train = train_section(args, link, pair, start, args.steps // len(runs))
-            out = work / (f"train-{name}" if len(runs) == 1 else f"train-{name}-{i}")
+        start, tag = pair.start, ""
+        for link in runs:
+            steps = args.steps // len(runs)
+            tag += ("+" if tag else "") + link_tag(link, steps)
+            out = work / f"train-{tag}"  # named by the chain so far: rows that share a prefix share its run
             t0 = time.perf_counter()
+            train = train_section(args, link, pair, start, steps)
             STAGE_FNS["train"](recipe_from_dict({**base, "train": train}), work / "curate", out, False)
-            timings[f"train {out.name[6:]}"] = time.perf_counter() - t0
+            timings.setdefault(f"train {tag}", time.perf_counter() - t0)
+            # the chain's earlier runs are rows too: kd8 is where kd8+on_policy8 starts
+            if start is not pair.start:
+                models.setdefault(tag.rsplit("+", 1)[0], start)
             start = out / "final"
         models[name] = start
-    # where both kd+on_policy rows' on_policy half starts: kd alone for half the steps (is the second half worth it?)
-    models["kd-half"] = work / "train-kd+on_policy-1" / "final"
     print("stage seconds:", {k: round(v) for k, v in timings.items()}, flush=True)
     return models
 
 
 def pass_at_1(args, work: Path, pair: Pair, models: dict[str, Path]) -> dict[str, dict]:
     """The eval stage on each model folder (arith:test, eval_k samples per problem)."""
+    import pyarrow.parquet as pq
+
     from distill.config import recipe_from_dict
+    from distill.eval.metrics import verdicts_by_problem
     from distill.pipeline import STAGE_FNS
 
     recipe = recipe_from_dict(base_recipe(args, work, pair))
@@ -223,17 +238,8 @@ def pass_at_1(args, work: Path, pair: Pair, models: dict[str, Path]) -> dict[str
         folder = work / f"eval-{name.split()[0]}"
         STAGE_FNS["eval"](recipe, model, folder, False)
         out[name] = json.loads((folder / "results.json").read_text())["benchmarks"]["arith:test"]
-        out[name]["correct"] = correct_by_problem(folder / "samples.parquet")
-    return out
-
-
-def correct_by_problem(samples: Path) -> dict[str, list[bool]]:
-    """Each problem's sample verdicts, for differences paired by problem."""
-    import pyarrow.parquet as pq
-
-    out: dict[str, list[bool]] = {}
-    for row in pq.read_table(samples, columns=["prompt_id", "verdict"]).to_pylist():
-        out.setdefault(row["prompt_id"], []).append(row["verdict"] == "correct")
+        rows = pq.read_table(folder / "samples.parquet", columns=["prompt_id", "verdict"]).to_pylist()
+        out[name]["correct"] = verdicts_by_problem(rows)
     return out
 
 
