@@ -137,6 +137,7 @@ class VerifyConfig(Strict):
 class FilterConfig(Strict):
     drop_malformed: bool = True
     drop_truncated: bool = True
+    drop_empty_answer: bool = True  # a closed </think> with nothing after it (R1 answers after its reasoning)
     max_foreign_script_ratio: float | None = (
         0.05  # share of words in a script other than the prompt's; None: off
     )
@@ -248,13 +249,32 @@ class TrainConfig(Strict):
     on_policy: OnPolicyConfig = Field(default_factory=OnPolicyConfig)
 
 
+OBJECTIVES = ("sft", "kd", "on_policy")
+
+
+class PhaseConfig(Strict):
+    """One training phase of `phases` (run in order by `distill run`): the recipe's train section with this
+    phase's objective and `train` overrides, trained from `init` (an earlier phase's final/) and, for kd and
+    on_policy, taught by `teacher` (an earlier phase's final/ or a model). Validated by check_phases."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")  # the stage folder is train-<name> (the last: train)
+    objective: str  # sft | kd | on_policy (a str, so a typo is reported with the phase's name)
+    init: str | None = None  # an earlier phase whose final/ this one trains from; None: train.model
+    teacher: str | None = (
+        None  # an earlier phase (its final/, release layout) or a model; None: train.teacher
+    )
+    train: dict[str, Any] = Field(
+        default_factory=dict
+    )  # overrides of the train section (lr, max_steps, kd.alpha)
+
+
 class PatchConfig(Strict):
     release: bool = True  # apply the exact R1-Distill config/tokenizer changes
 
 
 class BenchmarkSpec(Strict):
-    k: int = 1  # samples per problem: pass@1 is averaged over k, cons@k by majority vote
-    limit: int | None = None
+    k: int = Field(1, ge=1)  # samples per problem: pass@1 is averaged over k, cons@k by majority vote
+    limit: int | None = Field(None, ge=1)
 
 
 class EvalConfig(Strict):
@@ -289,6 +309,8 @@ class Recipe(Strict):
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    # several training phases, in order (distill.phases); empty: the train section is the one phase, in train/
+    phases: list[PhaseConfig] = Field(default_factory=list)
     patch: PatchConfig = Field(default_factory=PatchConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     push: PushConfig = Field(default_factory=PushConfig)
@@ -345,7 +367,51 @@ def recipe_from_dict(data: dict[str, Any], where: str = "<recipe>") -> Recipe:
         get_student(recipe.student)
     except DistillError as err:
         raise DistillError(f"{where}: {err}") from None
+    check_phases(recipe, where)
     return recipe
+
+
+def phase_train(recipe: Recipe, phase: PhaseConfig, where: str = "<recipe>") -> TrainConfig:
+    """The train section a phase runs: the recipe's, its objective, then its overrides (nested sections merge)."""
+    data = _merge(recipe.train.model_dump(mode="json"), {**phase.train, "objective": phase.objective})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise DistillError(_format_validation(err, f"{where}: phase '{phase.name}': train")) from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
+
+
+def check_phases(recipe: Recipe, where: str = "<recipe>") -> None:
+    """What a phase list can get wrong before anything runs: one line naming the phase and its field."""
+    names, seen = [p.name for p in recipe.phases], []
+    for phase in recipe.phases:
+        at = f"{where}: phase '{phase.name}'"
+        if phase.name in seen:
+            raise DistillError(f"{at}: name: a second phase of that name (phase names are stage folders)")
+        if phase.objective not in OBJECTIVES:
+            raise DistillError(
+                f"{at}: objective: unknown '{phase.objective}' (one of {', '.join(OBJECTIVES)})"
+            )
+        for field, ref in (("init", phase.init), ("teacher", phase.teacher)):
+            # init names a phase; teacher names a phase or a model (a name that is no phase)
+            if ref is not None and ref not in seen and (field == "init" or ref in names):
+                why = "runs after it" if ref in names else "is not a phase"
+                ran = ", ".join(seen) or "none"
+                raise DistillError(f"{at}: {field}: phase '{ref}' {why} (phases before it: {ran})")
+        if phase.objective == "kd" and not (recipe.generate.source == "teacher" and recipe.generate.logprobs):
+            raise DistillError(
+                f"{at}: objective: kd reads the teacher's stored log-probs, but this recipe's generate stores "
+                "none (generate.source: teacher with generate.logprobs: K > 0)"
+            )
+        phase_train(recipe, phase, where)
+        seen.append(phase.name)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -342,6 +342,7 @@ def test_the_chain_order():
         "no_reference",
         "truncated",
         "malformed",
+        "empty_answer",
         "too_short",
         "too_long",
         "mixed_language",

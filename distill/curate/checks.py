@@ -1,7 +1,8 @@
 """Row checks (R1's filters): each takes a generated row and the filter config, and says whether to drop it.
 
 DeepSeek "filtered out chain-of-thought with mixed languages, long paragraphs, and code blocks"; we add the
-usual guards (missing gold answer, truncated or malformed traces, degenerate repetition, length bounds).
+usual guards (no gold answer where the recipe grades, truncated or malformed traces, an empty answer after
+</think>, degenerate repetition, length bounds).
 CHECKS maps each drop reason to its check, in chain order; `first_failure` names the first that fires, so
 each dropped row carries exactly one reason. A threshold set to None switches its check off.
 
@@ -18,9 +19,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from distill.config import FilterConfig
+from distill.config import FilterConfig, VerifyConfig
 
-VERIFIABLE = ("math", "code", "mcq")  # domains whose rows need a gold answer
+VERIFIABLE = ("math", "code", "mcq")  # domains a grader can check against a gold answer
 # One alternative per script; a LaTeX command (\frac) is no language, a lone Latin letter is a variable.
 # CJK counts per character (no spaces between words), the others per word. Greek is left out: math uses it.
 SCRIPT_RE = re.compile(
@@ -68,9 +69,18 @@ def repeat_ratio(text: str, n: int) -> float:
     return 1.0 - len(set(windows)) / len(windows)
 
 
-def no_reference(row: dict[str, Any], cfg: FilterConfig) -> bool:
+def needs_reference(row: dict[str, Any], verify: VerifyConfig) -> bool:
+    """A row needs a gold answer only where the recipe grades it: its domain's verification is on, and the
+    recipe does not take the set's own verdict (trust_source_flags with a source_verified value) instead."""
+    domain = row.get("domain")
+    if domain not in VERIFIABLE or not getattr(verify, domain):
+        return False
+    return not (verify.trust_source_flags and row.get("source_verified") is not None)
+
+
+def no_reference(row: dict[str, Any], verify: VerifyConfig) -> bool:
     ref = row.get("reference")
-    return (ref is None or not str(ref).strip()) and row.get("domain") in VERIFIABLE
+    return (ref is None or not str(ref).strip()) and needs_reference(row, verify)
 
 
 def truncated(row: dict[str, Any], cfg: FilterConfig) -> bool:
@@ -80,6 +90,13 @@ def truncated(row: dict[str, Any], cfg: FilterConfig) -> bool:
 
 def malformed(row: dict[str, Any], cfg: FilterConfig) -> bool:
     return cfg.drop_malformed and "malformed" in (row.get("flags") or [])
+
+
+def empty_answer(row: dict[str, Any], cfg: FilterConfig) -> bool:
+    """A closed </think> with nothing after it: R1's format is reasoning, then a summary that states the
+    answer; a target without one teaches the student to stop after thinking."""
+    closed = "malformed" not in (row.get("flags") or [])
+    return cfg.drop_empty_answer and closed and not (row.get("answer") or "").strip()
 
 
 def too_short(row: dict[str, Any], cfg: FilterConfig) -> bool:
@@ -113,11 +130,12 @@ def repetition(row: dict[str, Any], cfg: FilterConfig) -> bool:
     return repeat_ratio(trace_text(row), cfg.repeat_ngram) > cfg.max_repeat_ngram_ratio
 
 
-# drop reason -> its check, in chain order (curate.run splices these into its STEPS)
+# drop reason -> its check, in chain order (curate.run splices these into its STEPS, after no_reference,
+# which reads the verify settings rather than the filters)
 CHECKS: dict[str, Callable[[dict[str, Any], FilterConfig], bool]] = {
-    "no_reference": no_reference,
     "truncated": truncated,
     "malformed": malformed,
+    "empty_answer": empty_answer,
     "too_short": too_short,
     "too_long": too_long,
     "mixed_language": mixed_language,
@@ -127,6 +145,8 @@ CHECKS: dict[str, Callable[[dict[str, Any], FilterConfig], bool]] = {
 }
 
 
-def first_failure(row: dict[str, Any], cfg: FilterConfig) -> str | None:
+def first_failure(row: dict[str, Any], cfg: FilterConfig, verify: VerifyConfig | None = None) -> str | None:
     """The drop reason of the first check that fails, or None when the row passes them all."""
+    if no_reference(row, verify or VerifyConfig()):
+        return "no_reference"
     return next((reason for reason, check in CHECKS.items() if check(row, cfg)), None)

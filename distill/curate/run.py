@@ -7,8 +7,9 @@ the first reason that applies and every drop is counted under a name of the list
 sum(manifest.dropped), checked before the manifest is written). A new filter is one more entry.
 
   prompts   duplicate_prompt, near_duplicate_prompt (MinHash-LSH), contaminated (benchmark n-grams)
-  rows      the R1 checks of checks.CHECKS, then duplicate_sample (same prompt) / duplicate_trace (another
-            prompt), contaminated_trace (decontaminate.check_traces)
+  rows      no_reference (where the recipe grades the domain), the R1 checks of checks.CHECKS (empty_answer
+            among them), then duplicate_sample (same prompt) / duplicate_trace (another prompt),
+            contaminated_trace (decontaminate.check_traces)
   verify    bad_reference: the rule graders run here (then an LLM judge, when configured, re-grades
             unparseable answers); then the verdict: wrong, unparseable, timeout; rows no grader handles are
             unverified
@@ -308,6 +309,18 @@ def row_check(check: Callable[[Any, Any], bool]) -> Step:
     return step
 
 
+def missing_reference(run: Run) -> Drops:
+    """Rows without a gold answer where the recipe grades their domain (checks.needs_reference): a set whose
+    verification is off, or whose own verdicts the recipe trusts, keeps them."""
+    verify = run.cfg.verify
+    return {
+        (s, i): None
+        for s, shard in enumerate(run.shards)
+        for i in shard.alive()
+        if checks.no_reference(RowView(shard, i), verify)
+    }
+
+
 def repeated_traces(run: Run) -> dict[tuple[int, int], tuple[str, str]]:
     """{row: (its prompt, the prompt of the first kept row with the same normalised trace)} for each kept row
     that repeats an earlier one, in shard and row order."""
@@ -520,6 +533,7 @@ STEPS: list[tuple[str, Step]] = [
     ("near_duplicate_prompt", near_duplicate_prompts),
     ("contaminated", contaminated_prompts),
     ("difficulty", off_difficulty),
+    ("no_reference", missing_reference),
     *((reason, row_check(check)) for reason, check in checks.CHECKS.items()),
     ("duplicate_sample", duplicate_samples),
     ("duplicate_trace", duplicate_traces),
