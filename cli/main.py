@@ -127,9 +127,53 @@ def patch(
 
 @app.command("eval")
 @user_errors
-def eval_(recipe: Recipe, set_: Sets = None, force: Force = False) -> None:
-    """Stage 5: pass@1 over k samples and cons@k on the recipe's benchmarks."""
-    _run_stage("eval", recipe, set_, force)
+def eval_(
+    target: Annotated[
+        str, typer.Argument(help="A YAML recipe, or a model: local folder, hub id or registry name")
+    ],
+    benchmarks: Annotated[
+        str | None, typer.Option(help="MODEL form: aime24:k=64,math500:k=4 (also :limit=N, name:split)")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="New tokens per sample (default 32768, DeepSeek's)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (default 0)")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Default 0.6 (R1)")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Default 0.95 (R1)")] = None,
+    data_parallel_size: Annotated[
+        int | None,
+        typer.Option(help="Engine replicas the problems are split over (eval.engine.data_parallel_size)"),
+    ] = None,
+    release: Annotated[
+        str | None,
+        typer.Option(help="Compare with this DeepSeek release's published numbers (default: detected)"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="MODEL form: output folder (default runs/eval/NAME)")
+    ] = None,
+    set_: Sets = None,
+    force: Force = False,
+) -> None:
+    """Stage 5: pass@1 over k samples and cons@k, on a recipe's benchmarks or on any model without a recipe."""
+    sets = list(set_ or [])
+    if data_parallel_size is not None:
+        sets.append(f"eval.engine.data_parallel_size={data_parallel_size}")
+    if target.endswith((".yaml", ".yml")):
+        model_only = {"--benchmarks": benchmarks, "--max-tokens": max_tokens, "--seed": seed, "--out": out}
+        model_only |= {"--temperature": temperature, "--top-p": top_p, "--release": release}
+        given = [flag for flag, value in model_only.items() if value is not None]
+        if given:
+            from distill.errors import DistillError
+
+            raise DistillError(
+                f"{', '.join(given)}: for `distill eval MODEL`; with a recipe use --set eval.…"
+            )
+        return _run_stage("eval", Path(target), sets, force)
+    from distill.eval.run import evaluate_model
+
+    sampling = {"max_tokens": max_tokens, "seed": seed, "temperature": temperature, "top_p": top_p}
+    out = out or Path("runs") / "eval" / Path(target.rstrip("/")).name
+    evaluate_model(target, out, benchmarks, sets, release, force, **sampling)
 
 
 @app.command()

@@ -1,11 +1,15 @@
 """Stage 5: sample k answers per benchmark problem from the patched student and grade them with curate's verifiers.
 
     distill eval pipelines/demo-cpu.yaml        # reads runs/demo-cpu/patch/release, writes runs/demo-cpu/eval/
+    distill eval deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B --benchmarks aime24:k=64,math500:k=4 --out runs/x
 
 Prompts follow the R1 evaluation setup: one user turn with the domain directive, no system prompt, the release
 template's generation prompt ending in "<think>\\n", temperature 0.6 / top-p 0.95, k samples per problem.
 With `eval.baseline` another model (e.g. "base": the model before distillation) is scored the same way on its own
 chat template, without the <think> prefill, and gets its own row in table.md and the model card.
+A DeepSeek release (or a model patched to one) gets DeepSeek's published numbers beside its own (reference.py).
+With eval.engine.data_parallel_size = N, each benchmark's problems are split over N engine replicas; a problem's
+seeds do not depend on which replica samples it.
 """
 
 from __future__ import annotations
@@ -64,20 +68,24 @@ def evaluate(
     force: bool = False,
     backend: Any = None,
     baseline_backend: Any = None,
+    release: str | None = None,
 ):
     """Stage function. `backend` / `baseline_backend` let a caller share engines that already serve the
-    student / the baseline (tests)."""
+    student / the baseline (tests; a list: data-parallel replicas). `release`: the DeepSeek release whose published
+    numbers go beside ours (default: detected from the model's name or the patch manifest)."""
+    from distill.eval.reference import detect_release, release_id
+
     src, out = Path(src), Path(out)
     model = student_model(src)
+    release = release_id(release) if release else detect_release(str(src), model)
     inputs = {"patch": manifest_hash(src)} if (src / "manifest.json").exists() else {"model": str(model)}
-    cfg_hash = config_hash(
-        {
-            "eval": recipe.eval.model_dump(mode="json"),
-            "directives": recipe.generate.model_dump(
-                include={"math_directive", "code_directive", "mcq_directive"}
-            ),
-        }
-    )
+    cfg = {
+        "eval": recipe.eval.model_dump(mode="json"),
+        "directives": recipe.generate.model_dump(
+            include={"math_directive", "code_directive", "mcq_directive"}
+        ),
+    }
+    cfg_hash = config_hash({**cfg, "release": release} if release else cfg)
     manifest = prepare_stage("eval", out, cfg_hash, inputs, force)
     if manifest is None:
         return read_manifest(out)
@@ -89,29 +97,91 @@ def evaluate(
         base_results, base_samples = run_benchmarks(recipe, base, baseline_backend, thinking=False, log=log)
         baseline = {"model": str(base), "name": recipe.eval.baseline, "benchmarks": base_results}
         samples += base_samples
-    return write_outputs(out, manifest, recipe, model, results, samples, baseline)
+    reference = reference_for(release, recipe.eval, model, results)
+    return write_outputs(out, manifest, recipe, model, results, samples, baseline, reference)
+
+
+def reference_for(release: str | None, cfg: EvalConfig, model: Path, results: dict) -> dict | None:
+    """DeepSeek's published numbers beside ours, with this run's protocol (k, max tokens, template, TP, dtype)."""
+    if release is None:
+        return None
+    from distill.eval.reference import compare
+    from distill.models import load_tokenizer
+
+    engine = cfg.engine or TeacherConfig()
+    protocol = {
+        "max_tokens": cfg.max_tokens,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "template_prefills": template_prefills(load_tokenizer(str(model))),
+        "tp": engine.tensor_parallel_size,
+        "dtype": engine.dtype,
+    }
+    return compare(release, results, protocol)
+
+
+def template_prefills(tokenizer: Any) -> bool:
+    """Does the model's own chat template end its generation prompt with "<think>\\n" (the revised R1 template)?"""
+    messages = [{"role": "user", "content": "1+1?"}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text.endswith("<think>\n")
 
 
 def run_benchmarks(
     recipe: Recipe, model: Path, backend: Any, thinking: bool, log: Path | None = None
 ) -> tuple[dict, list[dict]]:
-    """Every benchmark on one engine (started here, its output to `log`, and closed after, unless given)."""
-    from distill.engines.backends import make_backend
+    """Every benchmark on one engine, or eval.engine.data_parallel_size replicas (started here, their output to
+    `log`, and closed after, unless given: one backend or a list of replicas)."""
     from distill.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(model))
     owned = backend is None
-    backend = backend or make_backend(engine_config(recipe.eval, model, thinking), log)
+    if owned:
+        backends = start_replicas(engine_config(recipe.eval, model, thinking), log)
+    else:
+        backends = backend if isinstance(backend, list) else [backend]
     results, samples = {}, []
     try:
         for name, spec in recipe.eval.benchmarks.items():
-            rows = sample_benchmark(recipe, name, spec, tokenizer, backend, thinking)
+            rows = sample_benchmark(recipe, name, spec, tokenizer, backends, thinking)
             results[name] = score(rows, spec.k)
             samples.extend({**row, "model": "student" if thinking else "baseline"} for row in rows)
     finally:
         if owned:
-            backend.close()
+            for b in backends:
+                b.close()
     return results, samples
+
+
+def start_replicas(teacher: TeacherConfig, log: Path | None) -> list:
+    """data_parallel_size engines, replica r on its own slice of tp*pp GPUs of CUDA_VISIBLE_DEVICES (as generate's
+    replicas; vLLM's workers read it when they start). One engine when data_parallel_size is 1."""
+    import os
+
+    from distill.engines.backends import make_backend
+    from distill.generate.run import replica_devices
+
+    if teacher.data_parallel_size < 1:
+        raise DistillError(f"eval.engine.data_parallel_size must be >= 1 (got {teacher.data_parallel_size})")
+    one = teacher.model_copy(update={"data_parallel_size": 1})
+    if teacher.data_parallel_size == 1:
+        return [make_backend(one, log)]
+    backends, saved = [], os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        for devices in replica_devices(teacher):
+            if devices is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = devices
+            backends.append(make_backend(one, log))
+    except BaseException:
+        for b in backends:
+            b.close()
+        raise
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+    return backends
 
 
 def benchmark_prompts(name: str, limit: int | None) -> list[dict]:
@@ -121,7 +191,7 @@ def benchmark_prompts(name: str, limit: int | None) -> list[dict]:
     return load_prompts(base, split or "test", limit)
 
 
-def sample_benchmark(recipe: Recipe, name: str, spec, tokenizer: Any, backend: Any, thinking: bool = True):
+def sample_benchmark(recipe: Recipe, name: str, spec, tokenizer: Any, backends: list, thinking: bool = True):
     """spec.k samples per problem, graded; one row per sample. thinking: the R1 `<think>\\n` prefill."""
     from distill.engines.backends import SamplingSpec
     from distill.engines.prompts import build_messages, make_request, prefilled
@@ -138,7 +208,7 @@ def sample_benchmark(recipe: Recipe, name: str, spec, tokenizer: Any, backend: A
     sampling = SamplingSpec(n=spec.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
     started = time.perf_counter()
     outs = generate_with_bar(
-        backend, requests, sampling, f"eval {'student' if thinking else 'baseline'} {name}"
+        backends, requests, sampling, f"eval {'student' if thinking else 'baseline'} {name}"
     )
     seconds = time.perf_counter() - started
     rows, items = [], []
@@ -167,8 +237,8 @@ def sample_benchmark(recipe: Recipe, name: str, spec, tokenizer: Any, backend: A
     return rows
 
 
-def generate_with_bar(backend: Any, requests: list, sampling: Any, title: str) -> list:
-    """backend.generate under one progress bar: problems done, tokens/s, ETA."""
+def generate_with_bar(backends: list, requests: list, sampling: Any, title: str) -> list:
+    """The replicas' generate under one progress bar: problems done, tokens/s, ETA."""
     from distill.ui import progress
 
     with progress(refresh_per_second=2) as bar:
@@ -181,7 +251,22 @@ def generate_with_bar(backend: Any, requests: list, sampling: Any, title: str) -
             rate = tokens[0] / max(time.perf_counter() - started, 1e-9)
             bar.update(task, advance=done, info=f"{rate:.0f} tok/s")
 
-        return backend.generate(requests, sampling, advance)
+        return generate_split(backends, requests, sampling, advance)
+
+
+def generate_split(backends: list, requests: list, sampling: Any, on_done: Any = None) -> list:
+    """Contiguous slices of the requests, one per replica, generated concurrently (threads: each engine does its
+    work outside the GIL), results back in request order. Seeds travel with the requests, so the split does not
+    change what a problem samples."""
+    if len(backends) == 1:
+        return backends[0].generate(requests, sampling, on_done)
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = -(-len(requests) // len(backends))  # ceil: every replica but the last gets `size` problems
+    slices = [requests[i : i + size] for i in range(0, len(requests), size)]
+    with ThreadPoolExecutor(len(slices)) as pool:
+        parts = list(pool.map(lambda b, part: b.generate(part, sampling, on_done), backends, slices))
+    return [outs for part in parts for outs in part]
 
 
 def score(rows: list[dict], k: int) -> dict[str, Any]:
@@ -214,6 +299,7 @@ def write_outputs(
     results: dict,
     samples: list[dict],
     baseline: dict | None,
+    reference: dict | None = None,
 ):
     for row in samples:
         row.pop("gen_seconds", None)
@@ -242,6 +328,11 @@ def write_outputs(
         payload["verdict"] = verdict
         plot_before_after(rows, out / "before_after.png")
     table = render_table(rows) + (f"\n{verdict['line']}\n" if verdict else "")
+    if reference:
+        from distill.eval.reference import reference_lines
+
+        payload["reference"] = reference
+        table += "\n" + "\n".join(reference_lines(reference)) + "\n"
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2))
     atomic_write_text(out / "table.md", table)
     manifest.outputs = [entry]
@@ -258,6 +349,8 @@ def write_outputs(
     )
     if verdict:
         print(verdict["line"])
+    if reference:
+        _print_reference(reference)
     return finish_manifest(out, manifest)
 
 
@@ -340,3 +433,123 @@ def _print_summary(name: str, rows: list[tuple[str, dict]]) -> None:
             for b, r in results.items()
         ],
     )
+
+
+def _print_reference(ref: dict) -> None:
+    """DeepSeek's published numbers beside ours, then the notes and the protocol differences."""
+    from distill.ui import print_table
+
+    print_table(
+        f"{ref['release']}: ours vs DeepSeek's published ({ref['source']})",
+        [
+            {
+                "benchmark": DISPLAY.get(r["benchmark"], r["benchmark"]),
+                "metric": r["metric"],
+                "k": r["k"],
+                "problems": r["n"],
+                "distill": f"{r['ours']:.1f}" + (f" ± {r['se']:.1f}" if r["se"] is not None else ""),
+                "DeepSeek": f"{r['deepseek']:.1f}",
+                "diff": f"{r['diff']:+.1f}",
+                "diff / SE": f"{r['diff_se']:+.1f}" if r["diff_se"] is not None else "-",
+            }
+            for r in ref["rows"]
+        ],
+    )
+    for note in ref["notes"]:
+        print(f"note: {note}")
+    print("protocol differences that can explain a gap:")
+    for gap in ref["protocol"]:
+        print(f"  - {gap}")
+
+
+# ---------------------------------------------------------------- `distill eval MODEL`: any model, no recipe
+
+
+def parse_benchmarks(text: str) -> dict[str, dict[str, int]]:
+    """`aime24:k=64,math500:k=4:limit=50` -> {"aime24": {"k": 64}, "math500": {"k": 4, "limit": 50}}; a name
+    may carry its split (`gsm8k:test:k=2`). Unknown data sets, splits, options and k <= 0 fail here."""
+    from distill.data import get_source, split_spec
+
+    out: dict[str, dict[str, int]] = {}
+    for item in (t.strip() for t in text.split(",")):
+        parts = item.split(":")
+        name = ":".join(p for p in parts if "=" not in p)
+        options = dict(p.split("=", 1) for p in parts if "=" in p)
+        base, split = split_spec(name)
+        try:
+            source = get_source(base)
+        except DistillError as err:
+            raise DistillError(f"--benchmarks {item}: {err}") from None
+        if split and split not in source.files:
+            raise DistillError(
+                f"--benchmarks {item}: '{base}' has no split '{split}' (has: {', '.join(source.files)})"
+            )
+        if set(options) - {"k", "limit"}:
+            raise DistillError(
+                f"--benchmarks {item}: unknown option(s) {sorted(set(options) - {'k', 'limit'})}"
+            )
+        try:
+            spec = {key: int(value) for key, value in options.items()}
+        except ValueError:
+            raise DistillError(f"--benchmarks {item}: k and limit are whole numbers") from None
+        for key, value in spec.items():
+            if value <= 0:
+                raise DistillError(f"--benchmarks {item}: {key} must be >= 1 (got {value})")
+        out[name] = spec
+    return out
+
+
+def model_folder(model: str) -> Path:
+    """A local folder, a registry name, or a hub id (downloaded, or found in the HF cache offline); it must hold
+    a tokenizer: eval renders the prompts with the model's own chat template."""
+    from distill.models import resolve_model
+
+    path = Path(resolve_model(model))
+    path = student_model(path if path.exists() else hub_snapshot(model))  # a patch stage dir: its release/
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise DistillError(
+            f"{model}: no tokenizer in the model folder (tokenizer.json, tokenizer.model or vocab.json)"
+        )
+    return path
+
+
+def hub_snapshot(repo: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo))
+    except Exception as err:  # offline, no such repo, gated: one line, not a traceback
+        raise DistillError(f"{repo}: cannot fetch it from the Hub ({type(err).__name__})") from None
+
+
+def evaluate_model(
+    model: str,
+    out: Path,
+    benchmarks: str | None = None,
+    sets: list[str] | None = None,
+    release: str | None = None,
+    force: bool = False,
+    backend: Any = None,
+    **sampling: Any,
+):
+    """`distill eval MODEL`: the eval stage on any model without a recipe. `sampling`: max_tokens, seed,
+    temperature, top_p (None: the R1 defaults of EvalConfig); `sets`: eval.* overrides (eval.engine.dtype=float32).
+    Everything is checked before anything is written."""
+    from distill.config import apply_overrides, recipe_from_dict
+    from distill.eval.reference import detect_release, release_id
+
+    spec = parse_benchmarks(benchmarks) if benchmarks else None
+    release = release_id(release) if release else None
+    folder = model_folder(model)
+    release = release or detect_release(model, folder)
+    cfg: dict[str, Any] = {key: value for key, value in sampling.items() if value is not None}
+    if spec is not None:
+        cfg["benchmarks"] = spec
+    data = apply_overrides({"name": f"eval-{folder.name}", "eval": cfg}, sets or [])
+    if set(data) - {"name", "eval"}:
+        raise DistillError(
+            f"--set: only eval.* fields apply to `distill eval MODEL` (got {sorted(set(data) - {'name', 'eval'})})"
+        )
+    recipe = recipe_from_dict(data, "distill eval")
+    src = Path(model) if Path(model).exists() else folder  # a patch stage dir keeps its manifest in view
+    return evaluate(recipe, src, Path(out), force=force, backend=backend, release=release)
