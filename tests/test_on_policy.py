@@ -194,3 +194,75 @@ def test_server_without_prompt_logprobs_is_one_error():
         assert url in str(err.value) and "\n" not in str(err.value)
     finally:
         server.shutdown()
+
+
+def test_a_student_that_never_stops_is_pulled_toward_stopping():
+    """The stop term (the teacher scores the EOS position): a student whose EOS probability is ~0 everywhere, on a
+    sample that never ends, and a teacher that would stop with probability 0.5 at the last two positions and never
+    before. The policy term is made zero (teacher log-probs = the student's own), so the whole gradient on the EOS
+    logit at each position is the stop term's, exactly q_eos − p_eos: −(0.5 − q) at the last two, +q elsewhere; one
+    SGD step raises the student's EOS probability there and leaves the never-stop positions at ~0."""
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distill.train.data import collate_packed
+    from distill.train.loss import final_hidden
+    from distill.train.on_policy import policy_loss
+
+    torch.manual_seed(0)
+    eos = 2
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).float()
+    ids = np.asarray([1, 5, 6, 7, 8, 9, 10, 11], np.int32)  # prompt [1, 5], 6 sampled tokens, no EOS
+    batch = collate_packed([(ids, 2)])
+    head = model.get_output_embeddings()
+    with torch.no_grad():  # the EOS row points away from every hidden state: the student (almost) never stops
+        head.weight[eos] = -3 * final_hidden(model, batch, False)[0].mean(0)
+
+    def eos_logits_and_logq():
+        hidden = final_hidden(model, batch, False)[0].index_select(0, batch["positions"])
+        logits = head(hidden)
+        return logits, torch.log_softmax(logits, -1)
+
+    with torch.no_grad():
+        _, lp = eos_logits_and_logq()
+    own = lp.gather(1, batch["labels"][:, None])[:, 0]
+    q = lp[:, eos].exp()
+    assert q.max() < 1e-3, q
+    p = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.5, 0.5])
+    batch |= {
+        "teacher_logprobs": own.clone(),  # the policy term's weight log q − log p is 0: only the stop term acts
+        "teacher_eos_logprobs": torch.where(p > 0, p.log(), torch.full_like(p, float("-inf"))),
+        "sample_lens": [6],
+        "eos": eos,
+    }
+    logits_grad = {}
+
+    def keep_grad(
+        module, args, out
+    ):  # the gradient on the loss's [tokens, vocab] logits, as backward computes it
+        if out.dim() == 2 and out.requires_grad:  # the loss's, not the model's own one-position logits
+            out.register_hook(lambda g: logits_grad.setdefault("g", g))
+
+    head.register_forward_hook(keep_grad)
+    loss, terms = policy_loss(model, head, batch, chunk_tokens=1024, flash=False)
+    loss.backward()
+    g = logits_grad["g"][:, eos]
+    np.testing.assert_allclose(g.numpy(), (q - p).numpy(), atol=1e-6)
+    assert (g[4:] < -0.4).all() and (g[:4] > 0).all()
+    assert terms["stop_kl"].item() > 0
+
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    opt.step()
+    with torch.no_grad():
+        _, after = eos_logits_and_logq()
+    assert (after[4:, eos].exp() > q[4:] * 2).all(), (q, after[:, eos].exp())

@@ -11,10 +11,17 @@ Per optimizer step (train.objective: on_policy):
      expectation's gradient is ∇ KL(q ‖ p) per position. With `discount` γ > 0 the weight is the return to go
      Σ_{s≥t} γ^(s−t) (log q(x_s) − log p(x_s)) within the sample (γ = 1: the sequence-level KL's gradient), so a
      token that ends a sample early is credited with the KL it avoids. Optionally + sft_mix · CE on the prompts'
-     curated traces;
+     curated traces. Plus the stop term: at every sampled position the teacher also scores the EOS token
+     (its top-20 prompt log-probs), and the exact KL of the two stop/continue Bernoullis, KL(p_eos ‖ q_eos), is
+     added (GKD's full-distribution divergence on student samples, restricted to the stop decision; the teacher
+     scoring the EOS position). A sampled token's weight never rewards a stop it did not sample, so with discount 0
+     the student drifted to the token cap; this term's gradient on the EOS logit is exactly q_eos − p_eos, so a
+     student that never stops is pulled toward stopping wherever the teacher would (a bounded push, unlike
+     discount 1's, which rewards the shortest sample). EOS outside the teacher's top-20 counts as p_eos = 0;
   4. after the optimizer step the new weights go into the running engine in place (the worker's `reload_weights`,
      no restart).
-Logged per step: reverse_kl (mean log q − log p over the sampled tokens), sample_tokens (mean completion length),
+Logged per step: reverse_kl (mean log q − log p over the sampled tokens), stop_kl (the stop term per token),
+sample_tokens (mean completion length),
 score_s (teacher-scoring seconds), sample_s (student-sampling seconds).
 """
 
@@ -35,6 +42,7 @@ from distill.errors import DistillError
 from distill.release import THINK_OPEN
 
 CPU_BIND = "0-1"  # VLLM_CPU_OMP_THREADS_BIND unless the user set it: both engines on the same cores
+TOP = 20  # the teacher's top-K prompt log-probs per position: where its EOS log-prob is read (vLLM's max_logprobs)
 
 
 def engine_kwargs(engine, model: str) -> dict[str, Any]:
@@ -78,6 +86,11 @@ class Student:
     llm: Any
     push_s: float = 0.0  # seconds spent moving weights, summed
 
+    @property
+    def eos(self) -> int:
+        """The id the student's samples stop on (its release tokenizer's EOS)."""
+        return self.llm.get_tokenizer().eos_token_id
+
     def sample(self, prompts: list[list[int]], n: int, max_tokens: int, temperature: float, seed: int):
         """n completions per prompt (token ids), seeded per prompt so a resumed step draws the same ones."""
         from vllm import SamplingParams
@@ -110,19 +123,35 @@ class EngineScorer:
         self.llm = llm
 
     def score(self, sequences: list[list[int]], start: list[int]) -> list[np.ndarray]:
+        return self.score_stop(sequences, start, None)[0]
+
+    def score_stop(self, sequences: list[list[int]], start: list[int], eos: int | None):
+        """Per sequence, log p of each token from `start` on and (eos given) log p(eos) at the same positions."""
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        params = SamplingParams(max_tokens=1, prompt_logprobs=TOP if eos is not None else 0, detokenize=False)
         outs = self.llm.generate([{"prompt_token_ids": s} for s in sequences], params, use_tqdm=False)
-        return [
-            np.asarray([_token_lp(d, s[t]) for t, d in enumerate(o.prompt_logprobs) if t >= n], np.float32)
-            for o, s, n in zip(outs, sequences, start, strict=True)
-        ]
+        entries = [(o.prompt_logprobs, s, n) for o, s, n in zip(outs, sequences, start, strict=True)]
+        return _columns(entries, eos)
 
 
 def _token_lp(entry, token: int) -> float:
-    value = entry[token]
+    value = entry.get(token)
+    if value is None:  # only for EOS: outside the teacher's top-K, its probability is taken as 0
+        return float("-inf")
     return float(value.logprob if hasattr(value, "logprob") else value["logprob"])
+
+
+def _columns(entries, eos: int | None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """(log p of each scored token, log p(eos) at each scored position) of (prompt_logprobs, ids, start) triples."""
+    tokens = [
+        np.asarray([_token_lp(e[t], s[t]) for t in range(n, len(s))], np.float32) for e, s, n in entries
+    ]
+    if eos is None:
+        return tokens, None
+    return tokens, [
+        np.asarray([_token_lp(e[t], eos) for t in range(n, len(s))], np.float32) for e, s, n in entries
+    ]
 
 
 @dataclass
@@ -136,10 +165,15 @@ class ServerScorer:
     api_key: str | None = field(default=None, repr=False)
 
     def score(self, sequences: list[list[int]], start: list[int]) -> list[np.ndarray]:
-        return [self._one(s, n) for s, n in zip(sequences, start, strict=True)]
+        return self.score_stop(sequences, start, None)[0]
 
-    def _one(self, ids: list[int], n: int) -> np.ndarray:
-        body = {"model": self.model, "prompt": ids, "max_tokens": 1, "prompt_logprobs": 0, "temperature": 0}
+    def score_stop(self, sequences: list[list[int]], start: list[int], eos: int | None):
+        """As EngineScorer.score_stop, one request per sequence."""
+        k = TOP if eos is not None else 0
+        return _columns([(self._one(s, k), s, n) for s, n in zip(sequences, start, strict=True)], eos)
+
+    def _one(self, ids: list[int], k: int) -> list[dict[int, Any] | None]:
+        body = {"model": self.model, "prompt": ids, "max_tokens": 1, "prompt_logprobs": k, "temperature": 0}
         reply = self._post(body)
         lps = (reply.get("choices") or [{}])[0].get("prompt_logprobs") or reply.get("prompt_logprobs")
         if not lps or len(lps) != len(ids):
@@ -147,10 +181,7 @@ class ServerScorer:
                 f"train.on_policy.teacher_url {self.base_url}: the server returned no prompt_logprobs for a "
                 "scored sequence; on_policy needs a vLLM-compatible server (vllm serve) that returns them"
             )
-        return np.asarray(
-            [_token_lp({int(k): v for k, v in lps[t].items()}, ids[t]) for t in range(n, len(ids))],
-            np.float32,
-        )
+        return [{int(key): v for key, v in e.items()} if e else None for e in lps]
 
     def _post(self, body: dict) -> dict:
         req = urllib.request.Request(
@@ -213,7 +244,7 @@ class Policy:
         t1 = time.perf_counter()
         seqs = [p + c for p, cs in zip(prompts, samples, strict=True) for c in cs if c]
         starts = [len(p) for p, cs in zip(prompts, samples, strict=True) for c in cs if c]
-        teacher = self.scorer.score(seqs, starts)
+        teacher, stops = self.scorer.score_stop(seqs, starts, self.student.eos)
         t2 = time.perf_counter()
         lengths = [len(s) - n for s, n in zip(seqs, starts, strict=True)]
         self.last = {"sample_tokens": float(np.mean(lengths)), "sample_s": t1 - t0, "score_s": t2 - t1}
@@ -223,6 +254,8 @@ class Policy:
             group = [(np.asarray(seqs[k + j], dtype=np.int32), starts[k + j]) for j in range(m)]
             batch = collate_packed(group)
             batch["teacher_logprobs"] = _tensor(np.concatenate(teacher[k : k + m]))
+            batch["teacher_eos_logprobs"] = _tensor(np.concatenate(stops[k : k + m]))
+            batch["eos"] = self.student.eos
             batch["sample_lens"] = [len(t) for t in teacher[k : k + m]]  # trained tokens per sample, in order
             out.append(batch)
             k += m
@@ -255,18 +288,33 @@ def policy_loss(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash:
 
     hidden = final_hidden(model, batch, flash)
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch["positions"])
-    labels = batch["labels"]
-    logq = torch.cat(
-        [
-            torch.log_softmax(lm_head(hidden[s : s + chunk_tokens]).float(), -1).gather(
-                1, labels[s : s + chunk_tokens, None]
-            )[:, 0]
-            for s in range(0, len(labels), chunk_tokens)
-        ]
-    )
+    labels, eos = batch["labels"], batch.get("eos")
+    logq, logq_eos = [], []
+    for s in range(0, len(labels), chunk_tokens):
+        lp = torch.log_softmax(lm_head(hidden[s : s + chunk_tokens]).float(), -1)
+        logq.append(lp.gather(1, labels[s : s + chunk_tokens, None])[:, 0])
+        if eos is not None:
+            logq_eos.append(lp[:, eos])
+    logq = torch.cat(logq)
     r = token_reverse_kl(logq.detach(), batch["teacher_logprobs"].to(logq.device))
     weight = returns_to_go(r, batch["sample_lens"], discount) if discount else r
-    return (weight * logq).sum(), {"reverse_kl": r.sum()}
+    loss, terms = (weight * logq).sum(), {"reverse_kl": r.sum()}
+    if eos is not None:
+        stop = stop_kl(torch.cat(logq_eos), batch["teacher_eos_logprobs"].to(logq.device)).sum()
+        loss, terms["stop_kl"] = loss + stop, stop.detach()
+    return loss, terms
+
+
+def stop_kl(logq_eos, logp_eos):
+    """Per position, KL(Bern(p) ‖ Bern(q)) of the teacher's and the student's probability of stopping there
+    (p = 0 where the teacher's EOS is outside its top-K); its gradient on the student's EOS logit is q − p."""
+    import torch
+
+    p, q = logp_eos.exp(), logq_eos.exp()
+    log1m_q = torch.log1p(-q.clamp(max=1 - 1e-7))  # float32: q rounds to 1 only for a certain stop
+    log1m_p = torch.log1p(-p.clamp(max=1 - 1e-7))
+    stay = (1 - p) * (log1m_p - log1m_q)
+    return torch.where(p > 0, p * (logp_eos - logq_eos), torch.zeros_like(p)) + stay
 
 
 def returns_to_go(rewards, lengths: list[int], discount: float):
