@@ -18,39 +18,14 @@ Every number the estimate rests on is an assumption printed with its source and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import Any
 
 from pydantic import Field, ValidationError
 
 from distill.config import Recipe, Strict, apply_overrides
 from distill.errors import DistillError
-
-
-@dataclass(frozen=True)
-class Shape:
-    params: int  # all parameters (what a checkpoint stores)
-    layers: int
-    width: int  # hidden size
-    vocab: int
-    tied: bool  # input embedding shared with lm_head
-
-    def matmul_params(self) -> int:
-        """Parameters doing matmuls per token: an untied input embedding is a lookup (as train's MFU counts)."""
-        return self.params - (0 if self.tied else self.vocab * self.width)
-
-
-# The students' architectures, from their config.json on the Hub (params: safetensors totals).
-SHAPES: dict[str, Shape] = {
-    "qwen-1.5b": Shape(1_543_714_304, 28, 1536, 151936, True),
-    "qwen-7b": Shape(7_615_616_512, 28, 3584, 152064, False),
-    "llama-8b": Shape(8_030_261_248, 32, 4096, 128256, False),
-    "qwen-14b": Shape(14_770_033_664, 48, 5120, 152064, False),
-    "qwen-32b": Shape(32_763_876_352, 64, 5120, 152064, False),
-    "llama-70b": Shape(70_553_706_496, 80, 8192, 128256, False),
-    "smollm2-135m": Shape(134_515_008, 30, 576, 49152, True),
-    "smollm2-pruned": Shape(81_413_568, 15, 576, 49152, True),  # distill.models.PRUNED, as built
-}
+from distill.memory import SHAPES, Shape  # noqa: F401  (the architecture facts; Shape re-exported)
 
 
 class Assumptions(Strict):
@@ -75,6 +50,11 @@ class Assumptions(Strict):
     checkpoint_bytes_per_param: float = 14.0  # bf16 weights + fp32 master + Adam m and v
     final_bytes_per_param: float = 2.0  # bf16 final weights (patch hard-links them: no second copy)
     usd_per_gpu_hour: float = 2.5
+    # memory plan (distill.memory)
+    gpus: int | None = Field(None, ge=1)  # None: num_processes of the recipe's accelerate config
+    overhead_gib: float = 3.0  # per GPU: CUDA context (~0.5), NCCL buffers, allocator fragmentation
+    host_memory_gib: float = 2048.0  # per node, for offload (DGX H100: 2 TB)
+    max_num_seqs: int = Field(1024, ge=1)  # sequences a vLLM engine runs at once (its default on H100/H200)
 
 
 DEFAULT_COMPLETION_TOKENS, DEFAULT_PROMPT_TOKENS = 8000.0, 150.0
@@ -136,10 +116,29 @@ def resolve(recipe: Recipe, a: Assumptions) -> tuple[Assumptions, dict[str, str]
         t = recipe.teacher
         values["gpus_per_instance"] = t.tensor_parallel_size * t.pipeline_parallel_size
         source["gpus_per_instance"] = "recipe: teacher tp x pp"
+    if values["gpus"] is None:
+        values["gpus"] = launch_of(recipe).ranks
+        source["gpus"] = f"recipe: num_processes of {accelerate_config(recipe)}"
     if values["eval_completion_tokens"] is None:  # the student writes like its teacher, within eval's budget
         values["eval_completion_tokens"] = min(values["completion_tokens"], recipe.eval.max_tokens)
         source["eval_completion_tokens"] = "min(completion_tokens, eval.max_tokens)"
     return Assumptions.model_validate(values), source
+
+
+def accelerate_config(recipe: Recipe) -> str:
+    from distill.students import get_student
+
+    return recipe.train.accelerate_config or get_student(recipe.student).accelerate_config
+
+
+def launch_of(recipe: Recipe, gpus: int | None = None):
+    """The recipe's accelerate config as the train loop runs it: bf16 on a GPU unless train.dtype is float32."""
+    from dataclasses import replace
+
+    from distill.memory import read_launch
+
+    launch = read_launch(accelerate_config(recipe))
+    return replace(launch, ranks=gpus or launch.ranks, bf16=recipe.train.dtype != "float32")
 
 
 def count_prompts(recipe: Recipe) -> int:
@@ -226,6 +225,122 @@ def plan(recipe: Recipe, sets: list[str]) -> tuple[Assumptions, dict[str, str], 
     return assumptions, source, estimate(recipe, assumptions, benchmark_problems(recipe))
 
 
+# ---------------------------------------------------------------- the memory plan (distill.memory)
+
+
+def gpu_capacity(a: Assumptions) -> float:
+    """Bytes a process may use on one plan.gpu: its memory less plan.overhead_gib."""
+    from distill.memory import GPU_MEMORY_GIB, GiB
+
+    if a.gpu not in GPU_MEMORY_GIB:
+        raise DistillError(f"--set plan.gpu: unknown GPU '{a.gpu}' (known: {', '.join(GPU_MEMORY_GIB)})")
+    return (GPU_MEMORY_GIB[a.gpu] - a.overhead_gib) * GiB
+
+
+def train_memory(recipe: Recipe, a: Assumptions) -> dict[str, Any]:
+    """Per-GPU bytes of the train run by part, its total, the capacity, and each single change that would fit."""
+    from distill.memory import TrainShape, fixes, host_bytes, train_parts, train_total
+    from distill.students import get_student
+
+    shape, train = SHAPES[recipe.student], recipe.train
+    max_length = train.max_length or get_student(recipe.student).max_length
+    t = TrainShape(max_length, train.micro_batch_size, train.gradient_checkpointing, train.loss_chunk_tokens)
+    launch = launch_of(recipe, a.gpus)
+    parts = train_parts(shape, t, launch)
+    capacity, total = gpu_capacity(a), train_total(parts)
+    over = total > capacity
+    return {"launch": launch, "parts": parts, "total": total, "capacity": capacity,
+            "fixes": fixes(shape, t, launch, capacity, accelerate_config(recipe)) if over else [],
+            "host": host_bytes(shape, launch)}  # fmt: skip
+
+
+def teacher_shape(recipe: Recipe) -> Shape | None:
+    from distill.memory import TEACHERS, local_shape
+
+    model = recipe.teacher.model
+    if model in TEACHERS or model in SHAPES:
+        return TEACHERS.get(model) or SHAPES[model]
+    from distill.models import resolve_model
+
+    try:
+        return local_shape(resolve_model(model))
+    except DistillError:
+        return None
+
+
+def generate_memory(recipe: Recipe, a: Assumptions, samples: float) -> dict[str, Any] | None:
+    """Per-GPU bytes of the teacher's vLLM engine: weights, the KV cache its concurrency needs, what fits."""
+    from distill.memory import GPU_MEMORY_GIB, GiB, generate_parts
+
+    t, shape = recipe.teacher, teacher_shape(recipe)
+    if recipe.generate.source == "dataset" or t.backend != "vllm" or shape is None:
+        return None
+    seq = a.prompt_tokens + recipe.generate.max_tokens
+    seq = min(seq, t.max_model_len) if t.max_model_len else seq
+    concurrency = int(min(a.max_num_seqs, samples))
+    parts = generate_parts(shape, t.tensor_parallel_size, t.pipeline_parallel_size, seq, concurrency)
+    budget = GPU_MEMORY_GIB[a.gpu] * GiB * t.gpu_memory_utilization  # vLLM's share of the GPU
+    kv_room = budget - parts["weights"]
+    return {"parts": parts, "budget": budget, "concurrency": concurrency, "seq_tokens": seq,
+            "fit_sequences": max(0, int(kv_room // parts["kv per sequence"])), "shape": shape}  # fmt: skip
+
+
+def memory_verdicts(
+    recipe: Recipe, a: Assumptions, train: dict[str, Any], gen: dict[str, Any] | None
+) -> list[str]:
+    """One line per run: fits, or what to change."""
+    from distill.memory import GiB
+
+    launch = train["launch"]
+    where = f"{a.gpus} x {a.gpu}, {launch.sharding}"
+    lines = [
+        f"train: {train['total'] / GiB:.1f} GiB per GPU of {train['capacity'] / GiB:.1f} usable ({where}): "
+        + ("fits" if not train["fixes"] and train["total"] <= train["capacity"] else
+           "does not fit; change " + (" or ".join(train["fixes"]) or "the model"))
+    ]  # fmt: skip
+    if train["host"] > a.host_memory_gib * GiB:
+        lines.append(
+            f"train: {launch.sharding} needs {train['host'] / GiB:.0f} GiB of host memory per node of "
+            f"plan.host_memory_gib={a.host_memory_gib:.0f}: more nodes or pipelines/accelerate/zero3.yaml"
+        )
+    if gen is not None:
+        lines.append(generate_verdict(recipe, gen))
+    return lines
+
+
+def generate_verdict(recipe: Recipe, gen: dict[str, Any]) -> str:
+    from distill.memory import GiB
+
+    t, p = recipe.teacher, gen["parts"]
+    head = f"generate: weights {p['weights'] / GiB:.1f} GiB per GPU of {gen['budget'] / GiB:.1f} (gpu_memory_utilization)"  # fmt: skip
+    if p["weights"] >= gen["budget"]:
+        need = math.ceil(
+            p["weights"] * t.tensor_parallel_size * t.pipeline_parallel_size / gen["budget"] * 1.25
+        )
+        return (
+            f"{head}: does not fit; change teacher.tensor_parallel_size x pipeline_parallel_size to >= {need}"
+        )
+    if gen["fit_sequences"] < gen["concurrency"]:
+        return (
+            f"{head}: the KV cache holds {gen['fit_sequences']} of the {gen['concurrency']} sequences vLLM runs at "
+            f"once at {gen['seq_tokens']:.0f} tokens each; it runs fewer (plan.gen_tokens_per_s should be measured "
+            "so), or change generate.max_tokens or teacher.pipeline_parallel_size"
+        )
+    return f"{head}: fits, the KV cache holds all {gen['concurrency']} sequences at full length"
+
+
+def memory_rows(train: dict[str, Any], gen: dict[str, Any] | None) -> list[dict[str, str]]:
+    from distill.memory import GiB
+
+    rows = [{"run": "train", "part": k, "GiB": f"{v / GiB:.2f}"} for k, v in train["parts"].items()]
+    rows.append({"run": "train", "part": "total", "GiB": f"{train['total'] / GiB:.2f}"})
+    if train["host"]:
+        rows.append({"run": "train", "part": "host memory per node", "GiB": f"{train['host'] / GiB:.2f}"})
+    for k, v in (gen or {}).get("parts", {}).items():
+        rows.append({"run": "generate", "part": k, "GiB": f"{v / GiB:.2f}"})
+    return rows
+
+
 def print_plan(recipe: Recipe, a: Assumptions, source: dict[str, str], totals: dict[str, float]) -> None:
     from distill.ui import print_table
 
@@ -234,6 +349,10 @@ def print_plan(recipe: Recipe, a: Assumptions, source: dict[str, str], totals: d
     ]
     print_table(f"plan {recipe.name}: assumptions (override: --set plan.NAME=VALUE)", rows)
     print_table(f"plan {recipe.name}: totals", [{"total": k, "value": _fmt(v)} for k, v in totals.items()])
+    train, gen = train_memory(recipe, a), generate_memory(recipe, a, totals["samples"])
+    print_table(f"plan {recipe.name}: peak memory per GPU ({a.gpu})", memory_rows(train, gen))
+    for line in memory_verdicts(recipe, a, train, gen):
+        print(line)
 
 
 def _fmt(value: Any) -> str:
