@@ -128,6 +128,9 @@ class VerifyConfig(Strict):
     timeout_s: float = 5.0  # per item
     code_timeout_s: float = 10.0
     code_memory_mb: int = 1024
+    # stdin/stdout sets: "cpu" times each case's CPU seconds (a loaded machine does not time out correct
+    # programs); "wall" times wall seconds, as every set's reference harness does (distill.graders.rules).
+    code_clock: Literal["cpu", "wall"] = "cpu"
     workers: int = 2
     judge: TeacherConfig | None = None  # LLM judge for unparseable answers; off by default
     judge_sample: float = 0.0  # share of rule-graded rows the judge also grades, to count disagreements
@@ -386,6 +389,19 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         both = isinstance(value, dict) and isinstance(out.get(key), dict)
         out[key] = _merge(out[key], value) if both else value
     return out
+
+
+def phase_folders(names: list[str]) -> list[str]:
+    """The stage folder of each phase, in order: train-<name>, the last one's train/ (what patch, eval, push read)."""
+    return [f"train-{n}" for n in names[:-1]] + ["train"] if names else []
+
+
+def run_phases_of(run_dir: Path) -> list[tuple[str, str]]:
+    """(phase name, stage folder) of a run dir's phases, from its recipe.resolved.yaml; [] for one train stage."""
+    resolved = Path(run_dir) / "recipe.resolved.yaml"
+    data = yaml.safe_load(resolved.read_text()) if resolved.exists() else None
+    names = [p["name"] for p in (data or {}).get("phases") or []]
+    return list(zip(names, phase_folders(names), strict=True))
 
 
 def check_phases(recipe: Recipe, where: str = "<recipe>") -> None:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from distill.artifacts import MANIFEST, atomic_write_text, read_manifest
-from distill.config import Recipe, dump_recipe, load_recipe, recipe_from_dict
+from distill.artifacts import MANIFEST, atomic_write_text, manifest_hash, read_manifest
+from distill.config import (
+    PhaseConfig,
+    Recipe,
+    dump_recipe,
+    load_recipe,
+    phase_folders,
+    phase_train,
+    recipe_from_dict,
+    run_phases_of,
+)
 from distill.errors import DistillError
 
 STAGES = ["generate", "curate", "train", "patch", "eval", "push"]
@@ -29,7 +39,82 @@ def _curate(recipe: Recipe, src: Path, out: Path, force: bool):
 def _train(recipe: Recipe, src: Path, out: Path, force: bool):
     from distill.train.loop import train
 
+    if recipe.phases:
+        return run_phases(recipe, src, force)
     return train(recipe, src, out, force=force)
+
+
+def phase_dirs(recipe: Recipe) -> dict[str, Path]:
+    """Each phase's stage folder: train-<name>, the last phase's train/ (the folder patch, eval and push read)."""
+    names = [p.name for p in recipe.phases]
+    return {n: recipe.run_path() / f for n, f in zip(names, phase_folders(names), strict=True)}
+
+
+def phase_recipe(recipe: Recipe, phase: PhaseConfig) -> Recipe:
+    """The one-phase recipe train runs for `phase`: its train section, init and teacher resolved to folders."""
+    dirs = phase_dirs(recipe)
+    update = {}
+    if phase.init is not None:
+        update["model"] = str(dirs[phase.init] / "final")
+    if phase.teacher is not None:
+        update["teacher"] = str(dirs[phase.teacher] / "final") if phase.teacher in dirs else phase.teacher
+    train = phase_train(recipe, phase).model_copy(update=update)
+    return recipe.model_copy(update={"train": train, "phases": []})
+
+
+def run_phases(recipe: Recipe, src: Path, force: bool):
+    """The recipe's phases in order; each is a train stage keyed by its config, the curated data and the manifests
+    of the phases it reads (init, teacher): unchanged ones are skipped, a killed one resumes from its checkpoint."""
+    from distill.train.loop import train
+
+    check_phase_teachers(recipe)
+    check_phase_data(recipe, src)
+    dirs, result = phase_dirs(recipe), None
+    for phase in recipe.phases:
+        reads = {"init": phase.init, "teacher": phase.teacher}
+        after = {field: manifest_hash(dirs[name]) for field, name in reads.items() if name in dirs}
+        print(f"train: phase '{phase.name}' ({phase.objective}) -> {dirs[phase.name]}", file=sys.stderr)
+        result = train(phase_recipe(recipe, phase), src, dirs[phase.name], force=force, after=after)
+    return result
+
+
+def check_phase_data(recipe: Recipe, src: Path) -> None:
+    """kd phases read the teacher's log-probs from the curated shards: a shard without them stops the run here."""
+    import pyarrow.parquet as pq
+
+    from distill.train.data import KD_FIELDS
+
+    shards = sorted((Path(src) / "kept").glob("part-*.parquet"))[:1]
+    for phase in (p for p in recipe.phases if p.objective == "kd"):
+        missing = [c for s in shards for c in KD_FIELDS if c not in pq.read_schema(s).names]
+        if missing:
+            raise DistillError(
+                f"phase '{phase.name}': objective: kd needs the teacher's log-probs, but {shards[0]} has none "
+                f"(missing {', '.join(missing)}; generate with generate.logprobs: K > 0)"
+            )
+
+
+def check_phase_teachers(recipe: Recipe) -> None:
+    """kd and on_policy phases taught by a model (not a phase): its ids must be the student's release ids (on_policy:
+    all of them, the R1 rows included), checked on the tokenizers before anything trains. A phase's final/ is in
+    the student's release layout, and a phase's init has the start's ids: both are checked as the start's."""
+    from distill.models import resolve_model
+    from distill.students import get_student
+    from distill.train.loop import effective_config, release_tokenizer_for, same_vocabulary
+
+    student, dirs = get_student(recipe.student), phase_dirs(recipe)
+    for phase in recipe.phases:
+        if phase.objective == "sft" or phase.teacher in dirs:
+            continue
+        train = phase_train(recipe, phase)
+        train = train.model_copy(update={"teacher": phase.teacher}) if phase.teacher else train
+        cfg = effective_config(train, student, recipe.teacher)
+        try:
+            same_vocabulary(
+                cfg, release_tokenizer_for(resolve_model(cfg.model), recipe.student), recipe.student
+            )
+        except DistillError as err:
+            raise DistillError(f"phase '{phase.name}': teacher: {err}") from None
 
 
 def _patch(recipe: Recipe, src: Path, out: Path, force: bool):
@@ -127,6 +212,8 @@ SUMMARIES = {"curate": _curate_summary, "train": _train_summary, "patch": _patch
 
 
 def run_pipeline(recipe: Recipe, stages: list[str], force: bool = False) -> None:
+    if "train" in stages and recipe.phases:
+        check_phase_teachers(recipe)  # before generate and before anything is written
     run = recipe.run_path()
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "recipe.resolved.yaml", dump_recipe(recipe))
@@ -150,6 +237,10 @@ def _recipe_for_student(recipe_path: Path | None, student: str | None, sets: lis
 def train_from_cli(recipe_path, student, data, out, sets, force) -> None:
     recipe = _recipe_for_student(recipe_path, student, sets)
     src = Path(data) if data else recipe.run_path() / "curate"
+    if out and recipe.phases:
+        raise DistillError(
+            "--out: a recipe with phases writes each phase to its run dir (set run_dir instead)"
+        )
     dest = Path(out) if out else recipe.run_path() / "train"
     STAGE_FNS["train"](recipe, src, dest, force)
 
@@ -199,18 +290,38 @@ def show_run(run_dir: Path) -> None:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DistillError(f"run dir not found: {run_dir}")
-    print_table(f"{run_dir} ({MANIFEST} per stage)", [_stage_row(run_dir, stage) for stage in STAGES])
+    rows = [_stage_row(run_dir, stage) for stage in STAGES]
+    at = STAGES.index("train")
+    rows[at : at + 1] = [
+        _stage_row(run_dir, "train", folder, label) for label, folder in _shown_phases(run_dir)
+    ]
+    print_table(f"{run_dir} ({MANIFEST} per stage)", rows)
 
 
-def _stage_row(run_dir: Path, stage: str) -> dict[str, object]:
-    m = read_manifest(run_dir / stage)
+def _shown_phases(run_dir: Path) -> list[tuple[str, str]]:
+    """(row label, folder) of the train stage: one row, or one per phase of the run's recipe (train:<name>)."""
+    return [(f"train:{name}", folder) for name, folder in run_phases_of(run_dir)] or [("train", "train")]
+
+
+def _stage_row(
+    run_dir: Path, stage: str, folder: str | None = None, label: str | None = None
+) -> dict[str, object]:
+    m = read_manifest(run_dir / (folder or stage))
     if m is None:
-        status = "partial" if (run_dir / stage).exists() else "-"
+        status = "partial" if (run_dir / (folder or stage)).exists() else "-"
         if stage == "push" and (run_dir / stage / "model_card.md").exists():
             status = "dry run"
-        return {"stage": stage, "status": status, "in": "", "out": "", "s": "", "config": "", "headline": ""}
+        return {
+            "stage": label or stage,
+            "status": status,
+            "in": "",
+            "out": "",
+            "s": "",
+            "config": "",
+            "headline": "",
+        }
     return {
-        "stage": stage,
+        "stage": label or stage,
         "status": "done",
         "in": m.rows_in,
         "out": m.rows_out,

@@ -22,7 +22,7 @@ from distill.artifacts import (
     read_manifest,
     start_manifest,
 )
-from distill.config import Recipe, config_hash
+from distill.config import Recipe, config_hash, run_phases_of
 from distill.errors import DistillError
 from distill.release import THINK
 from distill.report import decontamination_lines, render_table
@@ -84,9 +84,12 @@ def provenance(run: Path) -> dict[str, dict[str, Any]]:
     """Finished stages' manifests (never secrets: manifests hold hashes, counts and versions only)."""
     out = {}
     for stage in PROVENANCE_STAGES:
-        m = read_manifest(run / stage)
-        if m is not None:
-            out[stage] = {**m.__dict__, "manifest_hash": manifest_hash(run / stage)}
+        # a recipe with phases: each phase's folder, in order (the last one is train/)
+        folders = [f for _, f in run_phases_of(run)] if stage == "train" else []
+        for folder in folders or [stage]:
+            m = read_manifest(run / folder)
+            if m is not None:
+                out[folder] = {**m.__dict__, "manifest_hash": manifest_hash(run / folder)}
     return out
 
 
@@ -173,11 +176,19 @@ def _training_section(prov: dict[str, dict[str, Any]]) -> str:
     train = prov.get("train")
     if not train:
         return "Not trained yet (run `distill train`)."
-    rows = _hyper_parameters(train.get("config")) | _objective_rows(train.get("config"), train["metrics"])
+    phases = [(k, m) for k, m in prov.items() if k.startswith("train-")] + [("train", train)]
+    rows = {"training phases": " → ".join(_phase_label(k, m) for k, m in phases)} if len(phases) > 1 else {}
+    rows |= _hyper_parameters(train.get("config")) | _objective_rows(train.get("config"), train["metrics"])
     rows |= {f"run: {k}": v for k, v in _scalars(train["metrics"]).items()}
     rows["run: wall time (s)"] = train["seconds"]
     rows["software"] = ", ".join(f"{k} {v}" for k, v in sorted(train["versions"].items()))
     return _kv_table(rows, ("hyper-parameter", "value"))
+
+
+def _phase_label(folder: str, m: dict[str, Any]) -> str:
+    """A phase as the card lists it: its folder, objective, steps and lr (its manifest's config)."""
+    cfg = m.get("config") or {}
+    return f"{folder} ({cfg.get('objective', 'sft')}, {m['metrics'].get('steps', '?')} steps, lr {cfg.get('lr')})"
 
 
 def _objective_rows(cfg: dict[str, Any] | None, metrics: dict[str, Any]) -> dict[str, Any]:

@@ -540,12 +540,13 @@ class TrainRun:
         return train_step(*parts, batches, self.cfg, self.flash, self.loss_fn)
 
 
-def train(recipe: Recipe, src: Path, out: Path, force: bool = False):
-    """Stage 3: SFT of recipe.student on src/kept (RUN_DIR/curate) -> out/final/ and the manifest."""
+def train(recipe: Recipe, src: Path, out: Path, force: bool = False, after: dict[str, str] | None = None):
+    """Stage 3: SFT of recipe.student on src/kept (RUN_DIR/curate) -> out/final/ and the manifest. `after`: the
+    manifest hashes of the phases this one reads (distill.pipeline's phases), part of its key."""
     src, out = Path(src), Path(out)
     student = get_student(recipe.student)
     cfg = effective_config(recipe.train, student, recipe.teacher)
-    inputs = {"curate": manifest_hash(src)}
+    inputs = {"curate": manifest_hash(src), **(after or {})}
     cfg_hash = config_hash({"student": recipe.student, "train": cfg.model_dump(mode="json")})
     if not force and is_fresh(out, cfg_hash, inputs):
         print(f"train: {out} is up to date (same config and data); --force reruns it", file=sys.stderr)
@@ -581,7 +582,8 @@ def setup(
     schedule = make_schedule(cfg, data, accelerator.num_processes)
     say(accelerator, describe(cfg, data, schedule, accelerator.num_processes, attn))
     model, optimizer, scheduler = prepare(accelerator, model, cfg, schedule)
-    fingerprint = f"{cfg_hash}:{inputs['curate']}:{accelerator.num_processes}"
+    # a phase's inputs (the phases it reads) too: a checkpoint of a phase whose init changed never resumes
+    fingerprint = f"{cfg_hash}:{':'.join(inputs.values())}:{accelerator.num_processes}"
     start = resume(accelerator, out, fingerprint, force, schedule.total_steps)
     policy = start_policy(cfg, data, tokenizer, policy_start, model, accelerator) if policy_start else None
     if cfg.tensorboard:
