@@ -136,6 +136,41 @@ def _swap_in(new: Path, path: Path, old: Path) -> None:
     _fsync_path(path.parent)  # the renames themselves survive a power loss
 
 
+REPLACING = ".replacing.json"  # replace_shards' journal: its existence means "the staged shards win"
+
+
+def replace_shards(out: Path, staged: Path, markers: str | None = None) -> None:
+    """The shards of `staged` (a finished folder inside `out`, e.g. an atomic_dir) replace every part-*.parquet
+    of `out`, and the files matching the `markers` glob go: one whole run's shards or the other's, whatever
+    step a kill stops at. Files cannot be swapped as a set, so a journal is the commit point: before it is
+    written `out` holds the old shards untouched; once written, finish_replace (here, and in prepare_stage and
+    the readers, after a kill) moves each staged shard over its old namesake, removes the old shards the new
+    run lacks and the markers, then the journal. Every step can be repeated, so a second kill only defers it."""
+    out, staged = Path(out), Path(staged)
+    _fsync_tree(staged)
+    plan = {"staged": staged.name, "shards": sorted(p.name for p in staged.glob("part-*.parquet"))}
+    atomic_write_text(out / REPLACING, json.dumps({**plan, "markers": markers}))
+    finish_replace(out)
+
+
+def finish_replace(out: Path) -> None:
+    """Completes a replace_shards whose journal is in `out` (no journal: nothing to do)."""
+    journal = Path(out) / REPLACING
+    if not journal.exists():
+        return
+    plan = json.loads(journal.read_text())
+    staged, keep = journal.parent / plan["staged"], set(plan["shards"])
+    for name in plan["shards"]:
+        if (staged / name).exists():
+            os.replace(staged / name, journal.parent / name)
+    stale = [p for p in journal.parent.glob("part-*.parquet") if p.name not in keep]
+    for old in stale + (sorted(journal.parent.glob(plan["markers"])) if plan["markers"] else []):
+        old.unlink()
+    _fsync_path(journal.parent)
+    shutil.rmtree(staged, ignore_errors=True)
+    journal.unlink()
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -174,6 +209,7 @@ def read_parquet(path: Path) -> list[dict[str, Any]]:
 
 def read_shards(folder: Path) -> Iterator[dict[str, Any]]:
     """Rows of every part-*.parquet in `folder`, in shard order."""
+    finish_replace(folder)
     for shard in sorted(Path(folder).glob("part-*.parquet")):
         yield from read_parquet(shard)
 
@@ -258,6 +294,7 @@ def prepare_stage(
 ) -> Manifest | None:
     """None when the stage's manifest matches (skip). Otherwise drop the old manifest and start a new one."""
     out = Path(out)
+    finish_replace(out)  # a replace_shards a kill interrupted after its commit point
     if not force and is_fresh(out, cfg_hash, inputs):
         return None
     clear_manifest(out)

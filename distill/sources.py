@@ -8,8 +8,9 @@ generate shards (distill/generate/run.py), so curate -> train -> eval run unchan
 reasoning and answer as byte spans of the completion (trace_spans), so a shard holds the text once; curate reads
 shards through trace_texts(), which slices them back out.
 
-Records stream: Parquet a row group at a time, JSONL line by line, the Hub with streaming=True, read READ_AHEAD
-batches ahead on a thread; memory is a few batches, not the set.
+Records stream: Parquet a row group at a time, JSONL line by line (.jsonl.gz / .jsonl.zst decompressed as they
+stream), the Hub with streaming=True, read READ_AHEAD batches ahead on a thread; memory is a few batches, not
+the set. A local copy is a file or a folder as snapshot_download leaves it (subset folders read by `subset`).
 A mixture takes each set's rows with a stable per-row draw (weight: the share kept, as open-r1's
 dataset_mixture) up to its limit, and counts what it read and took per set: the realised mix.
 Layouts, as their dataset cards give them:
@@ -28,7 +29,6 @@ Layouts, as their dataset cards give them:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from collections import Counter
@@ -55,27 +55,55 @@ DOMAIN_WORDS = {"math": "math", "code": "code", "science": "general", "puzzle": 
 
 @dataclass(frozen=True)
 class Record:
-    """One record of one set, and where it is (the set, its 1-based row): every error names both."""
+    """One record of one set, and where it is (the set, the file, its 1-based row): every error names them."""
 
     data: dict[str, Any]
     dataset: str
-    row: int
+    row: int  # 1-based, within `file` when it is known
+    file: str | None = None  # the local file (or hub id) the record came from
 
     def where(self, column: str) -> str:
-        return f"dataset '{self.dataset}': row {self.row}: column '{column}'"
+        at = f": {self.file}" if self.file else ""
+        return f"dataset '{self.dataset}'{at}: row {self.row}: column '{column}'"
 
     def get(self, column: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
         """The column's value, checked: missing or of another type is a DistillError naming set, column, row."""
         if column not in self.data or (self.data[column] is None and not optional):
             raise DistillError(f"{self.where(column)} is missing")
         value = self.data[column]
-        if value is not None and not isinstance(value, kind):
-            want = kind.__name__ if isinstance(kind, type) else "|".join(k.__name__ for k in kind)
-            raise DistillError(f"{self.where(column)}: expected {want}, got {type(value).__name__}")
+        if value is not None and not of_kind(value, kind):
+            raise DistillError(
+                f"{self.where(column)}: expected {kind_name(kind)}, got {type(value).__name__}"
+            )
         return value
 
     def text(self, column: str) -> str:
         return self.get(column, str)
+
+    def parallel(self, column: str, kind: type, n: int, optional: bool = False, nulls: bool = False) -> list:
+        """A list with one value per generation (n of them), each of `kind` (or null where `nulls`): another
+        length or a value of another type ("false" in a bool list) is a DistillError naming the item. A null
+        column, where `optional`, is n nulls."""
+        values = self.get(column, list, optional)
+        if values is None:
+            return [None] * n
+        if len(values) != n:
+            raise DistillError(f"{self.where(column)}: {len(values)} values for {n} generations")
+        for j, value in enumerate(values):
+            if not (of_kind(value, kind) or (nulls and value is None)):
+                got = type(value).__name__
+                raise DistillError(f"{self.where(column)}: item {j}: expected {kind_name(kind)}, got {got}")
+        return values
+
+
+def of_kind(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is no int (True is an int to Python, not a token count to a set)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kind) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def kind_name(kind: type | tuple[type, ...]) -> str:
+    return kind.__name__ if isinstance(kind, type) else "|".join(k.__name__ for k in kind)
 
 
 Convert = Callable[[Record, DatasetSource], list[dict[str, Any]]]
@@ -178,23 +206,35 @@ def turn(rec: Record, chat: list[tuple[str, str]], column: str, roles: tuple[str
 
 
 def openr1_math(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str, Any]]:
-    """One trace per generation; verified when math-verify or the Llama judge said correct (the card's rule)."""
+    """One trace per generation; verified when math-verify or the Llama judge said correct (the card's rule),
+    wrong when one said wrong and none correct, None when neither judged it. Every list runs parallel to
+    generations, with the card's types (sequence: bool / string); correctness_llama and finish_reasons may be
+    null (not judged, not recorded)."""
     problem, gens = rec.text("problem"), rec.get("generations", list)
-    math_verify = rec.get("correctness_math_verify", list)
-    llama = rec.get("correctness_llama", list, optional=True) or [None] * len(gens)
-    complete = rec.get("is_reasoning_complete", list)
-    finish = rec.get("finish_reasons", list, optional=True)
-    for column, values in (("correctness_math_verify", math_verify), ("is_reasoning_complete", complete)):
-        if len(values) != len(gens):
-            raise DistillError(f"{rec.where(column)}: {len(values)} values for {len(gens)} generations")
+    n = len(gens)
+    for j, gen in enumerate(gens):
+        if not isinstance(gen, str):
+            raise DistillError(
+                f"{rec.where('generations')}: item {j}: expected str, got {type(gen).__name__}"
+            )
+    math_verify = rec.parallel("correctness_math_verify", bool, n, nulls=True)
+    llama = rec.parallel("correctness_llama", bool, n, optional=True, nulls=True)
+    complete = rec.parallel("is_reasoning_complete", bool, n)
+    finish = rec.parallel("finish_reasons", str, n, optional=True)
     return [
         think_trace(
             rec, cfg, ad, problem, gen, id=rec.text("uuid"), reference=rec.text("answer"), sample_index=j,
-            verified=bool(math_verify[j]) or bool(llama[j]),
-            finish_reason=finish[j] if finish else ("stop" if complete[j] else "length"),
+            verified=either(math_verify[j], llama[j]),
+            finish_reason=finish[j] or ("stop" if complete[j] else "length"),
         )
         for j, gen in enumerate(gens)
     ]  # fmt: skip
+
+
+def either(*verdicts: bool | None) -> bool | None:
+    """True when a judge said correct, False when one said wrong and none correct, None when none judged."""
+    said = [v for v in verdicts if v is not None]
+    return any(said) if said else None
 
 
 def mixture_of_thoughts(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str, Any]]:
@@ -254,22 +294,30 @@ def limo(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str, Any]]:
 
 
 def am_r1(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str, Any]]:
+    """The card's unified format: the assistant's info splits its "<think>...</think> <answer>...</answer>"
+    content into think_content and answer_content; the user's info may carry a reference_answer."""
     messages = rec.get("messages", list)
     chat = turns(rec, "messages", "role", "content")
     roles = [role for role, _ in chat]
     if "user" not in roles or "assistant" not in roles:
         raise DistillError(f"{rec.where('messages')}: needs a user and an assistant turn")
     user, bot = messages[roles.index("user")], messages[roles.index("assistant")]
-    info_user, info = user.get("info") or {}, bot.get("info")
+    info_user, info = user.get("info"), bot.get("info")
+    if info_user is not None and not isinstance(info_user, dict):
+        raise DistillError(
+            f"{rec.where('messages')}: user info is a {type(info_user).__name__}, not an object"
+        )
+    reference = (info_user or {}).get("reference_answer")
+    if reference is not None and not isinstance(reference, str):
+        raise DistillError(f"{rec.where('messages')}: user info.reference_answer is not text")
     if not isinstance(info, dict) or not isinstance(info.get("think_content"), str):
         raise DistillError(f"{rec.where('messages')}: assistant info.think_content is missing")
     if not isinstance(info.get("answer_content"), str):
         raise DistillError(f"{rec.where('messages')}: assistant info.answer_content is missing")
     return [
         trace(
-            rec, cfg, ad, user["content"], reference=info_user.get("reference_answer") or None,
-            completion=bot["content"], reasoning=info["think_content"].strip(),
-            answer=info["answer_content"].strip(),
+            rec, cfg, ad, user["content"], reference=reference or None, completion=bot["content"],
+            reasoning=info["think_content"].strip(), answer=info["answer_content"].strip(),
         )
     ]  # fmt: skip
 
@@ -324,10 +372,12 @@ def SPANS():  # noqa: N802 (a constant built on first use: pyarrow loads only wh
     return pa.list_(pa.field("element", pa.int32()), 4)  # Parquet's name for a list's item
 
 
-def chunk_traces(chunk: Any, rows: list[int], first: int, src: DatasetSource, adapter: Adapter) -> Any:
-    """The traces of a chunk's taken rows (0-based; the chunk's first record is row `first`) as one table:
-    column-wise when the adapter can and the batch has its plain layout, else record by record (which also
-    names any bad column and row)."""
+def chunk_traces(
+    chunk: Any, rows: list[int], first: int, src: DatasetSource, adapter: Adapter, file: str | None = None
+) -> Any:
+    """The traces of a chunk's taken rows (0-based; the chunk's first record is row `first` of `file`) as one
+    table: column-wise when the adapter can and the batch has its plain layout, else record by record (which
+    also names any bad column, file and row)."""
     import pyarrow as pa
 
     if isinstance(chunk, list):
@@ -341,7 +391,7 @@ def chunk_traces(chunk: Any, rows: list[int], first: int, src: DatasetSource, ad
     traces = [
         t
         for i, data in zip(rows, records, strict=True)
-        for t in adapter.convert(Record(data, src.adapter, first + i), src, adapter)
+        for t in adapter.convert(Record(data, src.adapter, first + i, file), src, adapter)
     ]
     return pa.Table.from_pylist(traces, schema=trace_schema())
 
@@ -662,21 +712,108 @@ def source_name(src: DatasetSource) -> str:
     return src.path or ADAPTERS[src.adapter].hub_id + (f":{src.subset}" if src.subset else "")
 
 
-def data_files(path: Path) -> list[Path]:
+JSONL = (".jsonl", ".json")  # a JSON object per line (the Hub's .json data files are JSON Lines too)
+CODECS = {".gz": "gzip", ".zst": "zstd"}  # compressed JSONL as the Hub ships it (AM-DeepSeek-R1: .jsonl.zst)
+READ_BYTES = 1 << 20  # bytes read from a (decompressing) stream at a time: memory stays flat
+
+
+def file_kind(path: Path) -> str | None:
+    """'parquet', 'jsonl', 'jsonl.gz' / 'jsonl.zst', or None for a file that is no data file. A JSONL file under
+    a codec distill does not read (.bz2, .xz) is a DistillError, not a silent skip."""
+    suffixes = [x.lower() for x in path.suffixes[-2:]]
+    if suffixes[-1:] == [".parquet"]:
+        return "parquet"
+    if suffixes[-1:] and suffixes[-1] in JSONL:
+        return "jsonl"
+    if len(suffixes) == 2 and suffixes[0] in JSONL:
+        if suffixes[1] not in CODECS:
+            known = ", ".join(CODECS)
+            raise DistillError(f"{path}: unknown compression '{suffixes[1]}' (distill reads {known})")
+        return "jsonl" + suffixes[1]
+    return None
+
+
+def data_files(path: Path, subset: str | None = None) -> list[Path]:
+    """The data files of a local copy: one file, or a folder as `huggingface-cli download` / snapshot_download
+    leave it (hidden folders such as .cache/ skipped). A folder of subset folders (Mixture-of-Thoughts' math/,
+    code/, science/, all/) or subset files (AM's am_0.5M.jsonl.zst, am_0.9M.jsonl.zst) is read by `subset`; the
+    Hub's default config lives in data/."""
     if path.is_file():
+        if file_kind(path) is None:
+            raise DistillError(f"{path}: not a .parquet / .jsonl / .jsonl.gz / .jsonl.zst file")
         return [path]
-    files = sorted(p for ext in ("*.parquet", "*.jsonl", "*.jsonl.gz", "*.json") for p in path.rglob(ext))
+    if not path.is_dir():
+        raise DistillError(f"{path}: no such file or folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not hidden(p, path) and file_kind(p))
+    if subset is not None:
+        files = subset_files(path, files, subset)
     if not files:
-        raise DistillError(f"{path}: no .parquet / .jsonl files (or the path does not exist)")
+        raise DistillError(f"{path}: no .parquet / .jsonl / .jsonl.gz / .jsonl.zst files")
     return files
 
 
+def hidden(p: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in p.relative_to(root).parts)
+
+
+def subset_files(root: Path, files: list[Path], subset: str) -> list[Path]:
+    """The files of one subset: its folder (data/ for "default"), else the root files named after it."""
+    for folder in (subset, "data") if subset == "default" else (subset,):
+        inside = [
+            p for p in files if p.relative_to(root).parts[0] == folder and len(p.relative_to(root).parts) > 1
+        ]
+        if inside:
+            return inside
+    named = [p for p in files if p.parent == root and p.name.split(".")[0] == subset]
+    if named:
+        return named
+    have = sorted({p.relative_to(root).parts[0].split(".")[0] for p in files})
+    raise DistillError(f"{root}: no subset '{subset}' (folders / files: {', '.join(have) or 'none'})")
+
+
 def file_records(path: Path) -> Iterator[dict[str, Any]]:
-    """A JSONL file's records, a line at a time."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield json_line(line, path, lineno)
+    """A JSONL file's records, a line at a time; a .gz / .zst file decompresses as it streams. A corrupt or
+    cut-off stream, or bytes that are not UTF-8, is a DistillError naming the file and the row."""
+    count = 0
+    for lineno, raw in enumerate(file_lines(path), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DistillError(
+                f"{path}: row {lineno}: not UTF-8 text ({err.reason} at byte {err.start})"
+            ) from None
+        if line.strip():
+            count += 1
+            yield json_line(line, path, lineno)
+    if not count:
+        raise DistillError(f"{path}: empty file (no records)")
+
+
+def file_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes, decompressed on the way (READ_BYTES at a time)."""
+    lineno = 1
+    try:
+        with open_stream(path) as stream:
+            tail = b""
+            while chunk := stream.read(READ_BYTES):
+                lines = (tail + chunk).split(b"\n")
+                tail = lines.pop()
+                for line in lines:
+                    yield line
+                    lineno += 1
+            if tail:
+                yield tail
+    except (OSError, EOFError) as err:  # a cut-off or corrupt .gz / .zst stream
+        raise DistillError(f"{path}: row {lineno}: cannot decompress ({err})") from None
+
+
+def open_stream(path: Path) -> Any:
+    """A binary stream of the file's (decompressed) bytes: gzip and zstd through pyarrow, which ships both."""
+    import pyarrow as pa
+
+    codec = CODECS.get(path.suffix.lower()) if file_kind(path) != "jsonl" else None
+    raw = pa.OSFile(str(path))
+    return pa.CompressedInputStream(raw, codec) if codec else raw
 
 
 def json_line(line: str, path: Path, lineno: int) -> dict[str, Any]:
@@ -704,20 +841,21 @@ def hub_records(src: DatasetSource) -> Iterator[dict[str, Any]]:
 
 def records(src: DatasetSource) -> Iterator[dict[str, Any]]:
     """The set's records one by one (per-row consumers; the import reads chunks())."""
-    for chunk in chunks(src):
+    for _, chunk in chunks(src):
         yield from chunk.to_pylist() if not isinstance(chunk, list) else chunk
 
 
-def chunks(src: DatasetSource) -> Iterator[Any]:
-    """The set's records a batch at a time: a pyarrow RecordBatch from Parquet, else a list of dicts."""
+def chunks(src: DatasetSource) -> Iterator[tuple[str, Any]]:
+    """(file, a batch of its records) in order: a pyarrow RecordBatch from Parquet, else a list of dicts; the
+    file is the hub id for a set streamed from the Hub."""
     if src.path is None:
-        yield from batched(hub_records(src))
+        for batch in batched(hub_records(src)):
+            yield ADAPTERS[src.adapter].hub_id, batch
         return
-    for path in data_files(Path(src.path)):
-        if path.suffix == ".parquet":
-            yield from parquet_batches(path)
-        else:
-            yield from batched(file_records(path))
+    for path in data_files(Path(src.path), src.subset):
+        batches = parquet_batches(path) if file_kind(path) == "parquet" else batched(file_records(path))
+        for batch in batches:
+            yield str(path), batch
 
 
 def parquet_batches(path: Path) -> Iterator[Any]:
@@ -729,6 +867,8 @@ def parquet_batches(path: Path) -> Iterator[Any]:
         reader = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise DistillError(f"{path}: cannot read Parquet ({type(err).__name__}: {err})") from None
+    if reader.metadata.num_rows == 0:
+        raise DistillError(f"{path}: empty file (no records)")
     for group in range(reader.num_row_groups):
         yield from reader.iter_batches(batch_size=BATCH_ROWS, row_groups=[group])
 
@@ -791,7 +931,7 @@ def fingerprint(sources: list[DatasetSource]) -> str:
     seen = [
         [str(p), p.stat().st_size, p.stat().st_mtime_ns] if s.path else [source_name(s)]
         for s in sources
-        for p in (data_files(Path(s.path)) if s.path else [None])
+        for p in (data_files(Path(s.path), s.subset) if s.path else [None])
     ]
     return hashlib.sha256(json.dumps(seen).encode()).hexdigest()[:16]
 
@@ -806,18 +946,17 @@ def count_rows(sources: list[DatasetSource]) -> int:
                 f"generate.datasets[{i}]: {source_name(src)} is read from the Hub; counting its rows means "
                 "streaming it: set plan.prompts, or path to a local copy"
             )
-        taken = round(sum(file_rows(p) for p in data_files(Path(src.path))) * src.weight)
+        taken = round(sum(file_rows(p) for p in data_files(Path(src.path), src.subset)) * src.weight)
         total += taken if src.limit is None else min(taken, src.limit)
     return total
 
 
 def file_rows(path: Path) -> int:
-    if path.suffix == ".parquet":
+    if file_kind(path) == "parquet":
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(path).metadata.num_rows
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+    return sum(1 for line in file_lines(path) if line.strip())
 
 
 def drawn(name: str, row: int, weight: float) -> bool:
@@ -849,15 +988,18 @@ class Mixture:
         adapter, name = ADAPTERS[src.adapter], source_name(src)
         entry = self.mix.setdefault(name, {"adapter": src.adapter, "weight": src.weight, "limit": src.limit})
         entry.update(rows_read=0, rows_taken=0, traces=0)
-        first = 1  # the 1-based row number of the chunk's first record
-        for chunk in read_ahead(chunks(src)):
+        first = 1  # the 1-based row number of the chunk's first record in the set (the draw's key)
+        file, in_file = None, 1  # and in its file (errors name it)
+        for origin, chunk in read_ahead(chunks(src)):
+            file, in_file = origin, (in_file if origin == file else 1)
             rows = self.take(entry, src, name, first, len(chunk))
             if rows:
-                table = chunk_traces(chunk, rows, first, src, adapter)
+                table = chunk_traces(chunk, rows, in_file, src, adapter, file)
                 entry["traces"] += table.num_rows
                 self.count(table, len(rows))
                 yield table
             first += len(chunk)
+            in_file += len(chunk)
             if src.limit is not None and entry["rows_taken"] >= src.limit:
                 return
 

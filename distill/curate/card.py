@@ -1,8 +1,9 @@
 """Data card of a curated dataset (markdown) and its token-length histogram (PNG).
 
-Written twice: `<run>/curate/card.md` + `lengths.png`, and `<dataset>.md` + `<dataset>-lengths.png` in the
-repository's data_cards/ (the checkout this package is imported from, whatever the working directory), or in
-$DISTILL_CARDS_DIR when set. An installed wheel has no repository: then only the run's copy is written.
+Written twice: `<run>/curate/card.md` + `lengths.png` on every run, and `<dataset>.md` + `<dataset>-lengths.png`
+in the repository's data_cards/ (the checkout this package is imported from, whatever the working directory),
+or in $DISTILL_CARDS_DIR when set, when the card's content changed (write_cards). An installed wheel has no
+repository: then only the run's copy is written.
 """
 
 from __future__ import annotations
@@ -31,19 +32,37 @@ def cards_dir() -> Path | None:
 
 
 def write_cards(
-    recipe: Recipe, out: Path, manifest: Manifest, lengths_in: list[int], lengths_kept: list[int]
+    recipe: Recipe,
+    out: Path,
+    manifest: Manifest,
+    lengths_in: list[int],
+    lengths_kept: list[int],
+    force: bool = False,
 ) -> Path:
-    """Write both copies of the card and the histogram; returns the repository copy's path (else the run's)."""
+    """Write the run's card and histogram, always; the repository copy only when its content changed (the
+    stamp line, a new time and manifest hash on every run, does not count) or when `force` (curate --force):
+    a rerun leaves the checkout clean. Returns the repository copy's path (else the run's)."""
     name = recipe.curate.dataset_name or recipe.name
     plot_lengths(lengths_in, lengths_kept, out / "lengths.png")
     atomic_write_text(out / "card.md", render_card(name, recipe, manifest, lengths_kept, "lengths.png"))
     cards = cards_dir()
     if cards is None:
         return out / "card.md"
-    png = f"{name}-lengths.png"
-    plot_lengths(lengths_in, lengths_kept, cards / png)
-    atomic_write_text(cards / f"{name}.md", render_card(name, recipe, manifest, lengths_kept, png))
-    return cards / f"{name}.md"
+    png, path = f"{name}-lengths.png", cards / f"{name}.md"
+    text = render_card(name, recipe, manifest, lengths_kept, png)
+    old = path.read_text() if path.is_file() else None
+    if force or old is None or unstamped(old) != unstamped(text) or not (cards / png).is_file():
+        plot_lengths(lengths_in, lengths_kept, cards / png)
+        atomic_write_text(path, text)
+    return path
+
+
+STAMP = "Reasoning traces curated by `distill curate`"  # the card's line with the run's time and hashes
+
+
+def unstamped(card: str) -> str:
+    """The card without its stamp line: what a rerun of the same data reproduces byte for byte."""
+    return "\n".join(line for line in card.splitlines() if not line.startswith(STAMP))
 
 
 def plot_lengths(lengths_in: list[int], lengths_kept: list[int], path: Path) -> None:
@@ -80,7 +99,7 @@ def render_card(name: str, recipe: Recipe, m: Manifest, lengths_kept: list[int],
     out = [
         f"# {name}",
         "",
-        f"Reasoning traces curated by `distill curate` for recipe `{recipe.name}` ({m.started_at}); "
+        f"{STAMP} for recipe `{recipe.name}` ({m.started_at}); "
         f"curate config `{m.config_hash}`, generate manifest `{m.inputs.get('generate')}`.",
         "",
     ]

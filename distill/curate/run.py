@@ -38,6 +38,7 @@ from distill.artifacts import (
     Manifest,
     atomic_path,
     finish_manifest,
+    finish_replace,
     manifest_hash,
     prepare_stage,
     read_manifest,
@@ -137,7 +138,7 @@ def curate(recipe: Recipe, src: Path, out: Path, force: bool = False) -> Manifes
         for sh in shards
         for t, r in zip(sh.column("completion_tokens"), sh.reason, strict=True)
     ]
-    write_cards(recipe, out, manifest, [t for t, _ in lengths], [t for t, kept in lengths if kept])
+    write_cards(recipe, out, manifest, [t for t, _ in lengths], [t for t, kept in lengths if kept], force)
     shutil.rmtree(out / "_work", ignore_errors=True)
     return finish_manifest(out, manifest)
 
@@ -157,6 +158,7 @@ def run_steps(run: Run, steps: list[tuple[str, Step]]) -> None:
 
 
 def input_shards(src: Path) -> list[Path]:
+    finish_replace(src)  # an import a kill interrupted after its commit point: its shards, whole
     shards = sorted(Path(src).glob("part-*.parquet"))
     if not shards:
         raise DistillError(f"{src}: no part-*.parquet shards to curate (run `distill generate` first)")

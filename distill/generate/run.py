@@ -39,6 +39,7 @@ from distill.artifacts import (
     finish_manifest,
     prepare_stage,
     read_manifest,
+    replace_shards,
     shard_name,
     write_parquet,
 )
@@ -674,7 +675,7 @@ def import_traces(recipe: Recipe, out: Path, force: bool) -> Manifest:
         with atomic_dir(out / "_import") as tmp:
             tables = (imported_table(t, schema) for t in mix.tables())
             manifest.outputs.extend(write_import_shards(tables, tmp, cfg.shard_size, schema))
-        replace_shards(out, out / "_import")
+        replace_shards(out, out / "_import", markers=f"{DONE}/*.ok")
         manifest.rows_in = manifest.rows_out = sum(o["rows"] for o in manifest.outputs)
         manifest.metrics = {**mix.metrics(), "mixture": mix.realised()}
         return finish_manifest(out, manifest)
@@ -830,14 +831,3 @@ def imported_sampling(source: str) -> tuple[str, str]:
     """The `sampling` JSON of an imported row (its set) and its hash; once per set, not per row."""
     sampling = json.dumps({"dataset": source})
     return sampling, config_hash(sampling)
-
-
-def replace_shards(out: Path, new: Path) -> None:
-    """The finished import's shards replace whatever shards (and markers) the folder held."""
-    import shutil
-
-    for old in [*out.glob("part-*.parquet"), *(out / DONE).glob("*.ok")]:
-        old.unlink()
-    for shard in sorted(new.glob("part-*.parquet")):
-        os.replace(shard, out / shard.name)
-    shutil.rmtree(new)
