@@ -9,7 +9,7 @@ export DISTILL_DATA_DIR ?= $(abspath ../shared/data)
 export DISTILL_HOME ?= $(HOME)/.cache/distill
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup setup-gpu gpu-check test test-slow lint format demo pipeline generate curate train patch eval push bench clean
+.PHONY: setup setup-gpu gpu-check test test-slow lint format demo demo-logit pipeline generate curate train patch eval push bench clean
 
 setup: $(VENV)/.installed-cpu
 
@@ -50,6 +50,12 @@ format: setup
 demo: setup
 	$(BIN)/distill run pipelines/demo-cpu.yaml --until push $(SET)
 	$(BIN)/distill show runs/demo-cpu
+
+# kd against sft at equal student compute, held out (bench/demo_logit.py); the teacher is make demo's model
+demo-logit: setup
+	test -d runs/demo-cpu/patch/release || $(MAKE) demo
+	$(BIN)/python bench/demo_logit.py $(if $(SEEDS),--seeds $(SEEDS))
+	$(BIN)/distill show runs/demo-logit
 
 pipeline: setup
 	$(BIN)/distill run $(RECIPE) --until push $(SET)

@@ -101,11 +101,12 @@ def train(
     out: Annotated[Path | None, typer.Option(help="Output dir (default: RUN_DIR/train)")] = None,
     set_: Sets = None,
     force: Force = False,
+    phase: Annotated[str | None, typer.Option(help="Only this phase of the recipe's phases")] = None,
 ) -> None:
     """Stage 3: SFT of the student on the curated traces (launch with `accelerate launch` for many GPUs)."""
     from distill.pipeline import train_from_cli
 
-    train_from_cli(recipe, student, data, out, set_ or [], force)
+    train_from_cli(recipe, student, data, out, set_ or [], force, phase)
 
 
 @app.command()

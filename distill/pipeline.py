@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,17 +66,57 @@ def phase_recipe(recipe: Recipe, phase: PhaseConfig) -> Recipe:
 def run_phases(recipe: Recipe, src: Path, force: bool):
     """The recipe's phases in order; each is a train stage keyed by its config, the curated data and the manifests
     of the phases it reads (init, teacher): unchanged ones are skipped, a killed one resumes from its checkpoint."""
-    from distill.train.loop import train
-
     check_phase_teachers(recipe)
     check_phase_data(recipe, src)
-    dirs, result = phase_dirs(recipe), None
+    result = None
     for phase in recipe.phases:
-        reads = {"init": phase.init, "teacher": phase.teacher}
-        after = {field: manifest_hash(dirs[name]) for field, name in reads.items() if name in dirs}
-        print(f"train: phase '{phase.name}' ({phase.objective}) -> {dirs[phase.name]}", file=sys.stderr)
-        result = train(phase_recipe(recipe, phase), src, dirs[phase.name], force=force, after=after)
+        command = launch_command(recipe, phase, src, force)
+        if command is None:
+            result = run_phase(recipe, phase, src, force)
+            continue
+        print(f"train: phase '{phase.name}' on every GPU: {' '.join(command)}", file=sys.stderr)
+        if subprocess.run(command).returncode != 0:
+            raise DistillError(f"phase '{phase.name}': its `accelerate launch` failed (its output is above)")
+        result = read_manifest(phase_dirs(recipe)[phase.name])
     return result
+
+
+def run_phase(recipe: Recipe, phase: PhaseConfig, src: Path, force: bool):
+    """One phase in this process (or in each process of an `accelerate launch`)."""
+    from distill.train.loop import train
+
+    dirs = phase_dirs(recipe)
+    reads = {"init": phase.init, "teacher": phase.teacher}
+    after = {field: manifest_hash(dirs[name]) for field, name in reads.items() if name in dirs}
+    print(f"train: phase '{phase.name}' ({phase.objective}) -> {dirs[phase.name]}", file=sys.stderr)
+    return train(phase_recipe(recipe, phase), src, dirs[phase.name], force=force, after=after)
+
+
+def launch_command(recipe: Recipe, phase: PhaseConfig, src: Path, force: bool) -> list[str] | None:
+    """On a machine with several GPUs, from a process no launcher started: `accelerate launch` of `distill train
+    --phase` with the phase's accelerate config (train.accelerate_config, else the student's), so sft and kd phases
+    use every GPU. None (run here): one GPU or none, already launched, or on_policy (one process by design)."""
+    import os
+
+    if phase.objective == "on_policy" or "LOCAL_RANK" in os.environ or _cuda_devices() < 2:
+        return None
+    from distill.students import get_student
+
+    train = phase_recipe(recipe, phase).train
+    config = train.accelerate_config or get_student(recipe.student).accelerate_config
+    resolved = recipe.run_path() / "recipe.resolved.yaml"
+    atomic_write_text(resolved, dump_recipe(recipe))
+    return [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)),
+        *("-m", "cli.main", "train", str(resolved), "--data", str(src), "--phase", phase.name),
+        *(["--force"] if force else []),
+    ]
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def check_phase_data(recipe: Recipe, src: Path) -> None:
@@ -234,13 +275,20 @@ def _recipe_for_student(recipe_path: Path | None, student: str | None, sets: lis
     return recipe_from_dict(apply_overrides({"name": f"distill-{student}", "student": student}, sets))
 
 
-def train_from_cli(recipe_path, student, data, out, sets, force) -> None:
+def train_from_cli(recipe_path, student, data, out, sets, force, phase: str | None = None) -> None:
     recipe = _recipe_for_student(recipe_path, student, sets)
     src = Path(data) if data else recipe.run_path() / "curate"
     if out and recipe.phases:
         raise DistillError(
             "--out: a recipe with phases writes each phase to its run dir (set run_dir instead)"
         )
+    if phase is not None:
+        found = [p for p in recipe.phases if p.name == phase]
+        names = ", ".join(p.name for p in recipe.phases) or "none"
+        if not found:
+            raise DistillError(f"--phase {phase}: not a phase of this recipe (its phases: {names})")
+        run_phase(recipe, found[0], src, force)
+        return
     dest = Path(out) if out else recipe.run_path() / "train"
     STAGE_FNS["train"](recipe, src, dest, force)
 

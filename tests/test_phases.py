@@ -5,6 +5,7 @@ by a recorder here (its keying, skip and folder logic is the real one); real tra
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -214,3 +215,38 @@ def test_phases_run_in_order_skip_when_unchanged_and_rerun_after_what_they_read(
         in card
     )
     assert read_manifest(run / "train").config["objective"] == "on_policy"
+
+
+def test_on_several_gpus_sft_and_kd_phases_are_launched_on_all_of_them(tmp_path, monkeypatch):
+    """`distill run` from a plain process on an 8-GPU machine: an sft or kd phase becomes `accelerate launch` of
+    `distill train --phase` with the phase's accelerate config; on_policy (one process by design), a process a
+    launcher started, or a machine with one GPU run the phase in-process (None)."""
+    recipe = recipe_from_dict(
+        chain_recipe(tmp_path, train={"accelerate_config": "pipelines/accelerate/ddp.yaml"})
+    )
+    monkeypatch.setattr(pipeline, "_cuda_devices", lambda: 8)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    sft, kd, op = recipe.phases
+    command = pipeline.launch_command(recipe, kd, tmp_path / "run" / "curate", False)
+    resolved = str(tmp_path / "run" / "recipe.resolved.yaml")
+    assert command == [
+        *(
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "pipelines/accelerate/ddp.yaml",
+        ),
+        *("-m", "cli.main", "train", resolved, "--data", str(tmp_path / "run" / "curate"), "--phase", "kd"),
+    ]
+    assert load_recipe(resolved) == recipe  # what every rank reads
+    assert pipeline.launch_command(recipe, op, tmp_path, False) is None
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert pipeline.launch_command(recipe, sft, tmp_path, False) is None
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setattr(pipeline, "_cuda_devices", lambda: 1)
+    assert pipeline.launch_command(recipe, sft, tmp_path, False) is None
+    with pytest.raises(
+        DistillError, match=r"^--phase dpo: not a phase of this recipe \(its phases: sft, kd, op\)$"
+    ):
+        pipeline.train_from_cli(Path(resolved), None, None, None, [], False, "dpo")

@@ -1,0 +1,100 @@
+"""`make demo-logit`: kd against sft at equal student compute, held out, from one recipe with two phases.
+
+    make demo-logit                          # after `make demo` (its distilled model is the teacher)
+    .venv/bin/python bench/demo_logit.py --seeds 0 1 2     # the verdict under more eval sampling seeds
+
+Runs pipelines/demo-logit.yaml through `distill run`'s stage functions up to train (generate with the teacher's
+top-20 log-probs, curate, then its phases sft and kd, each from the same start for the same steps; a rerun skips
+what its manifests say is done), then scores both phases' final models with the eval stage on the recipe's
+held-out benchmark (arith:test, 100 problems x 2) under each eval seed, the kd one with the recipe's baseline
+(SmolLM2 as it ships, on its own chat template: the model before distillation) alongside, and prints the verdict
+lines: each model's pass@1 +- SE over problems, and kd - sft, kd - before, sft - before paired by problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def score(recipe, model: Path, out: Path, seed: int, baseline: bool) -> dict[str, dict]:
+    """The eval stage on `model` under eval seed `seed`: per model scored, its benchmark results and per-problem
+    verdicts (the baseline's too when `baseline`)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from distill.eval.metrics import verdicts_by_problem
+    from distill.pipeline import STAGE_FNS
+
+    ev = recipe.eval.model_copy(update={"seed": seed, "baseline": recipe.eval.baseline if baseline else None})
+    STAGE_FNS["eval"](recipe.model_copy(update={"eval": ev}), model, out, False)
+    results = json.loads((out / "results.json").read_text())
+    bench = next(iter(recipe.eval.benchmarks))
+    rows = pq.read_table(out / "samples.parquet", columns=["prompt_id", "verdict", "model"]).to_pylist()
+    found = {"student": results["benchmarks"][bench]}
+    if baseline:
+        found["baseline"] = results["baseline"]["benchmarks"][bench]
+    for name, res in found.items():
+        res["correct"] = verdicts_by_problem(r for r in rows if r["model"] == name)
+    return found
+
+
+def verdict(scores: dict[str, dict], seed: int, bench: str, k: int) -> list[str]:
+    from distill.eval.metrics import paired_gain
+
+    n = len(scores["kd"]["correct"])
+    pct = lambda s: f"{100 * s['pass@1']:.1f} ± {100 * s['pass@1_se']:.1f}"  # noqa: E731
+    lines = [
+        f"{bench} pass@1 %, {n} problems x {k}, eval seed {seed}: kd {pct(scores['kd'])}, sft {pct(scores['sft'])}, "
+        f"before {pct(scores['before'])}"
+    ]
+    for a, b in (("kd", "sft"), ("kd", "before"), ("sft", "before")):
+        gain, se, _ = paired_gain(scores[a]["correct"], scores[b]["correct"])
+        ratio = f"{gain / se:.1f} SE" if se else "n/a"
+        lines.append(f"  {a} - {b}: {100 * gain:+.1f} ± {100 * se:.1f} (paired by problem; {ratio})")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default=str(ROOT / "pipelines" / "demo-logit.yaml"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="eval sampling seeds (0: the recipe's)")
+    p.add_argument("--set", dest="sets", action="append", default=[], help="override a recipe field")
+    args = p.parse_args()
+    from distill.config import load_recipe
+    from distill.errors import DistillError
+    from distill.pipeline import phase_dirs, run_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        recipe = load_recipe(args.recipe, args.sets)
+        if not Path(recipe.teacher.model).is_dir():
+            raise DistillError(
+                f"{args.recipe}: teacher {recipe.teacher.model} not found: run `make demo` first"
+            )
+        run_pipeline(recipe, ["generate", "curate", "train"])
+    except DistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    dirs, run = phase_dirs(recipe), recipe.run_path()
+    bench = next(iter(recipe.eval.benchmarks))
+    lines = []
+    for seed in args.seeds:
+        kd = score(recipe, dirs["kd"] / "final", run / f"eval-kd-seed{seed}", seed, baseline=True)
+        sft = score(recipe, dirs["sft"] / "final", run / f"eval-sft-seed{seed}", seed, baseline=False)
+        scores = {"kd": kd["student"], "sft": sft["student"], "before": kd["baseline"]}
+        lines += verdict(scores, seed, bench, recipe.eval.benchmarks[bench].k)
+    print("\ndemo-logit: SmolLM2 <- make demo's distilled model, sft vs kd at equal student compute")
+    print("\n".join(lines))
+    print(f"demo-logit: {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine
+    main()
