@@ -764,11 +764,17 @@ def subset_files(root: Path, files: list[Path], subset: str) -> list[Path]:
         ]
         if inside:
             return inside
-    named = [p for p in files if p.parent == root and p.name.split(".")[0] == subset]
+    named = [p for p in files if p.parent == root and data_stem(p) == subset]
     if named:
         return named
-    have = sorted({p.relative_to(root).parts[0].split(".")[0] for p in files})
+    have = sorted({p.relative_to(root).parts[0] if p.parent != root else data_stem(p) for p in files})
     raise DistillError(f"{root}: no subset '{subset}' (folders / files: {', '.join(have) or 'none'})")
+
+
+def data_stem(path: Path) -> str:
+    """The file's name without its data suffixes: am_0.9M.jsonl.zst -> am_0.9M."""
+    kind = file_kind(path) or ""
+    return path.name.rsplit(".", 1 + ("." in kind))[0]
 
 
 def file_records(path: Path) -> Iterator[dict[str, Any]]:

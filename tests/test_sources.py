@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from public_rows import SETS, snapshot, write_file
 
 from distill.config import recipe_from_dict
 from distill.errors import DistillError
@@ -18,118 +19,41 @@ from distill.generate.run import generate, row_schema
 from distill.release import END_THINK, THINK
 from distill.sources import ADAPTERS, drawn
 
-R1_TEXT = f"{THINK}\nLet x = 2. Then 2x = 4.\n{END_THINK}\n\nThe answer is $\\boxed{{4}}$."
+R1_TEXT = (
+    f"{THINK}\nLet x = 2. Then 2x = 4.\n{END_THINK}\n\nThe answer is $\\boxed{{4}}$."  # MOT_EDGES' first
+)
+
+
+def published(name: str) -> list[dict]:
+    """The rows of a set's first published file (tests/public_rows.py: written after its card and viewer)."""
+    return next(iter(SETS[name]().values()))
 
 
 def openr1_math_rows() -> list[dict]:
-    """OpenR1-Math-220k: one problem, its generations and per-generation flags (one trace cut off)."""
-    return [
-        {
-            "problem": "What is 2x if x = 2?",
-            "solution": "2x = 4",
-            "answer": "4",
-            "problem_type": "Algebra",
-            "question_type": "math-word-problem",
-            "source": "olympiads",
-            "uuid": "5a0c1b2e-0000-4000-8000-000000000001",
-            "is_reasoning_complete": [True, False],
-            "generations": [R1_TEXT, f"{THINK}\nLet x = 2. Then"],
-            "correctness_math_verify": [True, False],
-            "correctness_llama": None,
-            "finish_reasons": None,
-            "correctness_count": 1,
-            "messages": [
-                {"content": "What is 2x if x = 2?", "role": "user"},
-                {"content": R1_TEXT, "role": "assistant"},
-            ],
-        }
-    ]
+    return published("openr1-math")
 
 
 def mot_rows() -> list[dict]:
-    return [
-        {
-            "messages": [{"content": "Sum 1..3?", "role": "user"}, {"content": R1_TEXT, "role": "assistant"}],
-            "num_tokens": 812,
-            "source": "open-r1/OpenR1-Math-220k",
-        }
-    ]
-
-
-def ot_value() -> str:
-    return (
-        "<|begin_of_thought|>\n\nx is 2, so 2x is 4.\n\n<|end_of_thought|>\n\n"
-        "<|begin_of_solution|>\n\n$\\boxed{4}$\n\n<|end_of_solution|>"
-    )
-
-
-def openthoughts_rows() -> list[dict]:
-    system = "Your role as an assistant involves thoroughly exploring questions through a systematic long thinking process"
-    chat = [{"from": "user", "value": "What is 2x if x = 2?"}, {"from": "assistant", "value": ot_value()}]
-    return [{"system": system, "conversations": chat}]
-
-
-def openthoughts3_rows() -> list[dict]:
-    chat = [{"from": "human", "value": "What is 2x if x = 2?"}, {"from": "gpt", "value": R1_TEXT}]
-    return [
-        {"difficulty": 3, "source": "ai2-adapt-dev/openmath-2-math", "domain": "math", "conversations": chat}
-    ]
+    return published("mixture-of-thoughts")
 
 
 def s1k_rows() -> list[dict]:
-    return [
-        {
-            "solution": "4",
-            "question": "What is 2x if x = 2?",
-            "cot_type": "math",
-            "source_type": "AI-MO/NuminaMath-CoT/aops_forum",
-            "metadata": "{}",
-            "gemini_thinking_trajectory": "x=2",
-            "gemini_attempt": "4",
-            "deepseek_thinking_trajectory": "Let x = 2. Then 2x = 4.",
-            "deepseek_attempt": "$\\boxed{4}$",
-            "gemini_grade": "Yes",
-            "gemini_grade_reason": "ok",
-            "deepseek_grade": "Yes",
-            "deepseek_grade_reason": "ok",
-        }
-    ]
+    return published("s1k")
 
 
 def limo_rows() -> list[dict]:
-    solution = "Let x = 2.\n\nThen 2x = 4.\n\n**Final Answer**\n\\boxed{4}"
-    return [{"question": "What is 2x if x = 2?", "solution": solution, "answer": "4"}]
+    return published("limo")
 
 
-def am_rows() -> list[dict]:
-    user_info = {"source": "natural_reasoning", "reference_answer": "4", "test_case": None}
-    bot_info = {
-        "source": "am-0309",
-        "reference_answer": None,
-        "test_case": None,
-        "think_content": "Let x = 2. Then 2x = 4.",
-        "answer_content": "$\\boxed{4}$",
-    }
-    content = "<think>Let x = 2. Then 2x = 4.</think>\n<answer>$\\boxed{4}$</answer>"
-    return [
-        {
-            "messages": [
-                {"role": "user", "content": "What is 2x if x = 2?", "info": user_info},
-                {"role": "assistant", "content": content, "info": bot_info},
-            ]
-        }
-    ]
-
-
-FIXTURES = {
+FIXTURES = {  # adapter -> (its published rows, the file type the test writes them as)
     "openr1-math": (openr1_math_rows, "parquet"),
     "mixture-of-thoughts": (mot_rows, "parquet"),
-    "openthoughts": (openthoughts_rows, "parquet"),
-    "bespoke-stratos": (openthoughts_rows, "jsonl"),
-    "openthoughts3": (openthoughts3_rows, "parquet"),
+    "openthoughts": (lambda: published("openthoughts"), "parquet"),
+    "bespoke-stratos": (lambda: published("bespoke-stratos"), "jsonl"),
+    "openthoughts3": (lambda: published("openthoughts3"), "parquet"),
     "s1k": (s1k_rows, "parquet"),
     "limo": (limo_rows, "jsonl"),
-    "am-r1": (am_rows, "jsonl"),
+    "am-r1": (lambda: published("am-r1"), "jsonl"),
 }
 
 
@@ -142,12 +66,12 @@ def write_rows(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def import_run(tmp_path: Path, datasets: list[dict], **generate_cfg) -> Path:
+def import_run(tmp_path: Path, datasets: list[dict], force: bool = False, **generate_cfg) -> Path:
     recipe = recipe_from_dict(
         {"name": "imp", "generate": {"source": "dataset", "datasets": datasets, **generate_cfg}}
     )
     out = tmp_path / "run" / "generate"
-    generate(recipe, None, out)
+    generate(recipe, None, out, force)
     return out
 
 
@@ -158,17 +82,31 @@ def shard_rows(out: Path) -> list[dict]:
     return [r for p in sorted(out.glob("part-*.parquet")) for r in trace_texts(pq.read_table(p)).to_pylist()]
 
 
+# adapter -> (traces of its first published file, the first trace's problem start, reasoning and answer parts)
+FIRST = {
+    "openr1-math": (5, "Example 1. If $x = 2$", "2x = 4 when x = 2.", "The answer is $\\boxed{4}$."),
+    "mixture-of-thoughts": (3, "Please reason step by step", "2x = 4.", "$\\boxed{4}$"),
+    "openthoughts": (1, "Return your final response", "x is 2, so 2x is 4.", "$\\boxed{4}$"),
+    "bespoke-stratos": (1, "Return your final response", "x is 2, so 2x is 4.", "$\\boxed{4}$"),
+    "openthoughts3": (4, "What is $2x$ if $x = 2$?", "2x = 4.", "$\\boxed{4}$"),
+    "s1k": (1, "What is 2x if x = 2?", "Let x = 2. Then 2x = 4.", "$\\boxed{4}$"),
+    "limo": (1, "What is 2x if x = 2?", "Let x = 2.\n\nThen 2x = 4.", "**Final Answer**\n\\boxed{4}"),
+    "am-r1": (2, "Find the integral of", "Okay, let's see. Split the integral.",
+              "\\(-e^{-x} - \\frac{1}{2}e^{-2x} + C\\)"),
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_adapter_imports_its_real_layout(tmp_path, name):
     build, ext = FIXTURES[name]
     path = write_rows(build(), tmp_path / "data" / f"train.{ext}")
     out = import_run(tmp_path, [{"adapter": name, "path": str(path)}])
     rows = shard_rows(out)
-    assert len(rows) == (2 if name == "openr1-math" else 1)
+    traces, problem, reasoning, answer = FIRST[name]
+    assert len(rows) == traces
     first = rows[0]
-    assert first["problem"].startswith(("What is 2x", "Sum 1..3"))
-    assert "2x = 4" in first["reasoning"] or "2x is 4" in first["reasoning"]
-    assert "4" in first["answer"] and THINK not in first["answer"] and "solution|>" not in first["answer"]
+    assert first["problem"].startswith(problem)
+    assert (first["reasoning"], first["answer"]) == (reasoning, answer)
     assert first["prompt_id"].startswith(f"{name}/")
     assert first["license"] == ADAPTERS[name].license
     # the generate schema, plus the set's own verdict and the text spans
@@ -180,32 +118,32 @@ def test_adapter_imports_its_real_layout(tmp_path, name):
 
 
 def test_openr1_math_keeps_per_generation_flags(tmp_path):
+    """The card's rule per generation: correct when math-verify or the Llama judge said so; a null judge list is
+    no verdict; finish_reasons when given, else is_reasoning_complete."""
     path = write_rows(openr1_math_rows(), tmp_path / "d" / "x.parquet")
     rows = shard_rows(import_run(tmp_path, [{"adapter": "openr1-math", "path": str(path)}]))
-    assert [r["sample_index"] for r in rows] == [0, 1]
-    assert [r["source_verified"] for r in rows] == [True, False]
-    assert [r["finish_reason"] for r in rows] == [
-        "stop",
-        "length",
-    ]  # is_reasoning_complete, no finish_reasons
+    assert [(r["sample_index"], r["source_verified"], r["finish_reason"]) for r in rows] == [
+        (0, True, "stop"),
+        (1, False, "length"),  # is_reasoning_complete false, no finish_reasons
+        (0, True, "stop"),
+        (1, False, "stop"),
+        (2, False, "stop"),  # math-verify false, the judge null
+    ]
     assert rows[0]["flags"] == [] and rows[1]["flags"] == ["truncated", "malformed"]
     assert rows[0]["reference"] == "4" and rows[0]["domain"] == "math"
-    assert rows[0]["prompt_id"] == rows[1]["prompt_id"] == "openr1-math/5a0c1b2e-0000-4000-8000-000000000001"
+    assert rows[0]["prompt_id"] == rows[1]["prompt_id"] == "openr1-math/c1a8f7e2-6a0e-5d8c-9a4b-3f2e1d0c9b8a"
+    assert rows[2]["problem"].startswith("Задача 3.") and rows[4]["answer"] == ""
 
 
 def test_s1k_grade_and_mot_tokens(tmp_path):
     s1 = write_rows(s1k_rows(), tmp_path / "s1" / "a.parquet")
     mot = write_rows(mot_rows(), tmp_path / "mot" / "a.parquet")
-    rows = shard_rows(
-        import_run(
-            tmp_path,
-            [
-                {"adapter": "s1k", "path": str(s1)},
-                {"adapter": "mixture-of-thoughts", "path": str(mot), "subset": "math"},
-            ],
-        )
-    )
-    assert rows[0]["source_verified"] is True and rows[0]["reference"] == "4"
+    datasets = [
+        {"adapter": "s1k", "path": str(s1)},
+        {"adapter": "mixture-of-thoughts", "path": str(mot), "subset": "math"},
+    ]
+    rows = shard_rows(import_run(tmp_path, datasets))
+    assert rows[0]["source_verified"] is False and rows[0]["reference"] == "4"  # deepseek_grade "No"
     assert rows[1]["completion_tokens"] == 812 and rows[1]["domain"] == "math"
     assert rows[1]["source_verified"] is None and rows[1]["teacher"] == "deepseek-ai/DeepSeek-R1"
 
@@ -350,12 +288,14 @@ def test_prompt_source_weights_and_realised_mix():
 
 
 def test_curate_trusts_the_sets_verdicts_only_when_told(tmp_path):
-    """openr1-math's second generation is flagged wrong by the set; with trust on, that verdict drops it with no
-    grading of its own (its answer is empty, which the graders would call unparseable)."""
+    """openr1-math's cut-off generation is flagged wrong by the set; with trust on, that verdict drops it with no
+    grading of its own (its answer is empty, which the graders call unparseable). The Russian problem answered
+    in English goes as mixed_language, the closed </think> with nothing after it as empty_answer."""
     from distill.curate.run import curate
 
     path = write_rows(openr1_math_rows(), tmp_path / "d" / "x.parquet")
-    for trust, dropped in ((True, {"wrong": 1}), (False, {"unparseable": 1})):
+    common = {"mixed_language": 1, "empty_answer": 1}
+    for trust, dropped in ((True, {**common, "wrong": 2}), (False, {**common, "wrong": 1, "unparseable": 1})):
         recipe = recipe_from_dict(
             {
                 "name": "trust",
@@ -626,3 +566,284 @@ def test_parquet_reading_memory_does_not_grow_with_the_file(tmp_path):
         peak = max(peak, pa.total_allocated_bytes() - base)
     assert rows == 400
     assert size > 4_000_000 and peak < size / 4
+
+
+# ---------------------------------------------------------------- strict types (issue 25: item 2)
+
+OPENR1_SPOILS = [  # row 2 of the published file (3 generations), spoiled one column at a time
+    (
+        "correctness_math_verify",
+        ["false", False, False],
+        "item 0: expected bool, got str",
+    ),  # "false" is no bool
+    ("correctness_math_verify", [1, 0, 0], "item 0: expected bool, got int"),
+    ("correctness_math_verify", [True, False], "2 values for 3 generations"),
+    ("correctness_llama", [True, False], "2 values for 3 generations"),
+    ("correctness_llama", [True, "yes", None], "item 1: expected bool, got str"),
+    ("is_reasoning_complete", [True, True, None], "item 2: expected bool, got NoneType"),
+    ("finish_reasons", ["stop", "stop", "stop", "length"], "4 values for 3 generations"),
+    ("finish_reasons", ["stop", 7, "stop"], "item 1: expected str, got int"),
+    ("generations", ["<think>a</think>b", None, "c"], "item 1: expected str, got NoneType"),
+    ("correctness_llama", "true", "expected list, got str"),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "message"), OPENR1_SPOILS)
+def test_openr1_math_verdicts_and_parallel_lists_are_strict(tmp_path, column, value, message):
+    rows = openr1_math_rows()
+    rows[1][column] = value
+    path = write_rows(rows, tmp_path / "d" / "x.jsonl")  # JSONL: any type can be written
+    with pytest.raises(DistillError) as err:
+        import_run(tmp_path, [{"adapter": "openr1-math", "path": str(path)}])
+    assert str(err.value) == f"dataset 'openr1-math': {path}: row 2: column '{column}': {message}"
+    assert not list((tmp_path / "run" / "generate").glob("part-*"))  # nothing written
+
+
+def test_cli_string_verdict_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    rows = openr1_math_rows()
+    rows[0]["correctness_math_verify"] = ["false", "false"]
+    path = write_rows(rows, tmp_path / "d" / "x.jsonl")
+    recipe = tmp_path / "r.yaml"
+    sets = f"[{{adapter: openr1-math, path: {path}}}]"
+    recipe.write_text(
+        f"name: r\nrun_dir: {tmp_path / 'run'}\ngenerate: {{source: dataset, datasets: {sets}}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "generate", str(recipe)], capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    want = f"dataset 'openr1-math': {path}: row 1: column 'correctness_math_verify': item 0: expected bool, got str"
+    assert want in done.stderr + done.stdout
+    assert not list((tmp_path / "run" / "generate").glob("part-*"))
+
+
+BAD_VALUES = [None, 0, 1.5, True, "x", [], {}, ["x"], [{}], [{"role": 1}], {"a": None}]
+
+
+def spoiled(row: dict):
+    """Every row with one field (top-level, or a key of the first element of a list of objects) replaced by
+    each of BAD_VALUES: (what, row)."""
+    import copy
+
+    for key, value in row.items():
+        for bad in BAD_VALUES:
+            yield f"{key}={bad!r}", {**row, key: bad}
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            for sub in value[0]:
+                for bad in BAD_VALUES:
+                    out = copy.deepcopy(row)
+                    out[key][0][sub] = bad
+                    yield f"{key}[0].{sub}={bad!r}", out
+                    if len(value) > 1 and isinstance(value[1], dict) and sub in value[1]:
+                        out = copy.deepcopy(row)
+                        out[key][1][sub] = bad
+                        yield f"{key}[1].{sub}={bad!r}", out
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_no_malformed_row_of_any_adapter_ends_in_a_traceback(name):
+    """Each published row of each set, each field spoiled: the record path (what JSONL and mixed-type batches take)
+    gives traces of the trace schema or one DistillError, never another exception."""
+    from distill.config import DatasetSource
+    from distill.sources import chunk_traces
+
+    src, adapter = DatasetSource(adapter=name), ADAPTERS[name]
+    cases = 0
+    for rows in SETS[name]().values():
+        for what, row in spoiled(rows[0]):
+            try:
+                chunk_traces([row], [0], 1, src, adapter, "f.jsonl")
+            except DistillError as err:
+                assert str(err).startswith(f"dataset '{name}': f.jsonl: row 1: column '"), (what, str(err))
+            cases += 1
+    assert cases >= 30
+
+
+# ---------------------------------------------------------------- files as published (item 3)
+
+
+def snapshot_traces(tmp_path: Path, name: str, subset: str | None, path: Path | None = None) -> list[dict]:
+    root = path or snapshot(name, tmp_path / "hub" / name)
+    dataset = {"adapter": name, "path": str(root), **({"subset": subset} if subset else {})}
+    return shard_rows(import_run(tmp_path / (subset or "none"), [dataset]))
+
+
+@pytest.mark.parametrize(
+    ("name", "subset", "traces", "source"),
+    [
+        ("mixture-of-thoughts", "math", 3, "open-r1/Mixture-of-Thoughts:math"),
+        ("mixture-of-thoughts", "code", 2, "open-r1/Mixture-of-Thoughts:code"),
+        ("mixture-of-thoughts", "all", 7, "open-r1/Mixture-of-Thoughts:all"),
+        ("openr1-math", "default", 5, "open-r1/OpenR1-Math-220k:default"),  # the Hub's default config: data/
+        ("openr1-math", "extended", 2, "open-r1/OpenR1-Math-220k:extended"),
+        ("am-r1", "am_0.9M", 2, "a-m-team/AM-DeepSeek-R1-Distilled-1.4M:am_0.9M"),  # am_0.9M.jsonl.zst
+        ("am-r1", "am_0.5M", 1, "a-m-team/AM-DeepSeek-R1-Distilled-1.4M:am_0.5M"),
+        (
+            "openthoughts3",
+            None,
+            4,
+            "open-thoughts/OpenThoughts3-1.2M",
+        ),  # data/ only; .cache/ and README skipped
+    ],
+)
+def test_a_snapshot_download_folder_reads_by_subset(tmp_path, name, subset, traces, source):
+    rows = snapshot_traces(tmp_path, name, subset)
+    assert len(rows) == traces and {r["source"] for r in rows} == {source}
+
+
+def test_am_zst_reads_like_the_plain_file_and_every_format_gives_the_same_traces(tmp_path):
+    """AM ships .jsonl.zst: as a folder, as the file, and as .jsonl / .jsonl.gz / .parquet of the same rows, the
+    import gives the same traces (the Chinese problem included)."""
+    rows = SETS["am-r1"]()["am_0.9M.jsonl.zst"] + SETS["am-r1"]()["am_0.5M.jsonl.zst"]
+    got = {}
+    for ext in ("jsonl.zst", "jsonl.gz", "jsonl", "parquet"):
+        path = write_file(rows, tmp_path / ext / f"am.{ext}")
+        out = import_run(tmp_path / f"run-{ext}", [{"adapter": "am-r1", "path": str(path)}])
+        got[ext] = [(r["problem"], r["reasoning"], r["answer"], r["reference"]) for r in shard_rows(out)]
+    assert got["jsonl.zst"] == got["jsonl.gz"] == got["jsonl"] == got["parquet"]
+    assert [p for p, *_ in got["jsonl"]][2] == "写一首关于春天的短诗。"
+    assert got["jsonl"][0][3] == "-e^{-x} - \\frac{1}{2}e^{-2x} + C" and got["jsonl"][1][3] is None
+
+
+def test_bad_files_are_one_error_naming_the_file(tmp_path):
+    rows = limo_rows()
+    good = write_file(rows * 3, tmp_path / "a" / "x.jsonl.zst")
+    cut = tmp_path / "cut" / "x.jsonl.zst"
+    cut.parent.mkdir()
+    cut.write_bytes(good.read_bytes()[:-8])  # a download cut short
+    cases = {
+        cut: f"{cut}: row 1: cannot decompress (Truncated compressed stream)",
+        write_file([], tmp_path / "e" / "x.jsonl"): "empty file (no records)",
+        write_file([], tmp_path / "ez" / "x.jsonl.zst"): "empty file (no records)",
+        write_file(rows, tmp_path / "b" / "x.jsonl.gz").rename(tmp_path / "b" / "x.jsonl.bz2"): (
+            "unknown compression '.bz2' (distill reads .gz, .zst)"
+        ),
+        tmp_path / "no-such-folder": "no such file or folder",
+    }
+    latin = tmp_path / "l" / "x.jsonl"
+    latin.parent.mkdir()
+    latin.write_bytes('{"question": "caf\xe9"}\n'.encode("latin-1"))
+    cases[latin] = f"{latin}: row 1: not UTF-8 text (invalid continuation byte at byte 17)"
+    for path, message in cases.items():
+        with pytest.raises(DistillError) as err:
+            import_run(tmp_path / "run", [{"adapter": "limo", "path": str(path)}])
+        assert message in str(err.value) and str(path) in str(err.value), str(err.value)
+    mot = snapshot("mixture-of-thoughts", tmp_path / "mot")
+    with pytest.raises(
+        DistillError, match=r"no subset 'maths' \(folders / files: all, code, math, science\)"
+    ):
+        import_run(
+            tmp_path / "run", [{"adapter": "mixture-of-thoughts", "path": str(mot), "subset": "maths"}]
+        )
+    assert not list((tmp_path / "run" / "run" / "generate").glob("part-*"))
+
+
+def test_a_zst_file_streams_in_flat_memory(tmp_path):
+    """~40 MB of JSONL in a .zst of a few hundred KB: reading it holds about one READ_BYTES block, not the file."""
+    import tracemalloc
+
+    from distill.sources import READ_BYTES, file_records
+
+    row = {"question": "q", "solution": "x" * 4000, "answer": "4"}
+    path = write_file([row] * 10_000, tmp_path / "big.jsonl.zst")
+    assert path.stat().st_size < 1_000_000
+    tracemalloc.start()
+    count = sum(1 for _ in file_records(path))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == 10_000 and peak < 8 * READ_BYTES  # the file decompressed: 40 MB
+
+
+# ---------------------------------------------------------------- atomic import (item 6)
+
+
+def shard_set(out: Path) -> list[str]:
+    return sorted(p.read_text() for p in out.glob("part-*.parquet"))
+
+
+@pytest.mark.parametrize("stop_at", range(8))
+def test_replace_shards_leaves_one_whole_run_after_a_kill_at_any_step(tmp_path, monkeypatch, stop_at):
+    """Each file operation of replace_shards in turn raises (a kill at that point: nothing cleans up after it);
+    the next reader (finish_replace, run by prepare_stage, read_shards and curate) then finds the old run's 3
+    shards or the new run's 2, never a mix, and the markers go with the old run."""
+    import os
+    import shutil
+
+    from distill import artifacts
+
+    out, staged = tmp_path / "gen", tmp_path / "gen" / "_import"
+    for i in range(3):
+        (out / f"part-{i:05d}.parquet").parent.mkdir(parents=True, exist_ok=True)
+        (out / f"part-{i:05d}.parquet").write_text(f"old{i}")
+    (out / "_done").mkdir()
+    (out / "_done" / "part-00000.ok").write_text("")
+    staged.mkdir()
+    for i in range(2):
+        (staged / f"part-{i:05d}.parquet").write_text(f"new{i}")
+    calls = {"n": 0}
+
+    def counted(real):
+        def op(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == stop_at + 1:
+                raise KeyboardInterrupt("killed")
+            return real(*args, **kwargs)
+
+        return op
+
+    # the journal's write, 2 shard moves, 1 stale shard + 1 marker unlinked, the staged folder, the journal
+    monkeypatch.setattr(os, "replace", counted(os.replace))
+    monkeypatch.setattr(Path, "unlink", counted(Path.unlink))
+    monkeypatch.setattr(shutil, "rmtree", counted(shutil.rmtree))
+    try:
+        artifacts.replace_shards(out, staged, markers="_done/*.ok")
+        finished = True
+    except KeyboardInterrupt:
+        finished = False
+    monkeypatch.undo()
+    assert finished == (stop_at == 7)
+    artifacts.finish_replace(out)  # what the next reader runs first
+    whole = shard_set(out)
+    assert whole in (["old0", "old1", "old2"], ["new0", "new1"]), whole
+    assert (
+        whole == ["new0", "new1"] if stop_at >= 1 else whole == ["old0", "old1", "old2"]
+    )  # 1: journal written
+    assert list((out / "_done").glob("*.ok")) == (
+        [] if whole[0] == "new0" else [out / "_done" / "part-00000.ok"]
+    )
+    assert not (out / artifacts.REPLACING).exists()
+
+
+def test_an_import_killed_after_its_commit_point_is_whole_on_the_next_read(tmp_path, monkeypatch):
+    """A second import (fewer shards) killed halfway through moving its shards in: curate's read of the folder
+    finishes the move first and sees exactly the second import's rows."""
+    import os
+
+    from distill import artifacts
+    from distill.curate.run import input_shards
+
+    big = write_file(limo_rows() * 6, tmp_path / "a" / "x.jsonl")
+    out = import_run(tmp_path, [{"adapter": "limo", "path": str(big)}], shard_size=2)
+    assert len(list(out.glob("part-*.parquet"))) == 3
+    small = write_file(mot_rows()[:1], tmp_path / "b" / "x.parquet")
+    real, moved = os.replace, []
+
+    def kill_after_one_shard(src, dst):
+        if Path(src).parent.name == "_import" and moved:
+            raise KeyboardInterrupt("killed")
+        moved.append(dst)
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", kill_after_one_shard)
+    with pytest.raises(KeyboardInterrupt):
+        import_run(
+            tmp_path, [{"adapter": "mixture-of-thoughts", "path": str(small)}], shard_size=2, force=True
+        )
+    monkeypatch.undo()
+    assert (out / artifacts.REPLACING).exists()  # committed, not finished
+    assert [p.name for p in input_shards(out)] == ["part-00000.parquet"]
+    assert [r["problem"] for r in shard_rows(out)] == [mot_rows()[0]["messages"][0]["content"]]
