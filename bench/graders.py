@@ -52,7 +52,9 @@ def problems(count: int, cases: int, seed: int = 0) -> list[tuple[dict, str, str
     for p in range(count):
         if p % 4 == 3:  # a primes problem: the slow program runs out of time on the big cases
             tests = [{"input": f"{n}\n", "output": f"{_count_primes(n)}\n"} for n in _prime_sizes(rng, cases)]
-            ref = from_codeforces({"official_tests": tests, "time_limit": 1.0}, f"bench problem {p}")
+            ref = from_codeforces(
+                {"official_tests": tests, "time_limit": 1.0, "memory_limit": 256.0}, f"bench problem {p}"
+            )
             out.append((ref, PRIMES, PRIMES_SLOW))
             continue
         good, bad, answer = shapes[p % len(shapes)]
@@ -60,7 +62,11 @@ def problems(count: int, cases: int, seed: int = 0) -> list[tuple[dict, str, str
         for _ in range(cases):
             xs = _numbers(rng, rng.randint(1, 2000))
             tests.append({"input": f"{len(xs)}\n{' '.join(map(str, xs))}\n", "output": answer(xs)})
-        row = {"official_tests": tests, "time_limit": 1.0, "float_tol": 1e-6}
+        row = {
+            "official_tests": tests,
+            "time_limit": 1.0,
+            "memory_limit": 256.0,
+        }  # open-r1/codeforces columns
         out.append((from_codeforces(row, f"bench problem {p}"), good, bad))
     return out
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from distill.graders.code_cases import OWN, REAL
 from distill.graders.report import (
     CASES,
-    STDIO_CASES,
+    code_rule_parts,
     code_sample,
     math500_sample,
     math_cases,
     math_verify_direct,
-    stdio_cases,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +51,20 @@ def test_real_samples(data_dir):
     assert (
         code.total == 8 and code.agree == both
     )  # incl. the MBPP tasks whose setup uses the solution's classes
-    stdio = stdio_cases()
-    assert stdio.agree == {"distill": len(STDIO_CASES), "reference harness": len(STDIO_CASES)}
+
+
+@pytest.mark.sandbox
+def test_code_sets_agree_with_their_reference_harnesses():
+    """Per set, on the graders' own cases and on rows in the set's layout: distill (sandboxed, compared outside)
+    and the set's harness (plain interpreter, its compare ported from its source) give the labelled verdict."""
+    parts = code_rule_parts()
+    sets = ("codeforces", "apps", "taco", "livecodebench")
+    assert [p.title for p in parts] == [f"{s}: graders' own cases" for s in sets] + [
+        f"{s}: rows in the set's layout" for s in sets
+    ]
+    assert sum(p.total for p in parts) == len(OWN) + len(REAL)
+    for part in parts:
+        assert part.agree == {"distill": part.total, "reference harness": part.total}, part.disagreements
 
 
 def test_cli_bad_input_exits_2():

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import pickle
-import zlib
 
 import pytest
 
@@ -13,13 +10,18 @@ from distill.config import VerifyConfig
 from distill.data import load_prompts
 from distill.errors import DistillError
 from distill.graders import verify_batch
+from distill.graders.code_cases import CF_4A, CF_120A, LCB_ADD, LCB_ROW, lcb_blob
 from distill.graders.stdio import (
+    OUTPUT_LIMIT,
+    driver_program,
     from_apps,
     from_codeforces,
     from_livecodebench,
     grade,
     grade_many,
+    run_cases,
     same_output,
+    verdict_of,
 )
 
 
@@ -28,7 +30,7 @@ def stdio(bench: str, cases: list[tuple[str, str]], limit: float = 2.0, **extra)
     return {"format": "stdio", "benchmark": bench, "time_limit_s": limit, "cases": tests, **extra}
 
 
-COMPARE = [  # (benchmark, output, expected, passes?)
+COMPARE = [  # (set, output, expected, passes?) by each harness's compare (distill.graders.rules names the source)
     ("livecodebench", "3\n", "3", True),  # trailing newline stripped
     ("livecodebench", "  1 2  \n3\n", "1 2\n3", True),  # each line stripped
     ("livecodebench", "1  2\n", "1 2", True),  # not equal as text, equal as Decimal tokens
@@ -36,11 +38,23 @@ COMPARE = [  # (benchmark, output, expected, passes?)
     ("livecodebench", "0.3333333\n", "0.3333334", False),  # Decimals compare exactly: no tolerance
     ("livecodebench", "1\n2\n", "1 2", False),  # line count differs
     ("livecodebench", "Yes", "yes", False),
-    ("apps", "1\n2\n", "1 2", True),  # whitespace tokens
-    ("apps", "0.333333\n", "0.3333333", True),  # rtol 1e-5
-    ("apps", "0.3333\n", "0.3333333", False),
-    ("codeforces", "1 2\n3", "1\n2 3\n", True),  # testlib wcmp: tokens
-    ("codeforces", "0.333333", "0.3333333", False),  # no tolerance unless the problem states one
+    ("apps", "1\n2\n", "1 2", False),  # a differently split line fails
+    ("apps", "2 1\n", "1 2", True),  # check5: a line is a set of tokens
+    ("apps", "3\n1 2\n", "1 2\n3", True),  # check5: the lines are a set
+    ("apps", "0.3334\n", "0.3333333", True),  # check6: rounded to 3 decimals
+    ("apps", "0.335\n", "0.3333333", False),
+    ("apps", "3.0\n", "3", True),  # floats with allclose
+    ("apps", "YES", "yes", False),
+    ("taco", "  1 2\n3\n\n", "1 2\n3", True),  # the whole output stripped
+    ("taco", "1 2  \n3", "1 2\n3", False),  # ... not each line
+    ("taco", "1 2\r\n3\r\n", "1 2\n3", True),  # universal newlines
+    ("taco", "2 1\n", "1 2", False),  # token order counts
+    ("taco", "3.0\n", "3", False),  # no float check on whole lines
+    ("taco", "2 1", "1\n2", True),  # its set check over one-character tokens: a quirk of the source, kept
+    ("codeforces", "1 2\n3", "1\n2 3\n", True),  # whitespace runs are one space
+    ("codeforces", "yes\r\nNo\n", "YES\nNO\n", True),  # whole-word yes/no in any case
+    ("codeforces", "yesno", "YESNO", False),  # ... whole words only
+    ("codeforces", "0.333333", "0.3333333", False),  # no tolerance without the problem's checker
 ]
 
 
@@ -49,22 +63,22 @@ def test_output_rules(bench, got, want, passes):
     assert same_output(stdio(bench, [("", want)]), got, want) is passes
 
 
-def test_codeforces_float_tolerance_and_functional_rules():
-    tol = stdio("codeforces", [("", "0.3333333")], float_tol=1e-6)
-    assert same_output(tol, "0.333333", "0.3333333")  # within 1e-6
-    assert not same_output(tol, "0.33", "0.3333333")
-    lcb = {
-        "format": "functional",
-        "benchmark": "livecodebench",
-        "func_name": "f",
-        "time_limit_s": 1,
-        "cases": [],
-    }
-    assert same_output(lcb, "[1, 2]", "[1, 2]")
-    assert not same_output(lcb, "[[1, 2]]", "[1, 2]")
-    assert not same_output(lcb, "not json", "1")
-    apps = {**lcb, "benchmark": "apps"}
-    assert same_output(apps, "5", "[5]")  # APPS wraps call-based outputs in a list
+CALLS = [  # (set, returned value as the driver tags it, expected JSON, passes?)
+    ("livecodebench", {"t": [1, 2]}, "[1, 2]", True),  # a returned tuple is read as a list
+    ("livecodebench", [{"t": [1, 2]}], "[[1, 2]]", False),  # ... only at the top: lcb_runner fails this
+    ("livecodebench", [[1, 2]], "[1, 2]", False),
+    ("apps", 5, "[5]", True),  # APPS wraps call-based outputs in a list: output[0]
+    ("apps", [{"t": [1, 2]}], "[[[1, 2]]]", True),  # a list of tuples against outputs[0]
+    ("apps", {"d": [[1, "a"]]}, '{"1": "a"}', True),  # JSON's string keys read back as ints
+    ("taco", {"s": [1]}, "[[1]]", False),  # a set is no list
+    ("livecodebench", {"r": "<object>"}, "1", False),  # no JSON form: equal to nothing
+]
+
+
+@pytest.mark.parametrize(("bench", "value", "want", "passes"), CALLS)
+def test_call_based_rules(bench, value, want, passes):
+    tests = {"format": "functional", "benchmark": bench, "func_name": "f", "time_limit_s": 1, "cases": []}
+    assert same_output(tests, json.dumps(value), want) is passes
 
 
 ADD = stdio("livecodebench", [("1 2\n", "3\n"), ("5 6\n", "11"), ("-4 4\n", "0")])
@@ -76,7 +90,11 @@ PROGRAMS = [  # (program, expected verdict)
         "def main():\n    a, b = map(int, input().split())\n    print(a + b)\n\nif __name__ == '__main__':\n    main()",
         "correct",
     ),
-    ("a, b = map(int, input().split())\nprint(a + b)\nexit(0)", "correct"),
+    ("import sys\na, b = map(int, input().split())\nprint(a + b)\nsys.exit(0)", "correct"),
+    (
+        "a, b = map(int, input().split())\nprint(a + b)\nexit(0)",
+        "wrong",
+    ),  # LiveCodeBench: builtins.exit is None
     ("a, b = map(int, input().split())\nprint(a - b)", "wrong"),
     ("a, b = map(int, input().split())\nprint(a + b if a > 0 else 1)", "wrong"),  # only the last case fails
     ("raise SystemError('boom')", "wrong"),  # a crash
@@ -97,7 +115,7 @@ def test_programs_in_the_sandbox():
     limit = {**ADD, "time_limit_s": 1.0}
     got = [r.verdict for r in grade_many([(limit, code) for code, _ in PROGRAMS], workers=2)]
     assert got == [want for _, want in PROGRAMS]
-    assert grade(limit, PROGRAMS[6][0]).detail == "case 3: expected '0', got '1\\n'"
+    assert grade(limit, PROGRAMS[7][0]).detail == "case 3: expected '0', got '1\\n'"
 
 
 FUNCTIONAL = {
@@ -128,7 +146,8 @@ def test_functional_leetcode_style():
     assert grade(FUNCTIONAL, TWO_SUM).verdict == "correct"
     assert grade(FUNCTIONAL, TWO_SUM.replace("seen[target - x], i", "i, seen[target - x]")).verdict == "wrong"
     assert grade(FUNCTIONAL, "class Solution:\n    pass").verdict == "wrong"  # no such method
-    apps = from_apps({"inputs": [[2, 3], [4, 5]], "outputs": [[5], [9]], "fn_name": "add"}, "apps row 1")
+    io = {"inputs": [[2, 3], [4, 5]], "outputs": [[5], [9]], "fn_name": "add"}
+    apps = from_apps({"input_output": json.dumps(io)}, "apps row 1")
     assert (
         grade(apps, "def add(a, b):\n    return a + b").verdict == "correct"
     )  # APPS: a function, output [5]
@@ -142,7 +161,7 @@ def lcb_row(qid: str, date: str, functional: bool = False) -> dict:
     if functional:
         public = [{"input": "1\n2", "output": "3", "testtype": kind}]
         private = [{"input": "10\n20", "output": "30", "testtype": kind}]
-    blob = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(private)))).decode()
+    blob = lcb_blob(private)
     return {
         "question_title": f"Add {qid}",
         "question_content": "Print the sum of two integers.",
@@ -208,38 +227,60 @@ def test_livecodebench_rows_graded_end_to_end(lcb_dir):
     assert got == ["correct", "correct", "wrong", "unparseable"]
 
 
-BAD = [  # (reference builder, message it must name)
+CF = {"official_tests": [{"input": "1", "output": "1"}], "time_limit": 2.0, "memory_limit": 256.0}
+BAD = [  # (reference builder, the one line it must give: set, row, field)
+    (lambda: from_apps({"input_output": ""}, "apps row 7"), "apps row 7: field input_output is empty"),
     (
-        lambda: from_apps({"inputs": ["1", "2"], "outputs": ["1"]}, "apps row 7"),
-        "apps row 7: case 2: no expected output",
+        lambda: from_apps({"input_output": "{'inputs'"}, "apps row 8"),
+        "apps row 8: field input_output is not JSON",
     ),
     (
-        lambda: from_apps({"inputs": ["1"], "outputs": [None]}, "taco row 3", "taco"),
+        lambda: from_apps(
+            {"input_output": json.dumps({"inputs": ["1", "2"], "outputs": ["1"]})}, "apps row 9"
+        ),
+        "apps row 9: field input_output: case 2: no expected output",
+    ),
+    (
+        lambda: from_apps(
+            {"input_output": json.dumps({"inputs": ["1"], "outputs": [None]})}, "taco row 3", "taco"
+        ),
         "taco row 3: case 1: no expected output",
     ),
     (
-        lambda: from_apps({"inputs": ["1"], "outputs": ["1"]}, "taco row 4", "taco", "0 seconds"),
-        "time_limit_s must be > 0",
-    ),
-    (
-        lambda: from_codeforces({"official_tests": [{"input": "1"}], "time_limit": 2}, "cf 1A"),
+        lambda: from_codeforces({**CF, "official_tests": [{"input": "1"}]}, "cf 1A"),
         "cf 1A: case 1: no expected output",
     ),
     (
-        lambda: from_codeforces(
-            {"official_tests": [{"input": "1", "output": "1"}], "time_limit": -1}, "cf 1B"
-        ),
-        "cf 1B: time_limit_s must be > 0",
+        lambda: from_codeforces({**CF, "time_limit": -1}, "cf 1B"),
+        "cf 1B: field time_limit must be > 0 seconds, got -1",
+    ),
+    (
+        lambda: from_codeforces({**CF, "memory_limit": 0}, "cf 1C"),
+        "cf 1C: field memory_limit must be > 0 MB, got 0",
+    ),
+    (
+        lambda: from_codeforces({**CF, "generated_checker": "def check(:\n"}, "cf 1D"),
+        "cf 1D: field generated_checker does not compile (SyntaxError",
+    ),
+    (
+        lambda: from_codeforces({**CF, "input_mode": "pipe"}, "cf 1E"),
+        "cf 1E: input_mode must be stdio or file",
     ),
     (
         lambda: from_livecodebench({"question_id": "x"}, "livecodebench row 'x'"),
-        "livecodebench row 'x': malformed LiveCodeBench row",
+        "livecodebench row 'x': field public_test_cases: malformed",
     ),
     (
         lambda: from_livecodebench(
             {**lcb_row("y", "2024-09"), "private_test_cases": "@@not-base64"}, "livecodebench row 'y'"
         ),
-        "private_test_cases cannot be decoded",
+        "livecodebench row 'y': field private_test_cases cannot be decoded",
+    ),
+    (
+        lambda: from_livecodebench(
+            {**lcb_row("z", "2024-09"), "private_test_cases": lcb_blob([])}, "lcb row 'z'"
+        ),
+        "lcb row 'z': field private_test_cases decodes to no test cases",
     ),
 ]
 
@@ -261,5 +302,124 @@ def test_malformed_livecodebench_file_is_one_clear_error(tmp_path, monkeypatch):
     row = {**lcb_row("abc1_a", "2024-09"), "public_test_cases": "[{not json"}
     (tmp_path / "livecodebench" / "test.jsonl").write_text(json.dumps(row) + "\n")
     monkeypatch.setenv("DISTILL_DATA_DIR", str(tmp_path))
-    with pytest.raises(DistillError, match="livecodebench row 'abc1_a': malformed LiveCodeBench row"):
+    with pytest.raises(DistillError, match="livecodebench row 'abc1_a': field public_test_cases: malformed"):
         load_prompts("livecodebench", "2024-08..2025-01")
+
+
+def test_readers_take_each_sets_real_columns():
+    """Rows in the published layouts (distill.graders.code_cases names each source)."""
+    cf = from_codeforces({**CF_4A, "float_tol": 1e-6}, "codeforces row 4A")  # a column the set does not have
+    assert {k: v for k, v in cf.items() if k != "cases"} == {
+        "format": "stdio",
+        "benchmark": "codeforces",
+        "time_limit_s": 1.0,
+        "memory_mb": 64.0,
+        "input_mode": "stdio",
+        "checker": None,
+    }
+    assert cf["cases"][0] == {"input": "8\r\n", "output": "YES\r\n"} and len(cf["cases"]) == 5
+    assert from_codeforces(CF_120A, "codeforces row 120A")["input_mode"] == "file"
+    taco = from_apps(
+        {"input_output": json.dumps({"inputs": ["1\n"], "outputs": ["1\n"]}), "time_limit": "1 second"},
+        "t",
+        "taco",
+    )
+    assert taco["time_limit_s"] == 4.0  # TACO's harness gives every case 4 s, whatever the row says
+    plain = from_livecodebench(LCB_ADD, "livecodebench row 'add'")  # private cases as plain JSON
+    assert plain["format"] == "stdio" and [c["output"] for c in plain["cases"]] == ["3\n", "3.75\n"]
+    packed = from_livecodebench(LCB_ROW, "livecodebench row '1'")  # private cases compressed
+    assert packed["func_name"] == "twoSum" and [c["output"] for c in packed["cases"]] == ["[0, 1]", "[1, 2]"]
+
+
+MB = 1 << 20
+
+
+@pytest.mark.sandbox
+def test_any_allowed_output_size_is_graded():
+    """A 1 MB correct output passes (it once ended as "crashed" past the sandbox's 64 KiB stdout tail); 17 MiB is
+    over OUTPUT_LIMIT (16 MiB): "output limit exceeded", never a crash."""
+    assert OUTPUT_LIMIT == 16 * MB
+    big = stdio("codeforces", [("", "7" * MB + "\n")])
+    got = grade_many([(big, "print('7' * (1 << 20))"), (big, "print('7' * (17 << 20))")], workers=2)
+    assert [(r.verdict, r.detail) for r in got] == [
+        ("correct", ""),
+        ("wrong", "case 1: output limit exceeded (16 MiB or more)"),
+    ]
+
+
+# Searches everything the program can reach for the expected output: its own objects (globals, sys.modules, every
+# object the garbage collector tracks), its environment and arguments, its open file descriptors, every file under
+# /tmp and /proc/*/{environ,cmdline}, and the readable memory of every process it can see (itself, the driver that
+# forked it, the launcher) through /proc/PID/maps + /proc/PID/mem. Prints what it searched and what it found.
+SNOOP = r"""
+import gc, os, re, sys
+pattern = re.compile(rb"CANARY-[0-9a-f]{32}")
+found, searched = [], []
+def look(where, data):
+    searched.append(where)
+    if isinstance(data, str):
+        data = data.encode(errors="replace")
+    if pattern.search(data):
+        found.append(where)
+import __main__
+for name, obj in list(vars(__main__).items()) + [("modules", " ".join(sys.modules))]:
+    look("__main__." + name, repr(obj)[:10 ** 7])
+for obj in gc.get_objects():  # every container: the strings and bytes it holds
+    items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple, set)) else ()
+    look("gc", b"\0".join(x.encode(errors="replace") if isinstance(x, str) else x
+                          for x in list(items) if isinstance(x, (str, bytes))))
+look("environ", repr(dict(os.environ)))
+look("argv", repr(sys.argv))
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        look(f"fd {fd}", os.pread(int(fd), 1 << 26, 0))
+    except OSError:
+        pass
+for root, _, files in os.walk("/tmp"):
+    for f in files:
+        try:
+            look(f"file {root}/{f}", open(os.path.join(root, f), "rb").read())
+        except OSError:
+            pass
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    for part in ("environ", "cmdline"):
+        try:
+            look(f"/proc/{pid}/{part}", open(f"/proc/{pid}/{part}", "rb").read())
+        except OSError:
+            pass
+    try:
+        mem = open(f"/proc/{pid}/mem", "rb")
+        for line in open(f"/proc/{pid}/maps"):
+            span, perms = line.split()[:2]
+            start, end = (int(x, 16) for x in span.split("-"))
+            if perms[0] == "r" and end - start < 1 << 30:
+                try:
+                    mem.seek(start)
+                    look(f"/proc/{pid}/mem", mem.read(end - start))
+                except (OSError, ValueError, OverflowError):
+                    pass
+    except OSError:
+        pass
+print(f"pids {sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}; memory regions read "
+      f"{sum(w.endswith('/mem') for w in searched)}; places {len(searched)}; found {found}")
+"""
+
+
+@pytest.mark.sandbox
+def test_program_searching_its_own_process_finds_no_expected_output():
+    """No leak: the expected output (a random canary) is nowhere the sandboxed program can look."""
+    import secrets
+
+    canary = f"CANARY-{secrets.token_hex(16)}"
+    tests = stdio("codeforces", [("1\n", canary + "\n")], limit=20.0)
+    runs = run_cases(tests, SNOOP)
+    assert runs[0]["s"] == "ok", runs[0]
+    report = runs[0]["o"]
+    assert report.strip().endswith("found []"), report
+    pids = json.loads(report.split("pids ")[1].split(";")[0])
+    regions = int(report.split("memory regions read ")[1].split(";")[0])
+    assert len(pids) >= 3 and regions > 20  # launcher, driver, itself: its own memory at least was read
+    assert canary not in driver_program(
+        tests, SNOOP
+    )  # the sandbox program holds the inputs, never the outputs
+    assert verdict_of(tests, runs).verdict == "wrong"

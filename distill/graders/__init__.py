@@ -69,7 +69,9 @@ def verify_row(domain: str, reference: str | None, answer: str | None, cfg: Veri
     elif domain == "code":
         from distill.graders.code import verify_code
 
-        verdict, pred = verify_code(reference, answer, cfg.code_timeout_s, cfg.code_memory_mb)
+        verdict, pred = verify_code(
+            reference, answer, cfg.code_timeout_s, cfg.code_memory_mb, clock=cfg.code_clock
+        )
     else:
         from distill.graders.mcq import verify_mcq
 

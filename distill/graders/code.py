@@ -57,9 +57,15 @@ def build_program(tests: dict, code: str, challenge: bool = False) -> str:
 
 
 def verify_code(
-    reference: str, answer: str, timeout_s: float = 10.0, memory_mb: int = 1024, challenge: bool = False
+    reference: str,
+    answer: str,
+    timeout_s: float = 10.0,
+    memory_mb: int = 1024,
+    challenge: bool = False,
+    clock: str = "cpu",
 ) -> tuple[str, str | None]:
-    """(verdict, extracted code): correct | wrong | timeout | unparseable | bad_reference."""
+    """(verdict, extracted code): correct | wrong | timeout | unparseable | bad_reference. `clock`: how
+    stdin/stdout cases are timed ("cpu", or "wall" as the sets' harnesses do)."""
     tests = parse_tests(reference)
     if tests is None:
         return "bad_reference", None
@@ -69,7 +75,7 @@ def verify_code(
     if tests["format"] in ("stdio", "functional"):
         from distill.graders.stdio import grade
 
-        return grade(tests, code, memory_mb=memory_mb).verdict, code
+        return grade(tests, code, memory_mb=memory_mb, clock=clock).verdict, code
     result = run_python(build_program(tests, code, challenge), timeout_s=timeout_s, memory_mb=memory_mb)
     verdict = {"ok": "correct", "error": "wrong", "timeout": "timeout"}[result.status]
     return verdict, code

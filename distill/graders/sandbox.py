@@ -40,7 +40,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-OUTPUT_TAIL = 65536  # bytes of stdout/stderr kept in the result
+OUTPUT_TAIL = 65536  # bytes of stdout/stderr kept in the result, unless the caller asks for more stdout
 SETUP_FAILED = "sandbox-setup-failed"
 
 
@@ -71,8 +71,10 @@ def run_python(
     nproc: int = 32,
     file_mb: int = 16,
     tmp_mb: int = 64,
+    stdout_bytes: int = OUTPUT_TAIL,
 ) -> SandboxResult:
-    """Run `code` as a Python program in the sandbox; wall timeout `timeout_s`, CPU limit the same."""
+    """Run `code` as a Python program in the sandbox; wall timeout `timeout_s`, CPU limit the same. The result
+    keeps the last `stdout_bytes` of stdout (a grader that reads every output asks for all it allows)."""
     unshare = shutil.which("unshare")
     if unshare is None:
         raise SandboxUnavailable("`unshare` (util-linux) not found: code verification needs it")
@@ -95,12 +97,13 @@ def run_python(
     spec["status_fd"] = status_w
     cmd = [unshare, *flags, python, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)]
     with tempfile.TemporaryDirectory(prefix="distill-sbx-") as tmp:
-        return _supervise(cmd, code, timeout_s, tmp, status_r, status_w)
+        return _supervise(cmd, code, timeout_s, tmp, (status_r, status_w), stdout_bytes)
 
 
 def _supervise(
-    cmd: list[str], code: str, timeout_s: float, tmp: str, status_r: int, status_w: int
+    cmd: list[str], code: str, timeout_s: float, tmp: str, pipe: tuple[int, int], stdout_bytes: int
 ) -> SandboxResult:
+    status_r, status_w = pipe  # the launcher reports the exit status on it
     out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
     start = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -127,7 +130,7 @@ def _supervise(
     with os.fdopen(status_r, "rb") as f:
         status = f.read().decode()
     seconds = time.monotonic() - start
-    stdout, stderr = _tail(out_path), _tail(err_path)
+    stdout, stderr = _tail(out_path, stdout_bytes), _tail(err_path, OUTPUT_TAIL)
     if SETUP_FAILED in stderr:
         raise SandboxUnavailable(stderr.strip().splitlines()[-1])
     if status == "" and not timed_out:  # the launcher died before reporting: never call that a timeout
@@ -146,9 +149,9 @@ def _result(status: str, timed_out: bool, stdout: str, stderr: str, seconds: flo
     return SandboxResult("ok" if code == 0 else "error", code, stdout, stderr, seconds)
 
 
-def _tail(path: str) -> str:
+def _tail(path: str, size: int) -> str:
     with open(path, "rb") as f:
-        f.seek(max(0, os.path.getsize(path) - OUTPUT_TAIL))
+        f.seek(max(0, os.path.getsize(path) - size))
         return f.read().decode(errors="replace")
 
 

@@ -1,25 +1,23 @@
-"""stdin/stdout and functional code tests (codeforces, APPS, TACO, LiveCodeBench), run in the sandbox, cases in parallel.
+"""stdin/stdout and call-based code tests (codeforces, APPS, TACO, LiveCodeBench), each graded by its harness's rule.
 
-A reference, built from each benchmark's own format by `from_apps`, `from_codeforces`, `from_livecodebench`:
+A reference, built from each set's own row by `from_codeforces`, `from_apps`, `from_livecodebench`:
 
-    {"format": "stdio", "benchmark": "codeforces", "time_limit_s": 2.0, "float_tol": null,
-     "cases": [{"input": "3\\n1 2 3\\n", "output": "6\\n"}, ...]}
+    {"format": "stdio", "benchmark": "codeforces", "time_limit_s": 2.0, "memory_mb": 256.0, "input_mode": "stdio",
+     "checker": null, "cases": [{"input": "3\\n1 2 3\\n", "output": "6\\n"}, ...]}
     {"format": "functional", "benchmark": "livecodebench", "func_name": "maxSum", "time_limit_s": 6.0,
      "cases": [{"input": "[1, 2]\\n3", "output": "5"}, ...]}   # input: one JSON argument per line; output: JSON
 
 How one program is graded: one sandbox (`run_python`) runs a small driver that forks the program once per case
-(`jobs` cases at a time), stdin from the case's input, stdout to a file, CPU time from wait4 against the case's
-limit (a wall backstop of 2x + 1 s catches sleepers). Only the inputs enter the sandbox; the expected outputs stay
-here and the comparison happens here, so a program cannot read the answers. The first case that crashes or runs
-out of time stops the rest. Output rules, as each benchmark's harness defines them (RULES):
+(`jobs` cases at a time), stdin from the case's input (codeforces `input_mode: file`: input.txt / output.txt),
+stdout to a file, and prints each case's output back. Only the program and the inputs enter that sandbox: every
+comparison happens here, outside, with the set's own rule (distill.graders.rules.RULES), and a codeforces checker
+runs afterwards in a second sandbox of its own, so nothing about an expected output is reachable by the program.
+The first case that crashes, runs out of time or writes too much stops the rest. A case may write up to
+OUTPUT_LIMIT bytes; more is "output limit exceeded" (a wrong verdict, never a crash).
 
-    livecodebench  lines stripped, same count; a line equal, or its tokens equal as Decimals ("1.50" == "1.5")
-    apps, taco     whitespace tokens equal, or all numbers within numpy.allclose (rtol 1e-5, atol 1e-8)
-    codeforces     whitespace tokens equal (testlib's wcmp); `float_tol` (abs or rel) where a problem states one
-    functional     the returned value (a tuple read as a list) == the JSON output; APPS also accepts output[0]
-
-Programs see LiveCodeBench's prelude of standard-library imports (`from typing import *`, `import math`, ...),
-as in its harness; LeetCode-style programs define `class Solution` with the starter function.
+Time: each set's harness limits wall time per case (RULES); distill limits CPU time by default (wall backstop 2x + 1
+s) so a loaded machine does not time out correct programs. `clock="wall"` (recipe: verify.code_clock) gives the
+reference clock.
 """
 
 from __future__ import annotations
@@ -31,24 +29,20 @@ import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 from distill.errors import DistillError
+from distill.graders.rules import LCB_PRELUDE, RULES, codeforces_expected, codeforces_input, decode_value
 from distill.graders.sandbox import run_python
 
-BENCHMARKS = ("livecodebench", "apps", "taco", "codeforces")
+BENCHMARKS = tuple(RULES)
 DEFAULT_LIMIT_S = {"livecodebench": 6.0, "apps": 4.0, "taco": 4.0, "codeforces": 2.0}  # s per test case
 JOBS = 2  # cases of one program run at once (the machine's cores)
 STARTUP_S = 10.0  # sandbox + driver start, on top of the cases' own budget
-# LiveCodeBench's harness runs every program after these imports (lcb_runner/evaluation/testing_util.py)
-PRELUDE = (
-    "from string import *\nfrom re import *\nfrom datetime import *\nfrom collections import *\n"
-    "from heapq import *\nfrom bisect import *\nfrom copy import *\nfrom math import *\nfrom random import *\n"
-    "from statistics import *\nfrom itertools import *\nfrom functools import *\nfrom operator import *\n"
-    "from io import *\nfrom sys import *\nfrom json import *\nfrom builtins import *\nfrom typing import *\n"
-    "import string, re, datetime, collections, heapq, bisect, copy, math, random, statistics, itertools\n"
-    "import functools, operator, io, sys, json\nsys.setrecursionlimit(50000)\n"
-)
+OUTPUT_LIMIT = (
+    16 << 20
+)  # bytes one case may write (stdout or output.txt); this many or more: output limit exceeded
+CHECKER_LIMIT_S = 10.0  # wall seconds the problem's checker gets per case
+PRELUDE = LCB_PRELUDE  # kept for callers that run LiveCodeBench programs themselves
 
 
 @dataclass
@@ -59,7 +53,7 @@ class StdioResult:
     detail: str  # why it failed: "case 3: expected '6', got '5'"; "" when correct
 
 
-# ---------------------------------------------------------------- references from each benchmark's format
+# ---------------------------------------------------------------- references from each set's rows
 
 
 def check_tests(tests: dict) -> str | None:
@@ -71,9 +65,17 @@ def check_tests(tests: dict) -> str | None:
     limit = tests.get("time_limit_s")
     if not isinstance(limit, int | float) or limit <= 0:
         return f"time_limit_s must be > 0 seconds, got {limit!r}"
+    memory = tests.get("memory_mb")
+    if memory is not None and (not isinstance(memory, int | float) or memory <= 0):
+        return f"memory_mb must be > 0 MB, got {memory!r}"
+    if tests.get("input_mode", "stdio") not in ("stdio", "file"):
+        return f"input_mode must be stdio or file, got {tests.get('input_mode')!r}"
     if tests["format"] == "functional" and not tests.get("func_name"):
         return "a functional test needs func_name"
-    cases = tests.get("cases")
+    return _check_cases(tests.get("cases"))
+
+
+def _check_cases(cases) -> str | None:
     if not isinstance(cases, list) or not cases:
         return "no test cases"
     for i, case in enumerate(cases, 1):
@@ -93,7 +95,7 @@ def checked(tests: dict, where: str) -> dict:
 
 
 def _text(value) -> str | None:
-    """APPS stores some inputs and outputs as lists of lines."""
+    """APPS stores some inputs and outputs as lists of lines; its harness joins them with "\\n"."""
     if isinstance(value, list):
         return "\n".join(str(v) for v in value)
     return value if isinstance(value, str) else None
@@ -109,13 +111,31 @@ def parse_limit(value, where: str, default: float) -> float:
     return float(found.group(1))
 
 
-def from_apps(input_output, where: str, benchmark: str = "apps", time_limit=None) -> dict:
-    """APPS / TACO `input_output` ({"inputs", "outputs", "fn_name"?}, JSON text or dict) -> a reference."""
-    io = json.loads(input_output) if isinstance(input_output, str) else input_output
-    inputs, outputs = io.get("inputs") or [], io.get("outputs") or []
+def _input_output(row: dict, where: str) -> dict:
+    """The `input_output` column (JSON text, or a dict already read): {"inputs", "outputs", "fn_name"?}."""
+    raw = row.get("input_output")
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise DistillError(f"{where}: field input_output is empty")
+    try:
+        io = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as err:
+        raise DistillError(f"{where}: field input_output is not JSON ({err.msg} at char {err.pos})") from None
+    if (
+        not isinstance(io, dict)
+        or not isinstance(io.get("inputs"), list)
+        or not isinstance(io.get("outputs"), list)
+    ):
+        raise DistillError(f"{where}: field input_output has no inputs/outputs lists")
+    return io
+
+
+def from_apps(row: dict, where: str, benchmark: str = "apps") -> dict:
+    """A codeparrot/apps or BAAI/TACO row -> a reference. Only `input_output` is read: both harnesses give every
+    case 4 s (TACO's `time_limit` column is not read by its testing_util.py)."""
+    io = _input_output(row, where)
+    inputs, outputs = io["inputs"], io["outputs"]
     if len(outputs) < len(inputs):
-        raise DistillError(f"{where}: case {len(outputs) + 1}: no expected output")
-    limit = parse_limit(time_limit, where, DEFAULT_LIMIT_S[benchmark])
+        raise DistillError(f"{where}: field input_output: case {len(outputs) + 1}: no expected output")
     if io.get("fn_name"):
         cases = [
             {"input": "\n".join(json.dumps(a) for a in args), "output": json.dumps(out)}
@@ -125,41 +145,92 @@ def from_apps(input_output, where: str, benchmark: str = "apps", time_limit=None
     else:
         cases = [{"input": _text(i), "output": _text(o)} for i, o in zip(inputs, outputs, strict=False)]
         ref = {"format": "stdio"}
+    limit = RULES[benchmark]["time_limit_s"]
     return checked({**ref, "benchmark": benchmark, "time_limit_s": limit, "cases": cases}, where)
 
 
+def _positive(row: dict, field: str, where: str, unit: str) -> float:
+    value = row.get(field)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise DistillError(f"{where}: field {field} must be > 0 {unit}, got {value!r}")
+    return float(value)
+
+
+def check_checker(source, where: str) -> str | None:
+    """A row's generated_checker: None, or Python that compiles (compiled here, never run outside the sandbox)."""
+    if source is None or source == "":
+        return None
+    if not isinstance(source, str):
+        raise DistillError(f"{where}: field generated_checker is not text")
+    try:
+        compile(source, "checker.py", "exec")
+    except (SyntaxError, ValueError) as err:
+        raise DistillError(
+            f"{where}: field generated_checker does not compile ({type(err).__name__}: {err})"
+        ) from None
+    return source
+
+
 def from_codeforces(row: dict, where: str) -> dict:
-    """open-r1/codeforces: official_tests [{input, output}], time_limit (s)."""
-    cases = [{"input": t.get("input"), "output": t.get("output")} for t in row.get("official_tests") or []]
-    limit = parse_limit(row.get("time_limit"), where, DEFAULT_LIMIT_S["codeforces"])
-    ref = {"format": "stdio", "benchmark": "codeforces", "time_limit_s": limit, "cases": cases}
-    return checked({**ref, "float_tol": row.get("float_tol")}, where)
+    """An open-r1/codeforces row: official_tests (+ generated_tests where present), time_limit (s), memory_limit
+    (MB), input_mode (stdio | file), generated_checker (Python, or null)."""
+    tests = list(row.get("official_tests") or []) + list(row.get("generated_tests") or [])
+    cases = [{"input": t.get("input"), "output": t.get("output")} for t in tests]
+    ref = {
+        "format": "stdio",
+        "benchmark": "codeforces",
+        "time_limit_s": _positive(row, "time_limit", where, "seconds"),
+        "memory_mb": _positive(row, "memory_limit", where, "MB"),
+        "input_mode": row.get("input_mode") or "stdio",
+        "checker": check_checker(row.get("generated_checker"), where),
+        "cases": cases,
+    }
+    return checked(ref, where)
 
 
-def decode_private(blob: str, where: str) -> list[dict]:
-    """LiveCodeBench's private_test_cases: base64(zlib(pickle(JSON text))) -> list of cases."""
+def decode_private(blob: str, where: str) -> list:
+    """LiveCodeBench's private_test_cases as its loader reads them: JSON text first, then
+    base64(zlib(pickle(JSON text))) (lcb_runner/benchmarks/code_generation.py)."""
     import pickle
 
     try:
-        text = pickle.loads(zlib.decompress(base64.b64decode(blob)))  # noqa: S301 (the benchmark's own format)
-        return json.loads(text)
+        return json.loads(blob)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return json.loads(pickle.loads(zlib.decompress(base64.b64decode(blob))))  # noqa: S301 (the set's own format)
     except Exception as err:
-        raise DistillError(f"{where}: private_test_cases cannot be decoded ({type(err).__name__})") from None
+        raise DistillError(
+            f"{where}: field private_test_cases cannot be decoded ({type(err).__name__})"
+        ) from None
+
+
+def _lcb_cases(row: dict, where: str) -> list:
+    try:
+        public = json.loads(row["public_test_cases"])
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise DistillError(f"{where}: field public_test_cases: malformed ({type(err).__name__})") from None
+    private = row.get("private_test_cases") or []
+    private = decode_private(private, where) if isinstance(private, str) else private
+    if not isinstance(private, list) or (row.get("private_test_cases") and not private):
+        raise DistillError(f"{where}: field private_test_cases decodes to no test cases")
+    cases = public + private
+    if not all(isinstance(c, dict) for c in cases):
+        raise DistillError(f"{where}: field public_test_cases/private_test_cases: a case is not an object")
+    return cases
 
 
 def from_livecodebench(row: dict, where: str) -> dict:
-    """A code_generation_lite row (public_test_cases JSON, private_test_cases encoded, metadata.func_name)."""
+    """A code_generation_lite row: public_test_cases (JSON), private_test_cases, metadata (JSON; func_name makes
+    it call-based, as get_evaluation_sample's fn_name does)."""
+    cases = _lcb_cases(row, where)
     try:
-        public = json.loads(row["public_test_cases"])
-        private = row.get("private_test_cases") or []
-        private = decode_private(private, where) if isinstance(private, str) else private
         meta = row.get("metadata") or "{}"
         meta = json.loads(meta) if isinstance(meta, str) else meta
-    except (KeyError, json.JSONDecodeError, TypeError) as err:
-        raise DistillError(f"{where}: malformed LiveCodeBench row ({type(err).__name__}: {err})") from None
-    cases = public + private
-    functional = any(c.get("testtype") == "functional" for c in cases)
-    ref = {"format": "functional", "func_name": meta.get("func_name")} if functional else {"format": "stdio"}
+    except json.JSONDecodeError as err:
+        raise DistillError(f"{where}: field metadata is not JSON ({err.msg})") from None
+    func = meta.get("func_name") if isinstance(meta, dict) else None
+    ref = {"format": "functional", "func_name": func} if func else {"format": "stdio"}
     tests = [{"input": c.get("input"), "output": c.get("output")} for c in cases]
     return checked({**ref, "benchmark": "livecodebench", "time_limit_s": 6.0, "cases": tests}, where)
 
@@ -167,204 +238,280 @@ def from_livecodebench(row: dict, where: str) -> dict:
 # ---------------------------------------------------------------- the driver that runs inside the sandbox
 
 DRIVER = r"""
-import json, os, resource, select, signal, sys, time
+import base64, json, os, resource, select, signal, sys, time, zlib
 SPEC = json.loads(__SPEC__)
-cases, limit, jobs, caps = SPEC["inputs"], SPEC["limit"], SPEC["jobs"], SPEC["caps"]
+cases, limit, jobs = SPEC["inputs"], SPEC["limit"], SPEC["jobs"]
 source = compile(SPEC["prelude"] + SPEC["code"], "solution.py", "exec")
 exec(SPEC["prelude"], {})  # import the prelude's modules once: each forked case finds them loaded
 
 def case_files(i):
     # unlinked at once: the program of one case cannot touch another case's input or output
-    name_in, name_out = f"in{i}", f"out{i}"
-    fin = os.open(name_in, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    fin = os.open(f"in{i}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fin, cases[i].encode())
     os.lseek(fin, 0, os.SEEK_SET)
-    fout = os.open(name_out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.unlink(name_in)
-    os.unlink(name_out)
+    fout = os.open(f"out{i}", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.unlink(f"in{i}")
+    os.unlink(f"out{i}")
     return fin, fout
 
+def tag(v):  # a returned value as JSON, tuples, sets and dicts kept apart from lists
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, list):
+        return [tag(x) for x in v]
+    if isinstance(v, tuple):
+        return {"t": [tag(x) for x in v]}
+    if isinstance(v, (set, frozenset)):
+        return {"s": [tag(x) for x in v]}
+    if isinstance(v, dict):
+        return {"d": [[tag(k), tag(x)] for k, x in v.items()]}
+    return {"r": repr(v)[:200]}
+
 def functional(i):
-    args = [json.loads(line) for line in cases[i].split("\n") if line.strip()]
+    args = [json.loads(line) for line in cases[i].split("\n")]
+    if SPEC["int_keys"] and args and isinstance(args[0], dict):
+        try:
+            args = [{int(k): v for k, v in args[0].items()}]
+        except ValueError:
+            pass
     result_fd = os.dup(1)
     os.dup2(2, 1)  # the program's own prints must not mix with the returned value
-    space = {"__name__": "solution"}
+    space = {"__name__": "tmp_sol"}
     exec(source, space)
-    target = space["Solution"]() if "Solution" in space else None
+    target = space["Solution"]() if "class Solution" in SPEC["code"] else None
     fn = getattr(target, SPEC["func"]) if target is not None else space[SPEC["func"]]
-    result = fn(*args)
-    result = list(result) if isinstance(result, tuple) else result
-    os.write(result_fd, json.dumps(result).encode())
+    os.write(result_fd, json.dumps(tag(fn(*args))).encode())
+
+def exit_code(err):
+    if SPEC["catch_exit"] or err.code is None:
+        return 0
+    return err.code & 0xFF if isinstance(err.code, int) else 1
 
 def child(i, fin, fout):
     code = 1
     try:
         os.setpgid(0, 0)
-        os.dup2(fin, 0)
-        os.dup2(fout, 1)
-        os.dup2(os.open("/dev/null", os.O_WRONLY), 2)
+        null = os.open("/dev/null", os.O_RDWR)
+        if SPEC["file_mode"]:  # the program reads input.txt and writes output.txt in its own folder
+            os.mkdir(f"case{i}")
+            os.chdir(f"case{i}")
+            with open("input.txt", "wb") as f:
+                f.write(cases[i].encode())
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+        else:
+            os.dup2(fin, 0)
+            os.dup2(fout, 1)
+        os.dup2(null, 2)
         os.close(fin)
-        os.close(fout)
         cpu = int(limit) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (SPEC["output_limit"],) * 2)
+        if SPEC["memory"]:
+            resource.setrlimit(resource.RLIMIT_AS, (SPEC["memory"] << 20,) * 2)
+        if not SPEC["exit_builtin"]:
+            import builtins
+            builtins.exit = builtins.quit = None
         try:
             if SPEC["func"]:
                 functional(i)
             else:
-                exec(source, {"__name__": "__main__"})
-        except SystemExit:
-            pass  # LiveCodeBench's harness counts exit() as a normal end
-        sys.stdout.flush()
-        code = 0
+                exec(source, {"__name__": SPEC["main_name"]})
+            sys.stdout.flush()
+            code = 0
+        except SystemExit as err:
+            sys.stdout.flush()
+            code = exit_code(err)
+        if SPEC["file_mode"]:
+            try:
+                with open("output.txt", "rb") as f, os.fdopen(fout, "wb") as out:
+                    out.write(f.read())
+                os.remove("output.txt")  # the sandbox's tmpfs holds one case's files at a time
+            except FileNotFoundError:
+                pass
+            os.remove("input.txt")
     finally:
         os._exit(code)  # never back into the driver's loop
 
-results, pending, running = [None] * len(cases), list(range(len(cases))), {}
-failed = False
+def report(i, pid, fd, fout, start, killed):
+    _, status, usage = os.wait4(pid, 0)
+    os.close(fd)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # whatever the program left running
+    except ProcessLookupError:
+        pass
+    cpu_s, wall_s = usage.ru_utime + usage.ru_stime, time.monotonic() - start
+    code = os.waitstatus_to_exitcode(status)
+    over = cpu_s > limit if SPEC["clock"] == "cpu" else wall_s > limit
+    size = os.fstat(fout).st_size
+    if killed or over or code == -signal.SIGXCPU:
+        state = "timeout"
+    elif size >= SPEC["output_limit"]:
+        state = "output_limit"
+    else:
+        state = "ok" if code == 0 else "error"
+    out = os.pread(fout, min(size, SPEC["output_limit"]), 0) if state == "ok" else b""
+    os.close(fout)
+    row = {"i": i, "s": state, "code": code, "cpu": round(cpu_s, 3), "o": base64.b64encode(zlib.compress(out)).decode()}
+    sys.stdout.write("CASE " + json.dumps(row) + "\n")
+    sys.stdout.flush()
+    return state
+
+pending, running, failed = list(range(len(cases))), {}, False
+backstop = 2 * limit + 1 if SPEC["clock"] == "cpu" else limit
 while (pending and not failed) or running:
     while pending and not failed and len(running) < jobs:
         i = pending.pop(0)
         fin, fout = case_files(i)
+        start = time.monotonic()
         pid = os.fork()
         if pid == 0:
             child(i, fin, fout)
         os.close(fin)
-        running[os.pidfd_open(pid)] = (i, pid, fout, time.monotonic() + 2 * limit + 1)
-    wait = max(0.0, min(r[3] for r in running.values()) - time.monotonic())
+        running[os.pidfd_open(pid)] = (i, pid, fout, start)
+    wait = max(0.0, min(r[3] for r in running.values()) + backstop - time.monotonic())
     ready = select.select(list(running), [], [], wait)[0]
     for fd in list(running):
-        i, pid, fout, deadline = running[fd]
-        if fd not in ready and time.monotonic() < deadline:
+        i, pid, fout, start = running[fd]
+        killed = fd not in ready and time.monotonic() >= start + backstop
+        if fd not in ready and not killed:
             continue
-        if fd not in ready:
+        if killed:
             os.killpg(pid, signal.SIGKILL)
-        _, status, usage = os.wait4(pid, 0)
-        os.close(fd)
         del running[fd]
-        try:
-            os.killpg(pid, signal.SIGKILL)  # whatever the program left running
-        except ProcessLookupError:
-            pass
-        cpu_s = usage.ru_utime + usage.ru_stime
-        code = os.waitstatus_to_exitcode(status)
-        slow = fd not in ready or cpu_s > limit or code == -signal.SIGXCPU
-        state = "timeout" if slow else ("ok" if code == 0 else "error")
-        out = os.pread(fout, caps[i] + 1, 0).decode(errors="replace")
-        os.close(fout)
-        results[i] = {"s": state, "o": out, "cpu": round(cpu_s, 3)}
-        failed = failed or state != "ok"
-import base64, zlib
-print("RESULTS " + base64.b64encode(zlib.compress(json.dumps(results).encode())).decode())
+        failed = report(i, pid, fd, fout, start, killed) != "ok" or failed
+"""
+
+CHECKER_DRIVER = r"""
+import json, os, subprocess, sys
+SPEC = json.loads(__SPEC__)
+with open("checker.py", "w") as f:
+    f.write(SPEC["checker"])
+for i, case in enumerate(SPEC["cases"]):
+    os.mkdir(f"c{i}")
+    for name in ("input.txt", "correct_output.txt", "solution_output.txt"):
+        with open(f"c{i}/{name}", "w") as f:
+            f.write(case[name])
+    args = [sys.executable, "-I", "checker.py"] + [f"c{i}/{n}" for n in ("input.txt", "correct_output.txt", "solution_output.txt")]
+    try:
+        run = subprocess.run(args, capture_output=True, text=True, timeout=SPEC["limit"])
+        verdict = run.returncode == 0 and run.stdout.strip() == "1"
+        why = f"checker exit {run.returncode}, printed {run.stdout.strip()[:40]!r}"
+    except subprocess.TimeoutExpired:
+        verdict, why = False, "checker ran out of time"
+    print("CHECK " + json.dumps({"i": i, "ok": verdict, "why": why}), flush=True)
 """
 
 
-def driver_program(tests: dict, code: str, jobs: int = JOBS) -> str:
-    """The sandbox program: the driver with the program and the inputs (never the expected outputs)."""
+def driver_program(tests: dict, code: str, jobs: int = JOBS, clock: str = "cpu") -> str:
+    """The sandbox program: the driver with the program and the inputs (nothing from the expected outputs)."""
+    rule = RULES[tests["benchmark"]]
+    inputs = [c["input"] for c in tests["cases"]]
+    if tests["benchmark"] == "codeforces":
+        inputs = [codeforces_input(text) for text in inputs]
+    functional = tests["format"] == "functional"
     spec = {
-        "inputs": [c["input"] for c in tests["cases"]],
-        "caps": [4 * len(c["output"]) + 1024 for c in tests["cases"]],  # longer output cannot match
+        "inputs": inputs,
         "limit": float(tests["time_limit_s"]),
+        "clock": clock,
         "jobs": jobs,
-        "func": tests.get("func_name") if tests["format"] == "functional" else None,
-        "prelude": PRELUDE,
+        "func": tests.get("func_name") if functional else None,
+        "int_keys": tests["benchmark"] in ("apps", "taco"),
+        "prelude": rule["prelude"],
         "code": code,
+        "main_name": rule["main_name"],
+        "catch_exit": rule["exit"] == "SystemExit passes",
+        "exit_builtin": rule["exit_builtin"],
+        "memory": int(tests["memory_mb"]) if tests.get("memory_mb") else None,
+        "file_mode": tests.get("input_mode") == "file",
+        "output_limit": OUTPUT_LIMIT,
     }
     return DRIVER.replace("__SPEC__", repr(json.dumps(spec)))
 
 
 def wall_budget(tests: dict, jobs: int = JOBS) -> float:
-    """Seconds the whole sandbox run may take: every case at its wall backstop, `jobs` at a time, plus start."""
+    """Seconds the whole grading may take: every case at its wall backstop, `jobs` at a time, plus start; the
+    checker's own sandbox on top where the problem has one."""
     rounds = math.ceil(len(tests["cases"]) / jobs)
-    return rounds * (2 * float(tests["time_limit_s"]) + 1) + STARTUP_S
+    budget = rounds * (2 * float(tests["time_limit_s"]) + 1) + STARTUP_S
+    if tests.get("checker"):
+        budget += len(tests["cases"]) * CHECKER_LIMIT_S + STARTUP_S
+    return budget
 
 
-def run_cases(tests: dict, code: str, memory_mb: int = 1024, jobs: int = JOBS) -> list[dict | None]:
-    """Per case {"s": ok|error|timeout, "o": stdout, "cpu": s}; None for cases not run after a failure."""
-    size_mb = sum(len(c["input"]) + 4 * len(c["output"]) for c in tests["cases"]) >> 20
+def _case_bytes(tests: dict) -> int:
+    return sum(len(c["input"]) for c in tests["cases"]) + len(tests["cases"]) * OUTPUT_LIMIT
+
+
+def run_cases(
+    tests: dict, code: str, memory_mb: int = 1024, jobs: int = JOBS, clock: str = "cpu"
+) -> list[dict | None]:
+    """Per case {"s": ok|error|timeout|output_limit, "o": stdout, "code": exit, "cpu": s}; None: not run."""
+    room_mb = _case_bytes(tests) >> 20
+    if tests.get("memory_mb"):  # the driver itself needs room above the problem's own limit
+        memory_mb = max(memory_mb, int(tests["memory_mb"]) + 512)
     result = run_python(
-        driver_program(tests, code, jobs),
+        driver_program(tests, code, jobs, clock),
         timeout_s=wall_budget(tests, jobs),
         memory_mb=memory_mb,
-        tmp_mb=64 + 2 * size_mb,  # the inputs and outputs live on the sandbox's tmpfs
+        tmp_mb=64 + (sum(len(c["input"]) for c in tests["cases"]) >> 19) + jobs * (OUTPUT_LIMIT >> 20),
+        file_mb=16 + 2 * room_mb,
+        stdout_bytes=2 * _case_bytes(tests) + (1 << 20),
+    )
+    runs: list[dict | None] = [None] * len(tests["cases"])
+    for line in result.stdout.splitlines():
+        if line.startswith("CASE "):
+            row = json.loads(line[5:])
+            out = zlib.decompress(base64.b64decode(row.pop("o"))).decode(errors="replace")
+            runs[row.pop("i")] = {**row, "o": out}
+    if all(r is None for r in runs):  # the driver died before any case: the program never ran as a program
+        runs[0] = {
+            "s": "timeout" if result.status == "timeout" else "error",
+            "o": "",
+            "code": None,
+            "cpu": 0.0,
+        }
+    return runs
+
+
+def run_checker(tests: dict, runs: list[dict | None]) -> dict[int, tuple[bool, str]]:
+    """The problem's checker on every case that ran: {case: (passed, why)}, in a sandbox of its own."""
+    cases = [
+        {
+            "input.txt": codeforces_input(case["input"]),
+            "correct_output.txt": codeforces_expected(case["output"]),
+            "solution_output.txt": run["o"],
+        }
+        for case, run in zip(tests["cases"], runs, strict=True)
+        if run is not None and run["s"] == "ok"
+    ]
+    spec = {"checker": tests["checker"], "cases": cases, "limit": CHECKER_LIMIT_S}
+    program = CHECKER_DRIVER.replace("__SPEC__", repr(json.dumps(spec)))
+    size_mb = sum(len(v) for c in cases for v in c.values()) >> 20
+    result = run_python(
+        program,
+        timeout_s=len(cases) * CHECKER_LIMIT_S + STARTUP_S,
+        tmp_mb=64 + 2 * size_mb,
         file_mb=16 + size_mb,
     )
-    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS ")]
-    if result.status == "timeout" or not lines:
-        return [{"s": "timeout" if result.status == "timeout" else "error", "o": "", "cpu": 0.0}]
-    return json.loads(zlib.decompress(base64.b64decode(lines[-1].split(" ", 1)[1])))
+    checks = [json.loads(line[6:]) for line in result.stdout.splitlines() if line.startswith("CHECK ")]
+    ran = [i for i, run in enumerate(runs) if run is not None and run["s"] == "ok"]
+    return {ran[c["i"]]: (c["ok"], c["why"]) for c in checks}
 
 
-# ---------------------------------------------------------------- comparing outputs, per benchmark
-
-
-def _decimals(line: str) -> list[Decimal] | None:
-    try:
-        return [Decimal(tok) for tok in line.split()]
-    except InvalidOperation:
-        return None
-
-
-def same_livecodebench(got: str, want: str) -> bool:
-    got_lines = [line.strip() for line in got.strip().split("\n")]
-    want_lines = [line.strip() for line in want.strip().split("\n")]
-    if len(got_lines) != len(want_lines):
-        return False
-    for g, w in zip(got_lines, want_lines, strict=True):
-        if g != w and (_decimals(g) is None or _decimals(g) != _decimals(w)):
-            return False
-    return True
-
-
-def _floats(tokens: list[str]) -> list[float] | None:
-    try:
-        return [float(t) for t in tokens]
-    except ValueError:
-        return None
-
-
-def same_apps(got: str, want: str) -> bool:
-    got_t, want_t = got.split(), want.split()
-    if got_t == want_t:
-        return True
-    a, b = _floats(got_t), _floats(want_t)
-    return (
-        a is not None and b is not None and len(a) == len(b)
-        and all(abs(x - y) <= 1e-8 + 1e-5 * abs(y) for x, y in zip(a, b, strict=True))
-    )  # fmt: skip
-
-
-def same_codeforces(got: str, want: str, tol: float | None = None) -> bool:
-    got_t, want_t = got.split(), want.split()
-    if got_t == want_t or tol is None or len(got_t) != len(want_t):
-        return got_t == want_t
-    for g, w in zip(got_t, want_t, strict=True):
-        a, b = _floats([g]), _floats([w])
-        if g != w and (a is None or b is None or abs(a[0] - b[0]) > tol * max(1.0, abs(b[0]))):
-            return False
-    return True
-
-
-def same_functional(got: str, want: str, benchmark: str) -> bool:
-    try:
-        value, expected = json.loads(got), json.loads(want)
-    except json.JSONDecodeError:
-        return False
-    if value == expected:
-        return True
-    # APPS stores most call-based outputs wrapped in a list: [answer]
-    return benchmark in ("apps", "taco") and isinstance(expected, list) and expected and value == expected[0]
+# ---------------------------------------------------------------- comparing outputs, per set
 
 
 def same_output(tests: dict, got: str, want: str) -> bool:
-    """Does `got` pass as `want` under the benchmark's rule?"""
-    bench = tests["benchmark"]
+    """Does `got` pass as `want` under the set's rule? Functional: `got` is the driver's tagged JSON."""
+    rule = RULES[tests["benchmark"]]
     if tests["format"] == "functional":
-        return same_functional(got, want, bench)
-    if bench == "livecodebench":
-        return same_livecodebench(got, want)
-    if bench == "codeforces":
-        return same_codeforces(got, want, tests.get("float_tol"))
-    return same_apps(got, want)
+        try:
+            value = decode_value(json.loads(got))
+        except (json.JSONDecodeError, ValueError):
+            return False
+        return bool(rule["call"](value, json.loads(want)))
+    return bool(rule["stdio"](got, want))
 
 
 # ---------------------------------------------------------------- verdicts
@@ -374,31 +521,49 @@ def _short(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def verdict_of(tests: dict, runs: list[dict | None]) -> StdioResult:
+def _case_failure(tests: dict, i: int, run: dict) -> tuple[str, str] | None:
+    """(verdict, detail) when case i did not run to a normal end, else None."""
+    if run["s"] == "timeout":
+        return "timeout", f"case {i + 1}: over {tests['time_limit_s']} s"
+    if run["s"] == "output_limit":
+        return "wrong", f"case {i + 1}: output limit exceeded ({OUTPUT_LIMIT >> 20} MiB or more)"
+    if run["s"] == "error":
+        return "wrong", f"case {i + 1}: the program crashed (exit {run.get('code')})"
+    return None
+
+
+def verdict_of(tests: dict, runs: list[dict | None], checks: dict | None = None) -> StdioResult:
     """The verdict from the cases' runs: the first case that fails decides."""
     total = len(tests["cases"])
     for i, (case, run) in enumerate(zip(tests["cases"], runs, strict=False)):
         if run is None:
             break
-        if run["s"] == "timeout":
-            return StdioResult("timeout", i, total, f"case {i + 1}: over {tests['time_limit_s']} s")
-        if run["s"] == "error":
-            return StdioResult("wrong", i, total, f"case {i + 1}: the program crashed")
-        if not same_output(tests, run["o"], case["output"]):
+        failure = _case_failure(tests, i, run)
+        if failure:
+            return StdioResult(failure[0], i, total, failure[1])
+        if checks is not None:
+            ok, why = checks.get(i, (False, "checker gave no verdict"))
+            if not ok:
+                return StdioResult("wrong", i, total, f"case {i + 1}: {why}")
+        elif not same_output(tests, run["o"], case["output"]):
             got, want = _short(run["o"]), _short(case["output"])
             return StdioResult("wrong", i, total, f"case {i + 1}: expected {want}, got {got}")
     return StdioResult("correct", total, total, "")
 
 
-def grade(tests: dict, code: str, memory_mb: int = 1024, jobs: int = JOBS) -> StdioResult:
-    """Run `code` on every case of a stdio/functional reference in the sandbox and compare the outputs."""
+def grade(tests: dict, code: str, memory_mb: int = 1024, jobs: int = JOBS, clock: str = "cpu") -> StdioResult:
+    """Run `code` on every case of a reference in the sandbox and judge the outputs here by the set's rule."""
     problem = check_tests(tests)
     if problem:
         return StdioResult("bad_reference", 0, 0, problem)
-    return verdict_of(tests, run_cases(tests, code, memory_mb, jobs))
+    runs = run_cases(tests, code, memory_mb, jobs, clock)
+    checks = run_checker(tests, runs) if tests.get("checker") else None
+    return verdict_of(tests, runs, checks)
 
 
-def grade_many(items: list[tuple[dict, str]], workers: int = 2, memory_mb: int = 1024) -> list[StdioResult]:
+def grade_many(
+    items: list[tuple[dict, str]], workers: int = 2, memory_mb: int = 1024, clock: str = "cpu"
+) -> list[StdioResult]:
     """Grade many (reference, code) pairs: `workers` sandboxes at once (threads wait on subprocesses)."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda item: grade(item[0], item[1], memory_mb), items))
+        return list(pool.map(lambda item: grade(item[0], item[1], memory_mb, clock=clock), items))
