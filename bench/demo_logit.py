@@ -46,15 +46,21 @@ def score(recipe, model: Path, out: Path, seed: int, baseline: bool) -> dict[str
 
 
 def verdict(scores: dict[str, dict], seed: int, bench: str, k: int) -> list[str]:
+    """Each model's pass@1 and share of samples that stop before the token cap, then every phase against sft and
+    against the model before distillation, paired by problem."""
     from distill.eval.metrics import paired_gain
 
-    n = len(scores["kd"]["correct"])
+    n = len(scores["before"]["correct"])
     pct = lambda s: f"{100 * s['pass@1']:.1f} ± {100 * s['pass@1_se']:.1f}"  # noqa: E731
-    lines = [
-        f"{bench} pass@1 %, {n} problems x {k}, eval seed {seed}: kd {pct(scores['kd'])}, sft {pct(scores['sft'])}, "
-        f"before {pct(scores['before'])}"
+    lines = [f"{bench} pass@1 %, {n} problems x {k}, eval seed {seed}:"]
+    lines += [
+        f"  {m:10s} {pct(s):>12s}   stops before the cap: {100 * (1 - s['truncated']):.0f}%"
+        for m, s in scores.items()
     ]
-    for a, b in (("kd", "sft"), ("kd", "before"), ("sft", "before")):
+    pairs = [(m, "sft") for m in scores if m not in ("sft", "before")] + [
+        (m, "before") for m in scores if m != "before"
+    ]
+    for a, b in pairs:
         gain, se, _ = paired_gain(scores[a]["correct"], scores[b]["correct"])
         ratio = f"{gain / se:.1f} SE" if se else "n/a"
         lines.append(f"  {a} - {b}: {100 * gain:+.1f} ± {100 * se:.1f} (paired by problem; {ratio})")
@@ -85,12 +91,19 @@ def main() -> None:
     dirs, run = phase_dirs(recipe), recipe.run_path()
     bench = next(iter(recipe.eval.benchmarks))
     lines = []
+    last = recipe.phases[-1].name  # scored with the baseline alongside (the model before distillation)
     for seed in args.seeds:
-        kd = score(recipe, dirs["kd"] / "final", run / f"eval-kd-seed{seed}", seed, baseline=True)
-        sft = score(recipe, dirs["sft"] / "final", run / f"eval-sft-seed{seed}", seed, baseline=False)
-        scores = {"kd": kd["student"], "sft": sft["student"], "before": kd["baseline"]}
+        scores = {}
+        for name, folder in dirs.items():
+            found = score(
+                recipe, folder / "final", run / f"eval-{name}-seed{seed}", seed, baseline=name == last
+            )
+            scores[name] = found["student"]
+        scores["before"] = found["baseline"]
         lines += verdict(scores, seed, bench, recipe.eval.benchmarks[bench].k)
-    print("\ndemo-logit: SmolLM2 <- make demo's distilled model, sft vs kd at equal student compute")
+    print(
+        f"\ndemo-logit: SmolLM2 <- make demo's distilled model, phases {', '.join(dirs)} at equal student compute"
+    )
     print("\n".join(lines))
     print(f"demo-logit: {time.perf_counter() - t0:.0f} s")
 
