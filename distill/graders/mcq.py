@@ -1,7 +1,7 @@
 """Multiple choice (GPQA style): the chosen letter from the answer text against the correct letter.
 
 Where the letter is looked for, last match first:
-    \\boxed{C}, \\boxed{\\text{(C)}}             -> C
+    \\boxed{C}, \\boxed{\\text{(C)}}, \\boxed{\\mathrm{C}} -> C
     \\boxed{C. x = 42}, \\boxed{(C) 42}         -> C (a letter followed by its choice's text)
     "Answer: C", "**Answer:** (C)", "answer is C" -> C
     "C", "(C)", "C) 10^-4 eV" as the whole answer  -> C
@@ -29,7 +29,7 @@ BOX_LETTER_RE = re.compile(rf"(?i:\(?({_LETTER})\)?\.?)$|\(({_LETTER})\)|({_LETT
 
 def letter_of(boxed: str) -> str | None:
     """The choice a box's content names: "C. x = 42" -> "C"; None when it names none."""
-    inner = re.sub(r"\\text(?:bf)?\{([^}]*)\}", r"\1", boxed).strip()
+    inner = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf)\{([^}]*)\}", r"\1", boxed).strip()
     found = BOX_LETTER_RE.match(inner)
     return next(g for g in found.groups() if g).upper() if found else None
 
@@ -42,7 +42,7 @@ def extract_letter(answer: str) -> str | None:
     matches = ANSWER_RE.findall(answer)
     if matches:
         return matches[-1]
-    bare = BARE_RE.match(answer.strip())
+    bare = BARE_RE.match(answer.strip().strip("$").strip())  # "$E$" as the whole answer
     return (bare.group(1) or bare.group(2)) if bare else None
 
 

@@ -4,7 +4,9 @@
 
 Three parts, each with its agreement and every disagreement listed, so a user sees where distill differs and why:
   1. math on its own cases (CASES: the verdict a careful human grader gives, with the reason), distill and
-     math-verify (`verify(parse(gold), parse(answer))`, its documented use) side by side;
+     math-verify (`verify(parse(gold), parse(answer))`, its documented use) side by side; then on the published
+     suites (distill.graders.math_suites: Math-Verify's, hendrycks MATH's and NeMo-Skills' own test tables), each
+     case's expected verdict against distill and math-verify called as that test calls it;
   2. real data: a sample of MATH-500, each problem's own solution graded against its gold answer (must be
      correct) and the next problem's solution (must be wrong unless both answers are equal);
   3. code: MBPP reference programs run by MBPP's own harness order (code, test_setup_code, asserts) in a plain
@@ -16,6 +18,7 @@ Three parts, each with its agreement and every disagreement listed, so a user se
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -48,6 +51,19 @@ CASES = [
     ("\\frac{1}{2}", "\\boxed{0.5}", "correct", "equal values"),
     ("(3,4]", "\\boxed{[3,4]}", "wrong", "interval ends"),
     ("7", "the answer is 7", "unparseable", "no box: never silently graded"),
+    (
+        "$\\boxed{1}\\boxed{2}$",
+        "$\\boxed{1,2}$",
+        "correct",
+        "a gold of several boxes (Math-Verify's own case)",
+    ),
+    ("E", "\\boxed{\\mathrm{E}}", "correct", "a \\mathrm{} letter (NeMo-Skills' own case)"),
+    ("\\mathrm{E}", "\\boxed{E}", "correct", "a \\mathrm{} letter as the gold"),
+    ("185", "\\boxed{185\\}", "correct", "a stray \\} before the box closes (NeMo-Skills' own case)"),
+    ("C. x = 42", "\\boxed{C}", "correct", "a multiple-choice gold written with its choice's text"),
+    ("C. x = 42", "\\boxed{B}", "wrong", "a multiple-choice gold written with its choice's text"),
+    ("(10, 4, -2)", "\\boxed{(4, 10, -2)}", "wrong", "an ordered triple compares in order"),
+    ("1,-2", "\\boxed{-2, 1}", "correct", "MATH-500 'Enter all such integers, separated by commas': a set"),
 ]
 
 
@@ -91,6 +107,97 @@ def math_cases() -> Part:
         graders = {"distill": verify_math(gold, answer)[0], "math-verify": math_verify_direct(gold, answer)}
         _tally(part, {"gold": gold, "answer": answer, "why": why}, expected, graders)
     return part
+
+
+def _mv_options(args: dict | None):
+    """Math-Verify's tests' compare_strings settings as math-verify objects: (extraction configs, MathOptions)."""
+    from distill.graders.math import MathOptions
+
+    if args is None:
+        return None, MathOptions()
+    return _mv_settings(tuple(args["match_types"]), *(args.get(k, d) for k, d in _MV_DEFAULTS))
+
+
+_MV_DEFAULTS = (("precision", 6), ("strict", True), ("allow_set_relation_comp", False))
+
+
+@functools.cache  # the same config objects each time: math-verify caches its compiled regexes per config
+def _mv_settings(match_types: tuple, precision: int, strict: bool, set_relation: bool):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    from distill.graders.math import MathOptions
+
+    kinds = {"latex": lambda: LatexExtractionConfig(boxed_match_priority=0), "expr": ExprExtractionConfig}
+    # as Math-Verify's tests/test_all.py compare_strings builds them
+    targets = tuple(kinds[m]() for m in match_types)
+    return targets, MathOptions(targets, precision, strict, set_relation)
+
+
+def math_verify_case(case) -> str:
+    """math-verify as the published test calls it: compare_strings' parse and verify settings, or plain parse."""
+    from math_verify import parse, verify
+
+    targets, opts = _mv_options(case.mv_args)
+    if targets is None:
+        return math_verify_direct(case.gold, case.pred)
+    gold, pred = parse(case.gold, list(targets)), parse(case.pred, list(targets))
+    same = verify(
+        gold,
+        pred,
+        opts.float_rounding,
+        strict=opts.strict,
+        allow_set_relation_comp=opts.allow_set_relation_comp,
+    )
+    return "correct" if same else "wrong"
+
+
+def distill_case(suite: str, case) -> str:
+    """distill on a published case: Math-Verify's completions read whole where unboxed (extract_unboxed), with
+    the test's own math-verify settings; hendrycks' lists in order (its is_equiv compares strings)."""
+    from distill.graders.math import verify_math
+
+    opts = _mv_options(case.mv_args)[1]._replace(ordered_lists=suite == "hendrycks")
+    return verify_math(case.gold, case.pred, extract_unboxed=suite == "math-verify", opts=opts)[0]
+
+
+def _grade_case(item: tuple) -> tuple[str, str]:
+    suite, case = item
+    return distill_case(suite, case), math_verify_case(case)
+
+
+def _short(text: str, n: int = 70) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 20] + " ... " + text[-15:]
+
+
+def math_suite_parts(workers: int = 2) -> list[Part]:
+    """One part per published suite (distill.graders.math_suites): distill, math-verify and the test's verdict.
+
+    A verdict other than "correct" counts as the test's 0; the listed disagreements keep each grader's verdict."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from distill.graders.math_suites import suite_cases
+
+    items = [(suite, case) for suite, cases in suite_cases().items() for case in cases]
+    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:  # ~3 ms to 1 s a case
+        verdicts = list(pool.map(_grade_case, items, chunksize=4))
+    parts: dict[str, Part] = {}
+    for (suite, case), (ours, theirs) in zip(items, verdicts, strict=True):
+        part = parts.setdefault(suite, Part(f"math: {suite} tests' own cases"))
+        part.total += 1
+        want = "correct" if case.expected else "not correct"
+        graders = {"distill": ours, "math-verify": theirs}
+        for name, verdict in graders.items():
+            part.agree[name] = part.agree.get(name, 0) + ((verdict == "correct") == case.expected)
+        if any((v == "correct") != case.expected for v in graders.values()):
+            row = {
+                "test": case.source.split("::")[-1],
+                "gold": _short(case.gold),
+                "answer": _short(case.pred),
+            }
+            part.disagreements.append({**row, "expected": want, **graders})
+    return list(parts.values())
 
 
 def _bare(answer: str) -> str:
@@ -300,7 +407,13 @@ def code_rule_parts() -> list[Part]:
 
 
 def build_report(sample: int = 100) -> list[Part]:
-    return [math_cases(), math500_sample(sample), code_sample(min(sample, 20)), *code_rule_parts()]
+    return [
+        math_cases(),
+        *math_suite_parts(),
+        math500_sample(sample),
+        code_sample(min(sample, 20)),
+        *code_rule_parts(),
+    ]
 
 
 def print_report(parts: list[Part]) -> None:
