@@ -747,6 +747,9 @@ def data_files(path: Path, subset: str | None = None) -> list[Path]:
     files = sorted(p for p in path.rglob("*") if p.is_file() and not hidden(p, path) and file_kind(p))
     if subset is not None:
         files = subset_files(path, files, subset)
+    folders = sorted({p.relative_to(path).parts[0] for p in files if p.parent != path})
+    if subset is None and len(folders) > 1:  # Mixture-of-Thoughts' all/ repeats math/, code/ and science/
+        raise DistillError(f"{path}: holds the subsets {', '.join(folders)}: set subset to the one to read")
     if not files:
         raise DistillError(f"{path}: no .parquet / .jsonl / .jsonl.gz / .jsonl.zst files")
     return files

@@ -89,3 +89,93 @@ def test_public_recipe_keeps_what_it_means_to(tmp_path, path):
     got = yields(tmp_path / "run" / "curate")
     print_yields(path.stem, got)
     assert got == YIELDS[path.stem]
+
+
+def curated(tmp_path: Path, adapter: str, curate_cfg: dict, subset: str | None = None, force: bool = False):
+    """One set's published rows imported and curated with `curate_cfg` (no decontamination); the manifest."""
+    root = snapshot(adapter, tmp_path / "hub" / adapter)
+    dataset = {"adapter": adapter, "path": str(root), **({"subset": subset} if subset else {})}
+    recipe = recipe_from_dict(
+        {
+            "name": "public",
+            "run_dir": str(tmp_path / "run"),
+            "generate": {"source": "dataset", "datasets": [dataset]},
+            "curate": {"decontaminate": {"benchmarks": []}, "verify": {"workers": 1}, **curate_cfg},
+        }
+    )
+    generate(recipe, None, tmp_path / "run" / "generate")
+    return curate(recipe, tmp_path / "run" / "generate", tmp_path / "run" / "curate", force)
+
+
+@pytest.mark.parametrize(
+    ("curate_cfg", "dropped"),
+    [
+        # verification on (the default): math and code rows need a gold answer OpenThoughts3 does not carry
+        ({}, {"no_reference": 2, "malformed": 1, "unverified": 1}),
+        # off, as for a set verified upstream: nothing to grade, so no row needs a reference
+        (
+            {
+                "verify": {"math": False, "code": False, "mcq": False},
+                "select": {"keep_unverified_domains": True},
+            },
+            {"malformed": 1},
+        ),
+        # math off, code on: only the code row needs one
+        (
+            {"verify": {"math": False}, "select": {"keep_unverified_domains": True}},
+            {"no_reference": 1, "malformed": 1},
+        ),
+    ],
+)
+def test_a_row_needs_a_reference_only_where_the_recipe_grades_it(tmp_path, curate_cfg, dropped):
+    """OpenThoughts3's published rows (math, code, two science; one cut off) under three verify settings."""
+    manifest = curated(tmp_path, "openthoughts3", curate_cfg)
+    assert manifest.dropped == dropped and manifest.rows_in == 4
+
+
+@pytest.mark.parametrize(("trust", "dropped"), [(True, {"wrong": 1}), (False, {"no_reference": 2})])
+def test_trusting_the_sets_verdicts_needs_no_reference(tmp_path, monkeypatch, trust, dropped):
+    """OpenR1-Math's extended row with its answer blanked: with trust_source_flags its generations keep the set's
+    verdicts (one correct by the judge, one wrong) and need no reference; without, math grading needs one."""
+    import public_rows
+
+    rows = public_rows.openr1_math()["extended/train-00000-of-00011.parquet"]
+    monkeypatch.setitem(
+        public_rows.SETS, "openr1-math", lambda: {"extended/x.parquet": [{**rows[0], "answer": ""}]}
+    )
+    manifest = curated(
+        tmp_path, "openr1-math", {"verify": {"trust_source_flags": trust, "workers": 1}}, "extended"
+    )
+    assert manifest.dropped == dropped and manifest.rows_out == (1 if trust else 0)
+
+
+def test_an_empty_answer_is_dropped_unless_the_recipe_keeps_it(tmp_path):
+    """Mixture-of-Thoughts' math row whose </think> is followed by nothing: its own reason by default."""
+    off = {"verify": {"math": False}, "select": {"keep_unverified_domains": True}}
+    assert curated(tmp_path / "a", "mixture-of-thoughts", off, subset="math").dropped == {"empty_answer": 1}
+    keep = {**off, "filters": {"drop_empty_answer": False}}
+    manifest = curated(tmp_path / "b", "mixture-of-thoughts", keep, subset="math")
+    assert manifest.dropped == {} and manifest.rows_out == 3
+
+
+def test_a_rerun_leaves_the_repository_card_alone(tmp_path, monkeypatch):
+    """The data_cards/ copy is rewritten only when its content changed (not its stamp line) or on --force; the
+    run's own card.md is rewritten on every run."""
+    cards = tmp_path / "cards"
+    monkeypatch.setenv("DISTILL_CARDS_DIR", str(cards))
+    off = {"verify": {"math": False}, "select": {"keep_unverified_domains": True}}
+    curated(tmp_path, "mixture-of-thoughts", off, subset="math")
+    first = (cards / "public.md").read_bytes()
+    run_card = tmp_path / "run" / "curate" / "card.md"
+    (tmp_path / "run" / "generate" / "manifest.json").unlink()  # a new import: a new generate manifest hash
+    curated(tmp_path, "mixture-of-thoughts", off, subset="math")
+    assert (cards / "public.md").read_bytes() == first  # same content, new stamp: left alone
+    assert run_card.read_text() != first.decode()  # the run's copy carries this run's stamp
+    curated(tmp_path, "mixture-of-thoughts", off, subset="math", force=True)
+    assert (cards / "public.md").read_text() == run_card.read_text().replace(
+        "lengths.png", "public-lengths.png"
+    )
+    assert (cards / "public.md").read_bytes() != first  # --force: rewritten
+    before = (cards / "public.md").read_text()
+    curated(tmp_path, "mixture-of-thoughts", {**off, "filters": {"drop_empty_answer": False}}, subset="math")
+    assert (cards / "public.md").read_text() != before and "3 kept" in (cards / "public.md").read_text()

@@ -739,6 +739,8 @@ def test_bad_files_are_one_error_naming_the_file(tmp_path):
         import_run(
             tmp_path / "run", [{"adapter": "mixture-of-thoughts", "path": str(mot), "subset": "maths"}]
         )
+    with pytest.raises(DistillError, match=r"mot: holds the subsets all, code, math, science: set subset"):
+        import_run(tmp_path / "run", [{"adapter": "mixture-of-thoughts", "path": str(mot)}])
     assert not list((tmp_path / "run" / "run" / "generate").glob("part-*"))
 
 
