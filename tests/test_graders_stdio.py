@@ -13,6 +13,7 @@ from distill.graders import verify_batch
 from distill.graders.code_cases import CF_4A, CF_120A, LCB_ADD, LCB_ROW, lcb_blob
 from distill.graders.stdio import (
     OUTPUT_LIMIT,
+    TOTAL_OUTPUT_LIMIT,
     driver_program,
     from_apps,
     from_codeforces,
@@ -335,16 +336,22 @@ MB = 1 << 20
 
 
 @pytest.mark.sandbox
-def test_any_allowed_output_size_is_graded():
+def test_any_allowed_output_size_is_graded(monkeypatch):
     """A 1 MB correct output passes (it once ended as "crashed" past the sandbox's 64 KiB stdout tail); 17 MiB is
     over OUTPUT_LIMIT (16 MiB): "output limit exceeded", never a crash."""
-    assert OUTPUT_LIMIT == 16 * MB
+    assert (OUTPUT_LIMIT, TOTAL_OUTPUT_LIMIT) == (16 * MB, 64 * MB)
     big = stdio("codeforces", [("", "7" * MB + "\n")])
     got = grade_many([(big, "print('7' * (1 << 20))"), (big, "print('7' * (17 << 20))")], workers=2)
     assert [(r.verdict, r.detail) for r in got] == [
         ("correct", ""),
-        ("wrong", "case 1: output limit exceeded (16 MiB or more)"),
+        ("wrong", "case 1: output limit exceeded (16 MiB a case, 64 MiB in all)"),
     ]
+    monkeypatch.setattr("distill.graders.stdio.TOTAL_OUTPUT_LIMIT", 2 * MB)  # all cases together: 2 MiB here
+    three = stdio("codeforces", [("", "7" * MB + "\n")] * 3)
+    assert (
+        grade(three, "print('7' * (1 << 20))").detail
+        == "case 2: output limit exceeded (16 MiB a case, 2 MiB in all)"
+    )
 
 
 # Searches everything the program can reach for the expected output: its own objects (globals, sys.modules, every
@@ -423,3 +430,14 @@ def test_program_searching_its_own_process_finds_no_expected_output():
         tests, SNOOP
     )  # the sandbox program holds the inputs, never the outputs
     assert verdict_of(tests, runs).verdict == "wrong"
+
+
+@pytest.mark.sandbox
+def test_clock_cpu_by_default_wall_as_the_harnesses():
+    """A case that sleeps 1.5 s of a 1 s limit: distill's CPU clock passes it (a loaded machine must not time out
+    correct programs); verify.code_clock: wall times it as every set's harness does (signal.alarm, timeout)."""
+    assert VerifyConfig().code_clock == "cpu"
+    tests = stdio("codeforces", [("", "1\n")], limit=1.0)
+    sleeper = "import time\ntime.sleep(1.5)\nprint(1)"
+    cpu, wall = grade_many([(tests, sleeper)], clock="cpu") + grade_many([(tests, sleeper)], clock="wall")
+    assert (cpu.verdict, wall.verdict, wall.detail) == ("correct", "timeout", "case 1: over 1.0 s")

@@ -128,6 +128,12 @@ def test_output_is_bounded():
     assert len(result.stdout) <= 65536
 
 
+def test_a_caller_may_keep_all_of_stdout():
+    """The stdin/stdout grader reads every case's output back: 1 MB comes back whole when asked for."""
+    result = run_python("print('x' * 1_000_000, end='')", stdout_bytes=2_000_000)
+    assert result.status == "ok" and len(result.stdout) == 1_000_000
+
+
 # ---------------------------------------------------------------- a broken sandbox is an error, never a skip or a verdict
 
 

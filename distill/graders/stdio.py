@@ -12,8 +12,9 @@ How one program is graded: one sandbox (`run_python`) runs a small driver that f
 stdout to a file, and prints each case's output back. Only the program and the inputs enter that sandbox: every
 comparison happens here, outside, with the set's own rule (distill.graders.rules.RULES), and a codeforces checker
 runs afterwards in a second sandbox of its own, so nothing about an expected output is reachable by the program.
-The first case that crashes, runs out of time or writes too much stops the rest. A case may write up to
-OUTPUT_LIMIT bytes; more is "output limit exceeded" (a wrong verdict, never a crash).
+The first case that crashes, runs out of time or writes too much stops the rest. A case may write less than
+OUTPUT_LIMIT bytes (16 MiB), all cases together TOTAL_OUTPUT_LIMIT (64 MiB); more is "output limit exceeded" (a
+wrong verdict, never a crash).
 
 Time: each set's harness limits wall time per case (RULES); distill limits CPU time by default (wall backstop 2x + 1
 s) so a loaded machine does not time out correct programs. `clock="wall"` (recipe: verify.code_clock) gives the
@@ -38,9 +39,10 @@ BENCHMARKS = tuple(RULES)
 DEFAULT_LIMIT_S = {"livecodebench": 6.0, "apps": 4.0, "taco": 4.0, "codeforces": 2.0}  # s per test case
 JOBS = 2  # cases of one program run at once (the machine's cores)
 STARTUP_S = 10.0  # sandbox + driver start, on top of the cases' own budget
-OUTPUT_LIMIT = (
-    16 << 20
-)  # bytes one case may write (stdout or output.txt); this many or more: output limit exceeded
+OUTPUT_LIMIT = 16 << 20  # bytes one case may write (stdout or output.txt); this many or more: over the limit
+TOTAL_OUTPUT_LIMIT = (
+    64 << 20
+)  # bytes all cases of one program may write together (what comes back to the grader)
 CHECKER_LIMIT_S = 10.0  # wall seconds the problem's checker gets per case
 PRELUDE = LCB_PRELUDE  # kept for callers that run LiveCodeBench programs themselves
 
@@ -346,18 +348,19 @@ def report(i, pid, fd, fout, start, killed):
     size = os.fstat(fout).st_size
     if killed or over or code == -signal.SIGXCPU:
         state = "timeout"
-    elif size >= SPEC["output_limit"]:
+    elif size >= SPEC["output_limit"] or written[0] + size > SPEC["total_limit"]:
         state = "output_limit"
     else:
         state = "ok" if code == 0 else "error"
-    out = os.pread(fout, min(size, SPEC["output_limit"]), 0) if state == "ok" else b""
+    out = os.pread(fout, size, 0) if state == "ok" else b""
+    written[0] += len(out)
     os.close(fout)
     row = {"i": i, "s": state, "code": code, "cpu": round(cpu_s, 3), "o": base64.b64encode(zlib.compress(out)).decode()}
     sys.stdout.write("CASE " + json.dumps(row) + "\n")
     sys.stdout.flush()
     return state
 
-pending, running, failed = list(range(len(cases))), {}, False
+pending, running, failed, written = list(range(len(cases))), {}, False, [0]
 backstop = 2 * limit + 1 if SPEC["clock"] == "cpu" else limit
 while (pending and not failed) or running:
     while pending and not failed and len(running) < jobs:
@@ -425,6 +428,7 @@ def driver_program(tests: dict, code: str, jobs: int = JOBS, clock: str = "cpu")
         "memory": int(tests["memory_mb"]) if tests.get("memory_mb") else None,
         "file_mode": tests.get("input_mode") == "file",
         "output_limit": OUTPUT_LIMIT,
+        "total_limit": TOTAL_OUTPUT_LIMIT,
     }
     return DRIVER.replace("__SPEC__", repr(json.dumps(spec)))
 
@@ -439,24 +443,20 @@ def wall_budget(tests: dict, jobs: int = JOBS) -> float:
     return budget
 
 
-def _case_bytes(tests: dict) -> int:
-    return sum(len(c["input"]) for c in tests["cases"]) + len(tests["cases"]) * OUTPUT_LIMIT
-
-
 def run_cases(
     tests: dict, code: str, memory_mb: int = 1024, jobs: int = JOBS, clock: str = "cpu"
 ) -> list[dict | None]:
     """Per case {"s": ok|error|timeout|output_limit, "o": stdout, "code": exit, "cpu": s}; None: not run."""
-    room_mb = _case_bytes(tests) >> 20
+    inputs_mb = sum(len(c["input"]) for c in tests["cases"]) >> 20
     if tests.get("memory_mb"):  # the driver itself needs room above the problem's own limit
         memory_mb = max(memory_mb, int(tests["memory_mb"]) + 512)
     result = run_python(
         driver_program(tests, code, jobs, clock),
         timeout_s=wall_budget(tests, jobs),
         memory_mb=memory_mb,
-        tmp_mb=64 + (sum(len(c["input"]) for c in tests["cases"]) >> 19) + jobs * (OUTPUT_LIMIT >> 20),
-        file_mb=16 + 2 * room_mb,
-        stdout_bytes=2 * _case_bytes(tests) + (1 << 20),
+        tmp_mb=64 + 2 * inputs_mb + jobs * (OUTPUT_LIMIT >> 20),  # inputs and outputs live on its tmpfs
+        file_mb=16 + inputs_mb + 2 * (TOTAL_OUTPUT_LIMIT >> 20),
+        stdout_bytes=2 * TOTAL_OUTPUT_LIMIT + (1 << 20),  # base64 of zlib: at most ~1.34x the outputs
     )
     runs: list[dict | None] = [None] * len(tests["cases"])
     for line in result.stdout.splitlines():
@@ -526,7 +526,8 @@ def _case_failure(tests: dict, i: int, run: dict) -> tuple[str, str] | None:
     if run["s"] == "timeout":
         return "timeout", f"case {i + 1}: over {tests['time_limit_s']} s"
     if run["s"] == "output_limit":
-        return "wrong", f"case {i + 1}: output limit exceeded ({OUTPUT_LIMIT >> 20} MiB or more)"
+        limits = f"{OUTPUT_LIMIT >> 20} MiB a case, {TOTAL_OUTPUT_LIMIT >> 20} MiB in all"
+        return "wrong", f"case {i + 1}: output limit exceeded ({limits})"
     if run["s"] == "error":
         return "wrong", f"case {i + 1}: the program crashed (exit {run.get('code')})"
     return None
