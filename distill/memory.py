@@ -18,9 +18,9 @@ s x s scores):
   checkpointing off  L T e x c          (c: compute bytes, 2 bf16 / 4 fp32)
   checkpointing on   L T h x r + T e x c  (each layer's input, r: 4 when the residual stream is fp32 as under
                                           autocast of fp32 weights, else c; plus one layer recomputed)
-Loss head (distill.train.loss, one checkpointed chunk of n = min(loss_chunk_tokens, T) rows alive): n V x (2 c + 12)
-(logits, their fp32 copy, log-softmax, the fp32 and compute-dtype gradients) + 2 T h c (the gathered trained
-positions and their gradient).
+Loss head (distill.train.loss: one checkpointed chunk of n = min(loss_chunk_tokens, T) rows alive, recomputed in
+the backward): n V x 12 (the fp32 log-softmax it keeps, the gradient arriving at it and the one it returns; + 2 for
+the bf16 logits' gradient under bf16) + 2 T h c (the gathered trained positions and their gradient).
 Generate (vLLM): weights params x weight bytes / (tp x pp) per GPU; KV per token per GPU = ceil(layers / pp) x 2 x
 max(1, kv_heads / tp) x head_dim x 2 bytes (MLA: kv_lora_rank + qk_rope_head_dim per layer, on every TP rank);
 the recipe's concurrency needs it for concurrency x (prompt + max_tokens) tokens.
@@ -262,7 +262,7 @@ def activations(s: Shape, t: TrainShape, launch: Launch, checkpointing: bool) ->
 def loss_chunks(s: Shape, t: TrainShape, launch: Launch) -> float:
     c = 2 if launch.bf16 else 4
     tokens = t.max_length * t.micro_batch
-    return min(t.chunk_tokens, tokens) * s.vocab * (2 * c + 12) + 2 * tokens * s.width * c
+    return min(t.chunk_tokens, tokens) * s.vocab * (12 + (2 if launch.bf16 else 0)) + 2 * tokens * s.width * c
 
 
 def train_parts(s: Shape, t: TrainShape, launch: Launch) -> dict[str, float]:
@@ -353,7 +353,8 @@ def check_train(accelerator, cfg, student: str, model_path: str, lengths) -> Non
     from distill.train.data import training_units
 
     launch = running_launch(accelerator)
-    bins = len(training_units(lengths, cfg.max_length, cfg.packing))
+    on_policy = cfg.objective == "on_policy"  # a unit is a prompt
+    bins = len(lengths) if on_policy else len(training_units(lengths, cfg.max_length, cfg.packing))
     if launch.ranks > bins:
         raise DistillError(
             f"train: {launch.ranks} ranks but the data makes {bins} {'bins' if cfg.packing else 'samples'} of "

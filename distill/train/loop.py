@@ -42,6 +42,7 @@ from distill.artifacts import (
 )
 from distill.config import Recipe, TeacherConfig, TrainConfig, config_hash, load_recipe
 from distill.errors import DistillError
+from distill.memory import check_train
 from distill.models import resolve_model
 from distill.students import Student, get_student
 from distill.train.data import (
@@ -573,6 +574,7 @@ def setup(
     tokenizer = release_tokenizer_for(model_path, student)
     vocab, kd_eos = same_vocabulary(cfg, tokenizer, student)  # before anything is trained
     data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator, kd_eos)
+    check_train(accelerator, cfg, student, model_path, data.lengths())  # exit 2 before weights load
     torch.manual_seed(cfg.seed)  # new token rows and LoRA weights are drawn at random
     model, _ = load_model(cfg.model_copy(update={"model": model_path}), tokenizer, student, attn)
     flop_model = (param_count(model), model.config.num_hidden_layers, model.config.hidden_size)
