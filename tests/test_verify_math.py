@@ -7,7 +7,8 @@ import pytest
 from distill.config import VerifyConfig
 from distill.data import load_prompts, raw_records
 from distill.graders import Verdict, verify_batch, verify_row
-from distill.graders.math import gold_letter, gold_text, verify_math
+from distill.graders.math import MathOptions, gold_letter, gold_text, verify_math
+from distill.graders.report import math_suite_parts, print_report
 
 CASES = [  # (gold reference, completion answer, expected verdict)
     ("025", "So the answer is \\boxed{25}.", "correct"),  # zero-padded AIME
@@ -73,8 +74,32 @@ MULTI_CASES = [  # (gold reference, completion answer, expected verdict)
     ("C", "the answer is C", "unparseable"),  # no box (phrase_fallback off)
 ]
 
+# issue 22: the cases where distill was behind math-verify called directly on the published suites
+ISSUE22_CASES = [  # (gold reference, completion answer, expected verdict)
+    ("$\\boxed{1}\\boxed{2}$", "$\\boxed{1,2}$", "correct"),  # Math-Verify tests/test_all.py: a gold of boxes
+    ("\\(\\boxed{1}\\) and \\(\\boxed{-2}\\).", "$\\boxed{-2,1}$.", "correct"),  # tests/test_numina_cases.py
+    (
+        "\\boxed{1} no no no no no \\boxed{2}",
+        "$\\boxed{1,2}$",
+        "wrong",
+    ),  # tests/test_open_thoughts.py: not one answer
+    ("E", "\\boxed{\\mathrm{E}}", "correct"),  # NeMo-Skills tests/test_math_equal.py, both orders
+    ("\\mathrm{E}", "\\boxed{E}", "correct"),
+    ("E", "\\boxed{\\mathrm{E}*2}", "wrong"),
+    ("A", "\\boxed{\\textbf{A}}", "correct"),
+    ("185", "\\boxed{185\\}", "correct"),  # a stray \\} before the box closes
+    ("185\\", "\\boxed{185\\}", "correct"),
+    ("C. x = 42", "\\boxed{C}", "correct"),  # a multiple-choice gold written with its choice's text
+    ("(C) 42", "\\boxed{\\text{(C)}}", "correct"),
+    ("C. x = 42", "\\boxed{B}", "wrong"),
+    ("C. x = 42", "\\boxed{42}", "wrong"),  # a value, not a choice
+    ("1,-2", "\\boxed{-2, 1}", "correct"),  # MATH-500 "Enter all such integers, separated by commas": a set
+    ("10, 4, -2", "\\boxed{4, 10, -2}", "correct"),  # a list is a set unless ordered_lists (below)
+    ("(10, 4, -2)", "\\boxed{(4, 10, -2)}", "wrong"),  # a tuple always compares in order
+]
 
-@pytest.mark.parametrize(("reference", "answer", "expected"), CASES + MULTI_CASES)
+
+@pytest.mark.parametrize(("reference", "answer", "expected"), CASES + MULTI_CASES + ISSUE22_CASES)
 def test_math_cases(reference, answer, expected):
     assert verify_math(reference, answer)[0] == expected
 
@@ -160,3 +185,67 @@ def test_answer_phrase_fallback(reference, answer, expected):
     assert verify_math(reference, answer, phrase_fallback=True)[0] == expected
     if "boxed" not in answer:
         assert verify_math(reference, answer)[0] == "unparseable"  # off by default (R1 boxes its answers)
+
+
+# verify_math(..., opts=MathOptions(ordered_lists=True)): hendrycks' rule, a gold list compares in order
+ORDERED_CASES = [
+    ("10, 4, -2", "\\boxed{10, 4, -2}", "correct"),
+    ("10, 4, -2", "\\boxed{4, 10, -2}", "wrong"),  # hendrycks math_equivalence_test.py::test_order
+    ("0.1, 4, 2", "\\boxed{4, .1, 2}", "wrong"),  # ::test_decimals
+    ("0.1, 4, 2", "\\boxed{.1, 4, 2}", "correct"),
+    ("10, 4, -2", "x = \\boxed{10}, y = \\boxed{4}, z = \\boxed{-2}", "correct"),  # one box a value, in order
+    ("10, 4, -2", "\\boxed{-2}, \\boxed{4}, \\boxed{10}", "wrong"),
+    ("10, 4, -2", "\\boxed{10, 4}", "wrong"),  # a value missing
+    ("\\boxed{1} and \\boxed{-2}", "\\boxed{-2, 1}", "correct"),  # a gold of several boxes stays a set
+]
+
+
+@pytest.mark.parametrize(("reference", "answer", "expected"), ORDERED_CASES)
+def test_ordered_lists_compare_in_order(reference, answer, expected):
+    assert verify_math(reference, answer, opts=MathOptions(ordered_lists=True))[0] == expected
+
+
+MINERVA = (  # Math-Verify tests/test_all.py::test_math_extraction_additional_cases, abridged: boxes, then the answer
+    "so the interest earned is $0.04 \\cdot 10,000 \\cdot \\frac{1}{2} = \\boxed{200}$ ... "
+    "$0.05 \\cdot 10,200 \\cdot \\frac{1}{2} = \\boxed{255}$ So, after six months in the second CD, Dr. Zaius has "
+    "$10,200 + $255 = $10,455. Final Answer: The final answer is $10,455$. I hope it is correct."
+)
+# verify_math(..., extract_unboxed=True): no box, the answer read whole as math-verify reads it
+EXTRACT_CASES = [  # (reference, answer, expected with extract_unboxed, expected by default)
+    ("$9$", "Answer $ 9 $", "correct", "unparseable"),  # Math-Verify tests/test_all.py::test_latex_notation
+    ("1000.99", "the number is not 10 which is 1,000.99€", "correct", "unparseable"),
+    ("$[0,1)$", "Final Answer: The final answer is $(0, 1)$. I hope it is correct.", "wrong", "unparseable"),
+    ("$10455$", MINERVA, "correct", "wrong"),  # the closing "final answer is" after the boxes counts
+    ("7", "there is nothing to read here", "unparseable", "unparseable"),
+]
+
+
+@pytest.mark.parametrize(("reference", "answer", "extracted", "default"), EXTRACT_CASES)
+def test_extract_unboxed(reference, answer, extracted, default):
+    assert verify_math(reference, answer, extract_unboxed=True)[0] == extracted
+    assert verify_math(reference, answer)[0] == default  # R1 boxes its answers: off by default
+
+
+AHEAD = [  # (suite, test, gold): where math-verify called directly is wrong and distill right
+    ("hendrycks", "test_order", "10, 4, -2"),  # lists in order (its is_equiv compares strings)
+    ("hendrycks", "test_decimals", "0.1, 4, 2"),
+    ("nemo-skills", "test_correct_examples", "185"),  # \\boxed{185\\}: math-verify reads no number
+    ("nemo-skills", "test_correct_examples", "185\\"),
+    ("nemo-skills", "test_correct_examples", "185\\"),
+    ("nemo-skills", "test_correct_examples", "\\$10"),  # a gold "\\$10": math-verify reads nothing
+]
+
+
+def test_published_suites_distill_right_wherever_math_verify_is(capsys):
+    """Math-Verify's, hendrycks' and NeMo-Skills' own tables, each case's expected verdict (math_suites):
+    math-verify called as each test calls it, and distill; distill is never wrong where math-verify is right."""
+    parts = {p.title.split()[1]: p for p in math_suite_parts()}
+    counts = {k: (p.total, p.agree["distill"], p.agree["math-verify"]) for k, p in parts.items()}
+    assert counts == {"math-verify": (269, 269, 269), "hendrycks": (16, 16, 14), "nemo-skills": (60, 60, 56)}
+    rows = [(k, row) for k, p in parts.items() for row in p.disagreements]
+    assert [(k, r["test"], r["gold"]) for k, r in rows] == AHEAD
+    assert all((r["distill"] == "correct") == (r["expected"] == "correct") for _, r in rows)
+    print_report(list(parts.values()))  # distill verify --report prints each suite and every disagreement
+    out = capsys.readouterr().out
+    assert "math: hendrycks tests' own cases" in out and "│ 16    │ 16/16         │ 14/16" in out
+    assert "test_decimals" in out and "\\boxed{185\\}" in out

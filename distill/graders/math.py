@@ -128,12 +128,12 @@ def _parse_boxed(text: str) -> list[Any]:
     return parse(f"\\boxed{{{text}}}", parsing_timeout=None)
 
 
-def parse_text(text: str, opts: MathOptions = DEFAULT) -> list[Any]:
-    """math-verify's own reading of a whole text (its last LaTeX expression or number); a bare answer as $...$."""
+def parse_text(text: str, opts: MathOptions = DEFAULT, gold: bool = False) -> list[Any]:
+    """math-verify's own reading of a whole text (its last LaTeX expression or number); a bare gold as $...$."""
     from math_verify import parse
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    text = text if "$" in text or "\\" in text else f"${text}$"
+    text = f"${text}$" if gold and "$" not in text and "\\" not in text else text
     return parse(text, *([list(opts.extraction)] if opts.extraction else []), parsing_timeout=None)
 
 
@@ -143,7 +143,10 @@ def parse_gold(reference: str, opts: MathOptions = DEFAULT) -> list[Any] | None:
     One box: distill's reading of it (cleaned). Several boxes, or a box that yields nothing: math-verify's reading
     of the whole reference, which joins boxes written as one answer ("\\boxed{1} and \\boxed{2}" is {1, 2}) and
     reads "$1 - \\frac{1}{\\mathrm{e}}$" or a sentence with the answer in it."""
-    readings = [lambda: _parse_boxed(gold_text(reference)), lambda: parse_text(reference.strip(), opts)]
+    readings = [
+        lambda: _parse_boxed(gold_text(reference)),
+        lambda: parse_text(reference.strip(), opts, gold=True),
+    ]
     boxes = len(distinct_boxes(reference))
     if boxes > 1 or (
         boxes == 0 and ("\\boxed" in reference or opts.extraction)
