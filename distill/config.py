@@ -122,6 +122,12 @@ class VerifyConfig(Strict):
     # No \boxed{} in the answer: grade the number after its last "answer is" / "answer:" instead of calling it
     # unparseable. Off for R1 (it boxes); on for plain instruct teachers that ignore the directive (the demo).
     math_answer_phrase: bool = False
+    # No \boxed{}: read the whole answer as math-verify's parse does (its last LaTeX expression or number, a closing
+    # "final answer is ..." first). Off: an unboxed answer is unparseable.
+    math_extract_unboxed: bool = False
+    # A gold list "10, 4, -2" compares in order (hendrycks' MATH rule). Off: a list is a set, as MATH writes
+    # solution lists ("Enter all such integers, separated by commas"); a tuple "(10, 4, -2)" is always in order.
+    math_ordered_lists: bool = False
     # Imported trace sets (generate.source: dataset) carry their own verification (source_verified): true takes
     # it as the verdict where present; false (default) re-grades every row.
     trust_source_flags: bool = False

@@ -147,6 +147,12 @@ def test_verify_row_dispatch_and_switches():
     assert verify_row("math", None, "\\boxed{25}", cfg).verdict == "bad_reference"
     assert verify_row("general", "x", "x", cfg) is None  # no rule grader
     assert verify_row("math", "1", "\\boxed{1}", VerifyConfig(math=False)) is None
+    ordered = VerifyConfig(math_ordered_lists=True)  # hendrycks' rule: a gold list in order
+    assert verify_row("math", "10, 4, -2", "\\boxed{4, 10, -2}", ordered).verdict == "wrong"
+    assert verify_row("math", "10, 4, -2", "\\boxed{4, 10, -2}", cfg).verdict == "correct"
+    extract = VerifyConfig(math_extract_unboxed=True)
+    assert verify_row("math", "$9$", "Answer $ 9 $", extract) == Verdict("correct", "math-verify", "9")
+    assert verify_row("math", "$9$", "Answer $ 9 $", cfg).verdict == "unparseable"
 
 
 def test_batch_times_out_a_hung_item_and_keeps_going():

@@ -63,9 +63,15 @@ def verify_row(domain: str, reference: str | None, answer: str | None, cfg: Veri
         return Verdict("bad_reference", grader, None)
     answer = answer or ""
     if domain == "math":
-        from distill.graders.math import verify_math
+        from distill.graders.math import MathOptions, verify_math
 
-        verdict, pred = verify_math(reference, answer, phrase_fallback=cfg.math_answer_phrase)
+        verdict, pred = verify_math(
+            reference,
+            answer,
+            phrase_fallback=cfg.math_answer_phrase,
+            extract_unboxed=cfg.math_extract_unboxed,
+            opts=MathOptions(ordered_lists=cfg.math_ordered_lists),
+        )
     elif domain == "code":
         from distill.graders.code import verify_code
 
