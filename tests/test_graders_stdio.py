@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -340,8 +341,11 @@ def test_any_allowed_output_size_is_graded(monkeypatch):
     """A 1 MB correct output passes (it once ended as "crashed" past the sandbox's 64 KiB stdout tail); 17 MiB is
     over OUTPUT_LIMIT (16 MiB): "output limit exceeded", never a crash."""
     assert (OUTPUT_LIMIT, TOTAL_OUTPUT_LIMIT) == (16 * MB, 64 * MB)
-    big = stdio("codeforces", [("", "7" * MB + "\n")])
-    got = grade_many([(big, "print('7' * (1 << 20))"), (big, "print('7' * (17 << 20))")], workers=2)
+    noise = (
+        "import random\nprint('%x' % random.Random(7).getrandbits(4 << 20))"  # 1 MiB of hex, ~500 KB zipped
+    )
+    big = stdio("codeforces", [("", f"{random.Random(7).getrandbits(4 << 20):x}\n")])
+    got = grade_many([(big, noise), (big, "print('7' * (17 << 20))")], workers=2)
     assert [(r.verdict, r.detail) for r in got] == [
         ("correct", ""),
         ("wrong", "case 1: output limit exceeded (16 MiB a case, 64 MiB in all)"),
