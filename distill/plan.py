@@ -285,8 +285,19 @@ def generate_memory(recipe: Recipe, a: Assumptions, samples: float) -> dict[str,
             "fit_sequences": max(0, int(kv_room // parts["kv per sequence"])), "shape": shape}  # fmt: skip
 
 
+def bins_per_epoch(recipe: Recipe, a: Assumptions, samples: float) -> int:
+    """Micro-batch units one epoch makes: packed bins of max_length (or samples, unpacked)."""
+    from distill.students import get_student
+
+    max_length = recipe.train.max_length or get_student(recipe.student).max_length
+    kept = samples * a.keep_rate
+    if not recipe.train.packing:
+        return math.ceil(kept)
+    return math.ceil(kept * min(a.prompt_tokens + a.completion_tokens, max_length) / max_length)
+
+
 def memory_verdicts(
-    recipe: Recipe, a: Assumptions, train: dict[str, Any], gen: dict[str, Any] | None
+    recipe: Recipe, a: Assumptions, train: dict[str, Any], gen: dict[str, Any] | None, samples: float
 ) -> list[str]:
     """One line per run: fits, or what to change."""
     from distill.memory import GiB
@@ -302,6 +313,12 @@ def memory_verdicts(
         lines.append(
             f"train: {launch.sharding} needs {train['host'] / GiB:.0f} GiB of host memory per node of "
             f"plan.host_memory_gib={a.host_memory_gib:.0f}: more nodes or pipelines/accelerate/zero3.yaml"
+        )
+    bins = bins_per_epoch(recipe, a, samples)
+    if launch.ranks > bins:
+        lines.append(
+            f"train: {launch.ranks} ranks but about {bins} bins per epoch: some ranks would have no data; "
+            f"use at most {bins} GPUs (plan.gpus, num_processes in {accelerate_config(recipe)})"
         )
     if gen is not None:
         lines.append(generate_verdict(recipe, gen))
@@ -351,7 +368,7 @@ def print_plan(recipe: Recipe, a: Assumptions, source: dict[str, str], totals: d
     print_table(f"plan {recipe.name}: totals", [{"total": k, "value": _fmt(v)} for k, v in totals.items()])
     train, gen = train_memory(recipe, a), generate_memory(recipe, a, totals["samples"])
     print_table(f"plan {recipe.name}: peak memory per GPU ({a.gpu})", memory_rows(train, gen))
-    for line in memory_verdicts(recipe, a, train, gen):
+    for line in memory_verdicts(recipe, a, train, gen, totals["samples"]):
         print(line)
 
 

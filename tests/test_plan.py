@@ -1,17 +1,20 @@
-"""`distill plan`: the estimate against numbers worked out by hand, measured assumptions, bad --set values."""
+"""`distill plan`: the estimate and the memory plan against numbers worked out by hand and published settings,
+measured assumptions, bad --set values and configs."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from distill.config import load_recipe
 from distill.errors import DistillError
-from distill.plan import plan, split_sets
+from distill.memory import SHAPES, TEACHERS, Launch, host_bytes, kv_bytes_per_token, local_shape, model_states
+from distill.plan import generate_memory, generate_verdict, memory_verdicts, plan, split_sets, train_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,3 +118,163 @@ def test_cli_prints_every_assumption_and_the_totals():
     assert "total_gpu_hours" in proc.stdout and "total_usd" in proc.stdout
     bad = subprocess.run([*cmd, "--set", "plan.mfu=x"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "plan.mfu" in bad.stderr
+
+
+# ---------------------------------------------------------------- the memory plan (distill.memory)
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize("student", list(SHAPES))
+def test_architecture_facts_recount_the_published_parameter_totals(student):
+    """layers, hidden, heads, kv heads, MLP width and vocab (each base's config.json, linked in Shape.source) give
+    back the safetensors total exactly: embeddings (twice untied) + layers x (q, k, v, o, q/k/v biases on Qwen2,
+    gate/up/down, two norms) + the final norm."""
+    s = SHAPES[student]
+    embeddings = s.vocab * s.width * (1 if s.tied else 2)
+    assert embeddings + s.layers * s.layer_params() + s.width == s.params
+
+
+def test_the_embedded_smollm2_config_is_the_registry_shape(smollm2_path):
+    s = local_shape(
+        str(smollm2_path)
+    )  # its config.json as converted from HuggingFaceTB/SmolLM2-135M-Instruct
+    assert replace(s, source="") == replace(SHAPES["smollm2-135m"], head_dim=64, source="")  # 576 / 9 heads
+
+
+def test_qwen_7b_release_recipe_memory_by_hand():
+    recipe = load_recipe(ROOT / "pipelines/r1-distill-qwen-7b.yaml")
+    a, source, _ = plan(recipe, ["prompts=800000"])
+    assert (a.gpus, source["gpus"]) == (8, "recipe: num_processes of pipelines/accelerate/zero3.yaml")
+    m = train_memory(recipe, a)
+    assert m["launch"].sharding == "zero3" and m["launch"].bf16
+    p = 7_615_616_512
+    assert m["parts"]["parameters"] == 6 * p / 8  # bf16 + fp32 partitions
+    assert m["parts"]["gradients"] == 4 * p / 8 and m["parts"]["optimizer"] == 8 * p / 8
+    assert m["parts"]["gathered"] == 4 * 152064 * 3584  # the embedding matrix, DeepSpeed's largest layer
+    # per token and layer e = 9 x 3584 + 3 x 4 kv heads x 128 + 4 x 18944 = 109,568 elements
+    # checkpointing: 28 layers x 32768 x 3584 x 2 B inputs + 32768 x 109,568 x 2 B of the recomputed layer
+    assert m["parts"]["activations"] == 28 * 32768 * 3584 * 2 + 32768 * 109_568 * 2 == 13_757_317_120
+    assert m["parts"]["activations, checkpointing off"] == 28 * 32768 * 109_568 * 2  # 187.3 GiB
+    assert m["parts"]["loss chunks"] == 1024 * 152064 * 14 + 2 * 32768 * 3584 * 2
+    assert m["total"] == 35_722_195_328  # 33.27 GiB
+    assert m["capacity"] == 77 * GiB and m["fixes"] == []  # H100 80 GiB less plan.overhead_gib 3
+
+
+def _deepspeed_zero3_estimate(total_params, largest_layer_params, gpus_per_node, nodes, cpu_offload):
+    """deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs (zero_init=True,
+    additional_buffer_factor=1.5), transcribed: (cpu bytes, gpu bytes)."""
+    total_gpus = nodes * gpus_per_node
+    largest_layer_memory = 4 * largest_layer_params
+    if cpu_offload:  # offload_param=cpu, offload_optimizer=cpu
+        return int(total_params * 18 * (1 / nodes) * 1.5), largest_layer_memory
+    return int(largest_layer_params * 4 * gpus_per_node * 1.5), largest_layer_memory + int(18 * total_params / total_gpus)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("student", "gpus", "nodes"), [("qwen-7b", 8, 1), ("qwen-32b", 32, 4), ("llama-70b", 64, 8)]
+)
+@pytest.mark.parametrize("offload", [False, True])
+def test_zero3_model_states_are_deepspeeds_published_estimate(student, gpus, nodes, offload):
+    s = SHAPES[student]
+    launch = Launch("zero3-offload" if offload else "zero3", gpus, nodes, True, "test")
+    states = model_states(s, launch)
+    cpu, gpu = _deepspeed_zero3_estimate(s.params, s.largest_layer(), gpus // nodes, nodes, offload)
+    assert sum(states.values()) == pytest.approx(gpu, abs=1)
+    if offload:
+        assert host_bytes(s, launch) == pytest.approx(cpu, abs=1)
+
+
+def test_open_r1_distill_7b_setting_fits_and_would_not_without_checkpointing():
+    """Published: open-r1 trained OpenR1-Distill-7B (Qwen2.5-Math-7B) on one node of 8 x H100 80GB with ZeRO-3,
+    --max_seq_length 32768 --per_device_train_batch_size 2 --gradient_checkpointing --bf16 (huggingface/open-r1
+    README "Training models" and src/open_r1/sft.py usage). The plan fits it; without checkpointing it cannot."""
+    sets = ["train.micro_batch_size=2", "train.max_length=32768"]  # the qwen-7b recipe at open-r1's settings
+    recipe = load_recipe(ROOT / "pipelines/r1-distill-qwen-7b.yaml", sets)
+    a, _, _ = plan(recipe, ["gpu=H100", "prompts=350000"])
+    m = train_memory(recipe, a)
+    assert (m["launch"].sharding, a.gpus) == ("zero3", 8)
+    assert m["total"] / GiB == pytest.approx(46.519, abs=1e-3) and m["total"] < m["capacity"]
+    recipe.train.gradient_checkpointing = False
+    m = train_memory(recipe, a)
+    assert m["total"] / GiB == pytest.approx(395.394, abs=1e-3)
+    assert m["fixes"] == ["train.gradient_checkpointing=true", "train.max_length=4096"]
+
+
+def test_a_plan_over_the_gpu_names_each_change_that_fits():
+    # Qwen2.5-32B at 32k on one node of 8 (the 7B's zero3.yaml): 18 x 32.76e9 / 8 = 68.6 GiB of states alone
+    sets = ["train.accelerate_config=pipelines/accelerate/zero3.yaml"]
+    recipe = load_recipe(ROOT / "pipelines/r1-distill-qwen-32b.yaml", sets)
+    a, _, _ = plan(recipe, ["prompts=800000"])
+    train = train_memory(recipe, a)
+    assert train["total"] / GiB == pytest.approx(103.962, abs=1e-3)
+    assert train["fixes"] == [
+        "16 GPUs (num_processes in pipelines/accelerate/zero3.yaml)",
+        "offload (pipelines/accelerate/zero3_offload.yaml)",
+        "train.max_length=2048",
+    ]
+    line = memory_verdicts(recipe, a, train, None, 3.2e6)[0]
+    assert line == (
+        "train: 104.0 GiB per GPU of 77.0 usable (8 x H100, zero3): does not fit; change 16 GPUs (num_processes "
+        "in pipelines/accelerate/zero3.yaml) or offload (pipelines/accelerate/zero3_offload.yaml) or "
+        "train.max_length=2048"
+    )
+
+
+def test_offload_beyond_the_host_and_more_ranks_than_bins_are_named():
+    sets = ["train.accelerate_config=pipelines/accelerate/zero3_offload.yaml"]
+    recipe = load_recipe(ROOT / "pipelines/r1-distill-qwen-32b.yaml", sets)
+    a, _, _ = plan(recipe, ["prompts=10", "host_memory_gib=512"])
+    train = train_memory(recipe, a)
+    assert train["host"] == 18 * 32_763_876_352 * 1.5  # 823.9 GiB on one node
+    lines = memory_verdicts(recipe, a, train, None, 40)
+    assert lines[1] == (
+        "train: zero3-offload needs 824 GiB of host memory per node of plan.host_memory_gib=512: more nodes or "
+        "pipelines/accelerate/zero3.yaml"
+    )
+    # 40 samples x keep 0.5 x 8150 tokens / 32768 = 4.97 -> 5 bins for 8 ranks
+    assert lines[2].startswith("train: 8 ranks but about 5 bins per epoch: some ranks would have no data")
+
+
+def test_generate_kv_cache_by_hand():
+    r1 = TEACHERS["deepseek-ai/DeepSeek-R1"]
+    # MLA: 576 cached elements per layer, not split by TP; PP2 puts ceil(61 / 2) = 31 layers on a GPU; bf16
+    assert kv_bytes_per_token(r1, 8, 2) == 31 * 576 * 2 == 35_712
+    qwen = SHAPES["qwen-7b"]
+    assert kv_bytes_per_token(qwen, 2, 1) == 28 * 2 * 2 * 128 * 2  # 4 kv heads over TP2: 2 per GPU
+    assert kv_bytes_per_token(qwen, 8, 1) == 28 * 2 * 1 * 128 * 2  # TP8 > 4 kv heads: each GPU keeps one
+    recipe = load_recipe(ROOT / "pipelines/r1-distill-qwen-7b.yaml")
+    a, _, t = plan(recipe, ["prompts=800000"])
+    g = generate_memory(recipe, a, t["samples"])
+    assert g["parts"]["weights"] == 671e9 * 1 / 16  # fp8, TP8 x PP2
+    assert g["seq_tokens"] == 150 + 32768 and g["concurrency"] == 1024  # vLLM's max_num_seqs on H100
+    # 80 GiB x 0.92 - 41.94e9 of weights = 37.09e9 bytes of KV room / (35,712 x 32,918 per sequence) = 31
+    assert g["fit_sequences"] == 31
+    assert generate_verdict(recipe, g).startswith(
+        "generate: weights 39.1 GiB per GPU of 73.6 (gpu_memory_utilization): the KV cache holds 31 of the 1024"
+    )
+
+
+def test_cli_prints_the_memory_table_and_verdicts_and_bad_configs_exit_2():
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "plan",
+        "pipelines/r1-distill-qwen-7b.yaml",
+        "--set",
+        "plan.prompts=9",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "peak memory per GPU (H100)" in proc.stdout and "activations, checkpointing off" in proc.stdout
+    assert "train: 33.3 GiB per GPU of 77.0 usable (8 x H100, zero3): fits" in proc.stdout
+    bad = subprocess.run(
+        [*cmd, "--set", "train.accelerate_config=pipelines/accelerate/nope.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "error: train.accelerate_config: pipelines/accelerate/nope.yaml not found\n"
