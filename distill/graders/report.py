@@ -299,18 +299,11 @@ def _limits(memory_mb):
     return apply if memory_mb else None
 
 
-def _reference_case(tests: dict, case: dict, folder: str) -> str:
-    """One case as the set's harness runs and judges it: correct | wrong | timeout."""
-    import ast
-    import os
-
-    from distill.graders.rules import RULES, codeforces_expected, codeforces_input
-
-    bench, file_mode = tests["benchmark"], tests.get("input_mode") == "file"
-    text = codeforces_input(case["input"]) if bench == "codeforces" else case["input"]
-    if file_mode:
-        with open(os.path.join(folder, "input.txt"), "w") as f:
-            f.write(text)
+def _run_as_harness(tests: dict, text: str, folder: Path) -> tuple[str, str | None]:
+    """(status, output): the program on one input in a plain interpreter, the set's time (wall) and memory."""
+    file_mode = tests.get("input_mode") == "file"
+    if file_mode:  # codeforces input_mode: file reads input.txt and writes output.txt
+        (folder / "input.txt").write_text(text)
     try:
         run = subprocess.run(
             [sys.executable, "-I", "runner.py"],
@@ -323,33 +316,43 @@ def _reference_case(tests: dict, case: dict, folder: str) -> str:
             preexec_fn=_limits(tests.get("memory_mb")),
         )
     except subprocess.TimeoutExpired:
-        return "timeout"
+        return "timeout", None
     if run.returncode != 0:
-        return "wrong"
-    out = run.stdout
-    if file_mode:
-        path = Path(folder, "output.txt")
-        out = path.read_text() if path.exists() else ""
+        return "wrong", None
+    out = folder / "output.txt"
+    return "ran", ((out.read_text() if out.exists() else "") if file_mode else run.stdout)
+
+
+def _checker_passes(tests: dict, text: str, expected: str, out: str, folder: Path) -> bool:
+    """The problem's checker as the piston run script calls it: checker input correct_output solution_output."""
+    from distill.graders.rules import codeforces_expected
+
+    files = {"in.txt": text, "correct.txt": codeforces_expected(expected), "out.txt": out}
+    for name, content in {**files, "checker.py": tests["checker"]}.items():
+        (folder / name).write_text(content)
+    check = subprocess.run(
+        [sys.executable, "-I", "checker.py", *files], capture_output=True, text=True, cwd=folder, timeout=30
+    )
+    return check.returncode == 0 and check.stdout.strip() == "1"
+
+
+def _reference_case(tests: dict, case: dict, folder: Path) -> str:
+    """One case as the set's harness runs and judges it: correct | wrong | timeout."""
+    import ast
+
+    from distill.graders.rules import RULES, codeforces_input
+
+    bench = tests["benchmark"]
+    text = codeforces_input(case["input"]) if bench == "codeforces" else case["input"]
+    status, out = _run_as_harness(tests, text, folder)
+    if out is None:
+        return status
     if tests.get("checker"):
-        files = {"in.txt": text, "correct.txt": codeforces_expected(case["output"]), "out.txt": out}
-        for name, content in files.items():
-            with open(os.path.join(folder, name), "w") as f:
-                f.write(content)
-        with open(os.path.join(folder, "checker.py"), "w") as f:
-            f.write(tests["checker"])
-        check = subprocess.run(
-            [sys.executable, "-I", "checker.py", *files],
-            capture_output=True,
-            text=True,
-            cwd=folder,
-            timeout=30,
-        )
-        return "correct" if check.returncode == 0 and check.stdout.strip() == "1" else "wrong"
-    rule = RULES[bench]
-    if tests["format"] == "functional":
-        same = rule["call"](ast.literal_eval(out.strip()), json.loads(case["output"]))
+        same = _checker_passes(tests, text, case["output"], out, folder)
+    elif tests["format"] == "functional":
+        same = RULES[bench]["call"](ast.literal_eval(out.strip()), json.loads(case["output"]))
     else:
-        same = rule["stdio"](out, case["output"])
+        same = RULES[bench]["stdio"](out, case["output"])
     return "correct" if same else "wrong"
 
 
@@ -373,7 +376,7 @@ def plain_stdio_harness(tests: dict, code: str) -> str:
             with open(f"{folder}/{name}", "w") as f:
                 f.write(content)
         for case in tests["cases"]:
-            verdict = _reference_case(tests, case, folder)
+            verdict = _reference_case(tests, case, Path(folder))
             if verdict != "correct":
                 return verdict
     return "correct"
