@@ -140,7 +140,7 @@ CF_4A = {
     "input_mode": "stdio",
     "generated_checker": None,
     "executable": True,
-    "generated_tests": 0,
+    "generated_tests": 31,  # a count: the generated tests are files of their own
 }
 # problem 120A "Elevator or not": School Regional Team Contest, Saratov 2011 read input.txt and wrote output.txt
 CF_120A = {

@@ -176,7 +176,10 @@ def check_checker(source, where: str) -> str | None:
 def from_codeforces(row: dict, where: str) -> dict:
     """An open-r1/codeforces row: official_tests (+ generated_tests where present), time_limit (s), memory_limit
     (MB), input_mode (stdio | file), generated_checker (Python, or null)."""
-    tests = list(row.get("official_tests") or []) + list(row.get("generated_tests") or [])
+    generated = row.get(
+        "generated_tests"
+    )  # a count in the default config; the tests themselves where a row has them
+    tests = list(row.get("official_tests") or []) + (generated if isinstance(generated, list) else [])
     cases = [{"input": t.get("input"), "output": t.get("output")} for t in tests]
     ref = {
         "format": "stdio",
