@@ -411,9 +411,27 @@ for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
                     pass
     except OSError:
         pass
-print(f"pids {sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}; memory regions read "
+print(f"spec {sorted(getattr(__main__, 'SPEC', {}))}; "
+      f"pids {sorted(int(p) for p in os.listdir('/proc') if p.isdigit())}; memory regions read "
       f"{sum(w.endswith('/mem') for w in searched)}; places {len(searched)}; found {found}")
 """
+
+
+SPEC_KEYS = [  # what the driver is told: the inputs, the program, the set's run rules; nothing from an output
+    *(
+        "catch_exit",
+        "clock",
+        "code",
+        "exit_builtin",
+        "file_mode",
+        "func",
+        "inputs",
+        "int_keys",
+        "jobs",
+        "limit",
+    ),
+    *("main_name", "memory", "output_limit", "prelude", "total_limit"),
+]
 
 
 @pytest.mark.sandbox
@@ -430,6 +448,10 @@ def test_program_searching_its_own_process_finds_no_expected_output():
     pids = json.loads(report.split("pids ")[1].split(";")[0])
     regions = int(report.split("memory regions read ")[1].split(";")[0])
     assert len(pids) >= 3 and regions > 20  # launcher, driver, itself: its own memory at least was read
+    keys = report.split("spec ")[1].split(";")[
+        0
+    ]  # the driver's spec, reachable as __main__.SPEC: no caps, no outputs
+    assert keys == str(SPEC_KEYS)
     assert canary not in driver_program(
         tests, SNOOP
     )  # the sandbox program holds the inputs, never the outputs
