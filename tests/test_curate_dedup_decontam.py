@@ -303,8 +303,9 @@ def test_real_benchmarks(data_dir):
     found, boiler = decontam.find_contamination([r["problem"] for r in rows], index, 0.001)
     rep = decontam.report(found, [r["prompt_id"] for r in rows], index, boiler)
     assert all(f is not None for f in found[:110])
-    assert sum(f is not None for f in found[110:]) <= 2
-    assert rep["benchmarks"]["math500"]["hits"] >= 100 and rep["benchmarks"]["aime24"]["hits"] >= 10
+    assert [i for i, f in enumerate(found[110:]) if f is not None] == []  # none of 2000 GSM8K train
+    hits = {name: b["hits"] for name, b in rep["benchmarks"].items()}
+    assert hits == {"math500": 100, "aime24": 10, "gpqa_diamond": 0, "humaneval": 0}
     assert len(rep["benchmarks"]["math500"]["sha256"]) == 16 and rep["benchmarks"]["math500"]["items"] == 500
     assert rep["benchmarks"]["math500"]["examples"][0]["ngram"]
 
