@@ -4,6 +4,8 @@ measured assumptions, bad --set values and configs."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,7 +15,16 @@ import pytest
 
 from distill.config import load_recipe
 from distill.errors import DistillError
-from distill.memory import SHAPES, TEACHERS, Launch, host_bytes, kv_bytes_per_token, local_shape, model_states
+from distill.memory import (
+    SHAPES,
+    TEACHERS,
+    Launch,
+    check_train,
+    host_bytes,
+    kv_bytes_per_token,
+    local_shape,
+    model_states,
+)
 from distill.plan import generate_memory, generate_verdict, memory_verdicts, plan, split_sets, train_memory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,3 +289,81 @@ def test_cli_prints_the_memory_table_and_verdicts_and_bad_configs_exit_2():
     )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr == "error: train.accelerate_config: pipelines/accelerate/nope.yaml not found\n"
+
+
+# ---------------------------------------------------------------- the check `distill train` runs before weights load
+
+
+def _config_only(tiny: Path, dest: Path, **config) -> Path:
+    """tiny's tokenizer and config.json with `config` over it, and no weights: a run that got as far as loading
+    them would fail on the missing file, not with the plan's message."""
+    shutil.copytree(tiny, dest, ignore=shutil.ignore_patterns("*.safetensors"))
+    data = {**json.loads((dest / "config.json").read_text()), **config}
+    data["layer_types"] = ["full_attention"] * data["num_hidden_layers"]  # transformers checks it matches
+    (dest / "config.json").write_text(json.dumps(data))
+    return dest
+
+
+LLAMA_70B_SIZES = dict(
+    hidden_size=8192, num_hidden_layers=80, intermediate_size=28672, num_attention_heads=64
+)
+
+
+def test_train_exits_2_before_weights_load_when_the_plan_cannot_fit(tiny_qwen2, tmp_path):
+    from test_train import make_curate, trace_rows
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    model = _config_only(tiny_qwen2, tmp_path / "big", num_key_value_heads=8, **LLAMA_70B_SIZES)
+    src, out = make_curate(tmp_path / "curate", trace_rows(4, steps=3)), tmp_path / "train"
+    sets = ["train.max_steps=1", "train.max_length=128", f"train.model={model}"]
+    args = ["train", "--student", "qwen-1.5b", "--data", str(src), "--out", str(out)]
+    result = CliRunner().invoke(app, args + [x for s in sets for x in ("--set", s)])
+    assert result.exit_code == 2, result.output
+    # 151936 x 8192 tied embedding + 80 layers x 855,664,640 + 8192 = 69,697,839,104 parameters x 16 B (fp32
+    # weights, grads, Adam on CPU) = 1038.6 GiB, + 0.6 GiB of 128 tokens' activations and loss chunk; ZeRO-3 offload keeps 4 B x the embedding (4.6 GiB) plus 128
+    # tokens of activations on the device: the one change that fits
+    last = result.output.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"error: train: planned peak 1039\.2 GiB per rank \(none, 1 rank\(s\)\) of [\d.]+ GiB on CPU \(1 rank\(s\) "
+        r"sharing the host memory\): does not fit; change offload \(pipelines/accelerate/zero3_offload\.yaml\)",
+        last,
+    ), last
+    assert not (out / "manifest.json").exists() and not (out / "final").exists()
+
+
+def _accelerator(kind: str, ranks: int, zero_offload: bool = False):
+    """The fields distill.memory.running_launch reads from a running Accelerator."""
+    from types import SimpleNamespace
+
+    from accelerate import DistributedType
+
+    devices = (
+        {"offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "cpu"}} if zero_offload else {}
+    )
+    plugin = SimpleNamespace(zero_stage=3, deepspeed_config={"zero_optimization": devices})
+    state = SimpleNamespace(deepspeed_plugin=plugin)
+    kind = getattr(DistributedType, kind)
+    return SimpleNamespace(distributed_type=kind, num_processes=ranks, mixed_precision="no", state=state, is_main_process=True)  # fmt: skip
+
+
+def test_train_check_names_more_ranks_than_bins_and_offload_beyond_the_host(tiny_qwen2, tmp_path):
+    import numpy as np
+
+    from distill.config import TrainConfig
+
+    cfg = TrainConfig(max_length=128, packing=True)
+    lengths = np.array([100, 100, 20])  # best-fit decreasing: [100, 20] and [100]
+    with pytest.raises(DistillError) as err:
+        check_train(_accelerator("MULTI_CPU", 4), cfg, "qwen-1.5b", str(tiny_qwen2), lengths)
+    assert str(err.value) == (
+        "train: 4 ranks but the data makes 2 bins of train.max_length=128: launch at most 2 processes (num_processes)"
+    )
+    model = _config_only(
+        tiny_qwen2, tmp_path / "big", **LLAMA_70B_SIZES
+    )  # its 2 kv heads: 68,691,083,264 params
+    with pytest.raises(  # 18 B x 68.69e9 x 1.5 (DeepSpeed's estimate) = 1727.3 GiB
+        DistillError, match=r"train: zero3-offload needs 1727 GiB of host memory per node, this host"
+    ):
+        check_train(_accelerator("DEEPSPEED", 2, zero_offload=True), cfg, "qwen-1.5b", str(model), lengths)
