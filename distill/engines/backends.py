@@ -98,10 +98,21 @@ def cpu_engine_env(cache_dir: Path, ranks: int = 1) -> None:
         "VLLM_CACHE_ROOT": str(cache_dir / "vllm"),
         "TORCHINDUCTOR_CACHE_DIR": str(cache_dir / "inductor"),
     }
-    if ranks == 1:  # unset, vLLM reserves a core for itself: on 2 cores the worker would run single-threaded
-        defaults["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    defaults["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind(sorted(os.sched_getaffinity(0)), ranks)
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+
+
+def cpu_bind(cores: list[int], ranks: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND: this process's cores split into one contiguous group per rank ("0|1" for TP2 on 2
+    cores). Unset, vLLM reserves a core for itself (one rank on 2 cores would run single-threaded) and, for more
+    than one rank, wants a NUMA node per rank ("Not enough allowed NUMA nodes to bind threads of 2 local
+    CPUWorkers"). More ranks than cores: "nobind", the OS schedules them."""
+    if ranks > len(cores):
+        return "nobind"
+    size = len(cores) // ranks
+    groups = [cores[i * size : (i + 1) * size if i < ranks - 1 else len(cores)] for i in range(ranks)]
+    return "|".join(",".join(str(c) for c in group) for group in groups)
 
 
 def engine_kwargs(teacher: TeacherConfig) -> dict[str, Any]:
