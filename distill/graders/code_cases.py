@@ -27,6 +27,16 @@ CF_PARITY = {
     "official_tests": [{"input": "1 3\r\n", "output": "YES\r\n"}, {"input": "2 3\n", "output": "NO\n"}],
 }
 PARITY = "print('YES' if (a + b) % 2 == 0 else 'NO')"
+CF_DEEP = {
+    **CF_PARITY,
+    "id": "9999C",
+    "memory_limit": 256.0,
+    "official_tests": [{"input": "100000\n", "output": "100000\n"}],
+}
+DEEP = (  # lru_cache calls through C: each level a C stack frame, past the default 8 MB stack
+    "import sys\nfrom functools import lru_cache\nsys.setrecursionlimit(10 ** 6)\n@lru_cache(None)\n"
+    "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\nprint(depth(int(input())))"
+)
 # a float answer judged by the problem's checker (checker text ours, called as the piston run script calls it:
 # python checker.py input correct_output solution_output; "1" on stdout accepts)
 CF_CHECKER = {
@@ -64,6 +74,7 @@ OWN = [  # (set, row, program, reference verdict, why)
     ("codeforces", CF_PARITY, ADD + PARITY + "\nimport sys\nsys.exit(1)", "wrong", "right answer, exit 1"),
     ("codeforces", CF_PARITY, ADD + "x = bytearray(200 << 20)\n" + PARITY, "wrong", "over memory_limit 64 MB"),
     ("codeforces", CF_PARITY, "while True:\n    pass", "timeout", "over time_limit"),
+    ("codeforces", CF_DEEP, DEEP, "correct", "ulimit -s unlimited: deep recursion through C frames"),
     ("codeforces", CF_CHECKER, "print(1 / int(input()))", "correct", "checker: within 1e-6"),
     ("codeforces", CF_CHECKER, "print(0.333)", "wrong", "checker: off by 3e-4"),
     ("apps", APPS_IO, "print('1 2')\nprint(3)", "correct", "same lines"),

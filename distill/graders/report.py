@@ -290,13 +290,20 @@ except SystemExit:
 """
 
 
-def _limits(memory_mb):
+def _limits(tests: dict):
+    """The set's memory limit (MB) and, for codeforces, piston's `ulimit -s unlimited`, for the harness's child."""
     import resource
 
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (int(memory_mb) << 20,) * 2)
+    from distill.graders.rules import RULES
 
-    return apply if memory_mb else None
+    def apply() -> None:
+        if tests.get("memory_mb"):
+            resource.setrlimit(resource.RLIMIT_AS, (int(tests["memory_mb"]) << 20,) * 2)
+        if RULES[tests["benchmark"]]["stack"] == "unlimited":
+            hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+            resource.setrlimit(resource.RLIMIT_STACK, (hard, hard))
+
+    return apply
 
 
 def _run_as_harness(tests: dict, text: str, folder: Path) -> tuple[str, str | None]:
@@ -313,7 +320,7 @@ def _run_as_harness(tests: dict, text: str, folder: Path) -> tuple[str, str | No
             text=True,
             cwd=folder,
             timeout=tests["time_limit_s"],
-            preexec_fn=_limits(tests.get("memory_mb")),
+            preexec_fn=_limits(tests),
         )
     except subprocess.TimeoutExpired:
         return "timeout", None

@@ -217,6 +217,7 @@ RULES: dict[str, dict] = {
         "time_limit_s": "row",  # time_limit (s), `timeout --preserve-status TIME_LIMIT`
         "clock": "wall",
         "memory": "row",  # memory_limit (MB): ulimit -v on the program
+        "stack": "unlimited",  # the run script's `ulimit -s unlimited`
         "exit": "nonzero fails",  # any non-zero exit is a runtime error, whatever it printed
         "main_name": "__main__",
         "prelude": "",
@@ -232,6 +233,7 @@ RULES: dict[str, dict] = {
         "time_limit_s": 4.0,  # `timeout = 4`, signal.alarm per case
         "clock": "wall",
         "memory": None,  # reliability_guard is never called: no limit
+        "stack": "default",
         "exit": "SystemExit passes",  # call_method catches SystemExit; an exception fails the case
         "main_name": "tmp_sol",  # the code runs in RuntimeModule 'tmp_sol': `if __name__ == '__main__'` is skipped
         "prelude": APPS_PRELUDE,
@@ -247,6 +249,7 @@ RULES: dict[str, dict] = {
         "time_limit_s": 4.0,  # TIMEOUT = 4 for every case; the row's time_limit is not read
         "clock": "wall",
         "memory": None,
+        "stack": "default",
         "exit": "nonzero fails",  # returncode != 0 is "returncode:N"
         "main_name": "__main__",  # `python file` in a subprocess
         "prelude": APPS_PRELUDE,
@@ -263,6 +266,7 @@ RULES: dict[str, dict] = {
         "time_limit_s": 6.0,  # run_test(timeout=6), signal.alarm per case
         "clock": "wall",
         "memory": None,  # reliability_guard(None)
+        "stack": "default",
         "exit": "SystemExit passes",  # sys.exit() ends the call normally; builtins exit/quit are None
         "main_name": "__main__",  # clean_if_name runs the `if __name__ == '__main__'` body
         "prelude": LCB_PRELUDE,

@@ -314,6 +314,9 @@ def child(i, fin, fout):
         resource.setrlimit(resource.RLIMIT_FSIZE, (SPEC["output_limit"],) * 2)
         if SPEC["memory"]:
             resource.setrlimit(resource.RLIMIT_AS, (SPEC["memory"] << 20,) * 2)
+        if SPEC["stack_unlimited"]:  # piston's run script: `ulimit -s unlimited` (deep recursion in C frames)
+            hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+            resource.setrlimit(resource.RLIMIT_STACK, (hard, hard))
         if not SPEC["exit_builtin"]:
             import builtins
             builtins.exit = builtins.quit = None
@@ -429,6 +432,7 @@ def driver_program(tests: dict, code: str, jobs: int = JOBS, clock: str = "cpu")
         "catch_exit": rule["exit"] == "SystemExit passes",
         "exit_builtin": rule["exit_builtin"],
         "memory": int(tests["memory_mb"]) if tests.get("memory_mb") else None,
+        "stack_unlimited": rule["stack"] == "unlimited",
         "file_mode": tests.get("input_mode") == "file",
         "output_limit": OUTPUT_LIMIT,
         "total_limit": TOTAL_OUTPUT_LIMIT,
