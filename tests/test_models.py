@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -110,18 +111,23 @@ def test_engine_tokenizer_fixes_release_declared_byte_level_bpe(smollm2_path, tm
 def test_pruned_student_keeps_every_other_layer_and_the_tokenizer(smollm2_path, tmp_path, monkeypatch):
     """smollm2-pruned: built offline from the converted SmolLM2 (layers 0, 2, ..., 28 -> 15), its tokenizer files
     byte-identical to the teacher's, registered as a student that resolves to the built folder."""
-    from pathlib import Path
 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from distill.models import model_dir, model_key
     from distill.students import get_student
 
     monkeypatch.setenv("DISTILL_HOME", str(tmp_path))
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "smollm2-135m").symlink_to(smollm2_path)  # the parent, already converted
+    (tmp_path / "models" / smollm2_path.name).symlink_to(smollm2_path)  # the parent, already converted
     folder = Path(resolve_model(get_student("smollm2-pruned").base))
-    assert folder == tmp_path / "models" / "smollm2-pruned" and verify_model(folder, full=True)
+    assert (
+        folder
+        == tmp_path / "models" / f"smollm2-pruned-{model_key('smollm2-pruned')}"
+        == model_dir("smollm2-pruned")
+    )
+    assert verify_model(folder, full=True)
     for name in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
         assert (folder / name).read_bytes() == (smollm2_path / name).read_bytes(), name
     pruned = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -137,3 +143,51 @@ def test_pruned_student_keeps_every_other_layer_and_the_tokenizer(smollm2_path, 
         step = pruned(input_ids=ids[:, -1:], past_key_values=past, use_cache=True).logits[0, -1]
     assert torch.allclose(full, step, atol=1e-4)
     assert fetch_embedded("smollm2-pruned") == folder  # built once
+
+
+# ---------------------------------------------------------------- caches keyed by what built them
+
+
+def test_pruned_folder_key_covers_its_spec_its_parent_and_its_code(monkeypatch):
+    import dataclasses
+
+    import distill.models as models
+
+    keys = [models.model_dir("smollm2-pruned").name]
+    spec = models.PRUNED["smollm2-pruned"]
+    monkeypatch.setitem(models.PRUNED, "smollm2-pruned", dataclasses.replace(spec, keep_every=3))
+    keys.append(models.model_dir("smollm2-pruned").name)
+    parent = models.EMBEDDED["smollm2-135m"]
+    monkeypatch.setitem(
+        models.EMBEDDED, "smollm2-135m", dataclasses.replace(parent, gguf_member="other.gguf")
+    )
+    keys.append(models.model_dir("smollm2-pruned").name)
+    monkeypatch.setattr(models, "_files", lambda folder: [])  # a helper of _save_pruned, changed
+    keys.append(models.model_dir("smollm2-pruned").name)
+    assert len(set(keys)) == 4 and all(k.startswith("smollm2-pruned-") for k in keys)
+
+
+def test_shadow_tokenizer_is_keyed_by_the_files_and_the_code_that_writes_it(tmp_path, monkeypatch):
+    import distill.models as models
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "tokenizer.json").write_text("{}")
+    (release / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizerFast"}))
+    first = models.engine_tokenizer(str(release))
+    assert models.engine_tokenizer(str(release)) == first  # same files: the same folder
+    (release / "tokenizer.json").write_text('{"v": 2}')
+    refiled = models.engine_tokenizer(str(release))
+    assert refiled != first and json.loads((Path(refiled) / "tokenizer.json").read_text()) == {"v": 2}
+
+    def _write_shadow(files, staged):  # the writer, changed
+        for f in files:
+            (staged / f.name).write_text(f.read_text())
+
+    monkeypatch.setattr(models, "_write_shadow", _write_shadow)
+    recoded = models.engine_tokenizer(str(release))
+    assert recoded not in (first, refiled)
+    assert json.loads((Path(recoded) / "tokenizer_config.json").read_text()) == {
+        "tokenizer_class": "LlamaTokenizerFast"
+    }

