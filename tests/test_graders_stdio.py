@@ -430,7 +430,7 @@ SPEC_KEYS = [  # what the driver is told: the inputs, the program, the set's run
         "jobs",
         "limit",
     ),
-    *("main_name", "memory", "output_limit", "prelude", "stack_unlimited", "total_limit"),
+    *("main_name", "memory", "output_limit", "patched_stdin", "prelude", "stack_unlimited", "total_limit"),
 ]
 
 

@@ -282,6 +282,27 @@ try:
         target = space["Solution"]() if "class Solution" in open("solution.py").read() else None
         fn = getattr(target, spec["func"]) if target is not None else space[spec["func"]]
         print(repr(fn(*args)))
+    elif spec["patched_stdin"]:  # the harness's call_method and Capturing, as in its source
+        from io import StringIO
+        from unittest.mock import mock_open, patch
+        inputs = sys.stdin.read()
+        inputs_line_iterator = iter(inputs.split("\n"))
+        @patch("builtins.open", mock_open(read_data=inputs))
+        @patch("sys.stdin", StringIO(inputs))
+        @patch("sys.stdin.readline", lambda *args: next(inputs_line_iterator))
+        @patch("sys.stdin.readlines", lambda *args: inputs.split("\n"))
+        @patch("sys.stdin.read", lambda *args: inputs)
+        def _inner_call_method():
+            try:
+                exec(source, {"__name__": spec["main_name"]})
+            except SystemExit:
+                pass
+        real, sys.stdout = sys.stdout, StringIO()
+        try:
+            _inner_call_method()
+        finally:
+            captured, sys.stdout = sys.stdout.getvalue(), real
+            sys.stdout.write(captured)
     else:
         exec(source, {"__name__": spec["main_name"]})
 except SystemExit:
@@ -377,6 +398,7 @@ def plain_stdio_harness(tests: dict, code: str) -> str:
         "int_keys": tests["benchmark"] in ("apps", "taco"),
         "main_name": rule["main_name"],
         "catch_exit": rule["exit"] == "SystemExit passes",
+        "patched_stdin": rule["stdin"] == "patched",
     }
     with tempfile.TemporaryDirectory(prefix="distill-harness-") as folder:
         for name, content in (("runner.py", RUNNER), ("solution.py", code), ("spec.json", json.dumps(spec))):

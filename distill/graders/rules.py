@@ -218,6 +218,7 @@ RULES: dict[str, dict] = {
         "clock": "wall",
         "memory": "row",  # memory_limit (MB): ulimit -v on the program
         "stack": "unlimited",  # the run script's `ulimit -s unlimited`
+        "stdin": "pipe",  # the program's real stdin
         "exit": "nonzero fails",  # any non-zero exit is a runtime error, whatever it printed
         "main_name": "__main__",
         "prelude": "",
@@ -234,6 +235,7 @@ RULES: dict[str, dict] = {
         "clock": "wall",
         "memory": None,  # reliability_guard is never called: no limit
         "stack": "default",
+        "stdin": "patched",  # call_method: sys.stdin = StringIO(input), open() mocked, stdout captured
         "exit": "SystemExit passes",  # call_method catches SystemExit; an exception fails the case
         "main_name": "tmp_sol",  # the code runs in RuntimeModule 'tmp_sol': `if __name__ == '__main__'` is skipped
         "prelude": APPS_PRELUDE,
@@ -250,6 +252,7 @@ RULES: dict[str, dict] = {
         "clock": "wall",
         "memory": None,
         "stack": "default",
+        "stdin": "pipe",  # subprocess.run(input=...)
         "exit": "nonzero fails",  # returncode != 0 is "returncode:N"
         "main_name": "__main__",  # `python file` in a subprocess
         "prelude": APPS_PRELUDE,
@@ -267,6 +270,7 @@ RULES: dict[str, dict] = {
         "clock": "wall",
         "memory": None,  # reliability_guard(None)
         "stack": "default",
+        "stdin": "patched",  # call_method, as APPS's
         "exit": "SystemExit passes",  # sys.exit() ends the call normally; builtins exit/quit are None
         "main_name": "__main__",  # clean_if_name runs the `if __name__ == '__main__'` body
         "prelude": LCB_PRELUDE,

@@ -248,6 +248,8 @@ SPEC = json.loads(__SPEC__)
 cases, limit, jobs = SPEC["inputs"], SPEC["limit"], SPEC["jobs"]
 source = compile(SPEC["prelude"] + SPEC["code"], "solution.py", "exec")
 exec(SPEC["prelude"], {})  # import the prelude's modules once: each forked case finds them loaded
+if SPEC["patched_stdin"]:
+    from unittest.mock import mock_open
 
 def case_files(i):
     # unlinked at once: the program of one case cannot touch another case's input or output
@@ -287,6 +289,19 @@ def functional(i):
     fn = getattr(target, SPEC["func"]) if target is not None else space[SPEC["func"]]
     os.write(result_fd, json.dumps(tag(fn(*args))).encode())
 
+def patch_stdio(text):
+    # APPS's and LiveCodeBench's call_method: sys.stdin a StringIO of the input (no .buffer), open() a mock that
+    # reads the input, print() captured by a StringIO (Capturing); the captured text is written out afterwards
+    import builtins, io
+    sys.stdin = io.StringIO(text)
+    builtins.open = mock_open(read_data=text)
+    sys.stdout = io.StringIO()
+
+def write_captured():
+    data, sys.stdout = sys.stdout.getvalue().encode(), sys.__stdout__
+    while data:
+        data = data[os.write(1, data):]
+
 def exit_code(err):
     if SPEC["catch_exit"] or err.code is None:
         return 0
@@ -320,16 +335,20 @@ def child(i, fin, fout):
         if not SPEC["exit_builtin"]:
             import builtins
             builtins.exit = builtins.quit = None
+        patched = SPEC["patched_stdin"] and not SPEC["func"]
+        if patched:
+            patch_stdio(cases[i])
         try:
             if SPEC["func"]:
                 functional(i)
             else:
                 exec(source, {"__name__": SPEC["main_name"]})
-            sys.stdout.flush()
             code = 0
         except SystemExit as err:
-            sys.stdout.flush()
             code = exit_code(err)
+        if patched:
+            write_captured()
+        sys.stdout.flush()
         if SPEC["file_mode"]:
             try:
                 with open("output.txt", "rb") as f, os.fdopen(fout, "wb") as out:
@@ -433,6 +452,7 @@ def driver_program(tests: dict, code: str, jobs: int = JOBS, clock: str = "cpu")
         "exit_builtin": rule["exit_builtin"],
         "memory": int(tests["memory_mb"]) if tests.get("memory_mb") else None,
         "stack_unlimited": rule["stack"] == "unlimited",
+        "patched_stdin": rule["stdin"] == "patched",
         "file_mode": tests.get("input_mode") == "file",
         "output_limit": OUTPUT_LIMIT,
         "total_limit": TOTAL_OUTPUT_LIMIT,
