@@ -64,6 +64,8 @@ LCB_NESTED = {
     **LCB_PAIR,
     "public_test_cases": LCB_PAIR["public_test_cases"].replace('"[1, 2]"', '"[[1, 2]]"'),
 }
+GLOBAL_TOTAL = "total = 0\ndef add(x):\n    global total\n    total += x\nadd(3)\nprint('1 2')\nprint(total)"
+MAIN = "def main():\n    a, b = map(float, input().split())\n    print(f'{a + b:g}')\n"
 FLOAT_ADD = "a, b = map(float, input().split())\n"
 PAIR = "class Solution:\n    def pair(self, a, b):\n        return "
 
@@ -86,6 +88,8 @@ OWN = [  # (set, row, program, reference verdict, why)
     ("apps", APPS_IO, "print('1 2\\n3')\nimport sys\nsys.exit(1)", "correct", "SystemExit is caught"),
     ("apps", APPS_IO, "print('1 2\\n3')\nraise ValueError", "wrong", "an exception fails the case"),
     ("apps", APPS_IO, "import sys\nsys.stdin.buffer.read()\nprint('1 2\\n3')", "wrong", "sys.stdin is a StringIO: no .buffer"),
+    ("apps", APPS_IO, "print(open('in.txt').read().strip())\nprint(3)", "correct", "open() is mocked to read the input"),
+    ("apps", APPS_IO, GLOBAL_TOTAL, "wrong", "wrapped in code(): `global total` finds no total"),
     ("apps", APPS_CALL, "def f(a, b):\n    return a + b", "correct", "output == outputs[0]"),
     ("apps", APPS_CALL, "def f(a, b):\n    return (a + b,)", "correct", "a tuple read as a list"),
     ("apps", APPS_CALL, "def f(a, b):\n    return a - b", "wrong", "another value"),
@@ -96,6 +100,7 @@ OWN = [  # (set, row, program, reference verdict, why)
     ("taco", APPS_IO, "if __name__ == '__main__':\n    print('1 2\\n3')", "correct", "runs as a script"),
     ("taco", APPS_IO, "print('1 2\\n3')\nimport sys\nsys.exit(1)", "wrong", "non-zero exit fails"),
     ("taco", APPS_IO, "import sys\nsys.stdin.buffer.read()\nprint('1 2\\n3')", "correct", "a real stdin"),
+    ("taco", APPS_IO, GLOBAL_TOTAL, "correct", "run as written: `global` works"),
     ("taco", APPS_CALL, "def f(a, b):\n    return a + b", "correct", "output == outputs[0]"),
     ("livecodebench", LCB_ADD, FLOAT_ADD + "print(f'{a + b:g}')", "correct", "plain-JSON private cases read"),
     ("livecodebench", LCB_ADD, FLOAT_ADD + "print(f'{a + b:.2f}')", "correct", "3.00 == 3 as Decimals"),
@@ -105,7 +110,10 @@ OWN = [  # (set, row, program, reference verdict, why)
     ("livecodebench", LCB_ADD, FLOAT_ADD + "print(f'{a + b:g}')\nexit(0)", "wrong", "builtins.exit is None"),
     ("livecodebench", LCB_ADD, "print(3)", "wrong", "hard-coded first answer"),
     ("livecodebench", LCB_ADD, "import sys\na, b = map(float, sys.stdin.buffer.read().split())\nprint(a + b)", "wrong", "no sys.stdin.buffer"),
-    ("livecodebench", LCB_ADD, FLOAT_ADD.replace("input()", "open('in.txt').read()") + "print(a + b)", "correct", "open() reads the input"),
+    ("livecodebench", LCB_ADD, FLOAT_ADD.replace("input()", "open('in.txt').read()") + "print(a + b)", "wrong", "its module binds open at load, before the mock"),
+    ("livecodebench", LCB_ADD, MAIN + "if __name__ == '__main__':\n    main()", "correct", "clean_if_name: a last __main__ block runs"),
+    ("livecodebench", LCB_ADD, MAIN + "if __name__ == '__main__':\n    main()\nDONE = True", "wrong", "not last: runs as tmp_sol, prints nothing"),
+    ("livecodebench", LCB_ADD, FLOAT_ADD + "def total():\n    global a, b\n    return a + b\nprint(f'{total():g}')", "wrong", "make_function: a and b are wrapped_function's locals"),
     ("livecodebench", LCB_PAIR, PAIR + "(a, b)", "correct", "a tuple read as a list"),
     ("livecodebench", LCB_NESTED, PAIR + "[(a, b)]", "wrong", "a tuple inside a list is not a list"),
     ("livecodebench", LCB_NESTED, PAIR + "[[a, b]]", "correct", "lists all the way"),

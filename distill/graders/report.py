@@ -267,11 +267,15 @@ def code_sample(sample: int) -> Part:
 # the reference harness, outside the sandbox: the program as the set's harness runs it (its prelude, __name__,
 # SystemExit and builtins.exit rules), then the harness's own compare (distill.graders.rules, ported from its source)
 RUNNER = r"""
-import builtins, json, sys
+import builtins, io, json, sys
 spec = json.loads(open("spec.json").read())
 if not spec["exit_builtin"]:
     builtins.exit = builtins.quit = None
-source = compile(spec["prelude"] + open("solution.py").read(), "solution.py", "exec")
+program = open("solution.py").read()
+wraps = {}
+exec(open("wraps.py").read(), wraps)
+text, entry = wraps["harness_program"](None if spec["func"] else spec["wrap"], spec["prelude"], program)
+source = compile(text, "solution.py", "exec")
 try:
     if spec["func"]:
         args = [json.loads(line) for line in sys.stdin.read().split("\n")]
@@ -279,27 +283,30 @@ try:
             args = [{int(k): v for k, v in args[0].items()}]
         space = {"__name__": "tmp_sol"}
         exec(source, space)
-        target = space["Solution"]() if "class Solution" in open("solution.py").read() else None
+        target = space["Solution"]() if "class Solution" in program else None
         fn = getattr(target, spec["func"]) if target is not None else space[spec["func"]]
         print(repr(fn(*args)))
-    elif spec["patched_stdin"]:  # the harness's call_method and Capturing, as in its source
+    elif entry:  # the module loaded first, then its function through the harness's own call_method
         from io import StringIO
         from unittest.mock import mock_open, patch
         inputs = sys.stdin.read()
+        real, sys.stdout = sys.stdout, StringIO()  # what the module prints as it loads is not captured
+        space = {"__name__": spec["main_name"]}
+        exec(source, space)
+        sys.stdout = StringIO()  # Capturing
         inputs_line_iterator = iter(inputs.split("\n"))
         @patch("builtins.open", mock_open(read_data=inputs))
         @patch("sys.stdin", StringIO(inputs))
         @patch("sys.stdin.readline", lambda *args: next(inputs_line_iterator))
         @patch("sys.stdin.readlines", lambda *args: inputs.split("\n"))
         @patch("sys.stdin.read", lambda *args: inputs)
-        def _inner_call_method():
+        def _inner_call_method(_method):
             try:
-                exec(source, {"__name__": spec["main_name"]})
-            except SystemExit:
+                return _method()
+            except SystemExit as e:
                 pass
-        real, sys.stdout = sys.stdout, StringIO()
         try:
-            _inner_call_method()
+            _inner_call_method(space[entry])
         finally:
             captured, sys.stdout = sys.stdout.getvalue(), real
             sys.stdout.write(captured)
@@ -388,7 +395,7 @@ def plain_stdio_harness(tests: dict, code: str) -> str:
     """The set's reference harness on every case in a plain interpreter (no sandbox); the first failure decides."""
     import tempfile
 
-    from distill.graders.rules import RULES
+    from distill.graders.rules import RULES, WRAPS
 
     rule = RULES[tests["benchmark"]]
     spec = {
@@ -399,9 +406,11 @@ def plain_stdio_harness(tests: dict, code: str) -> str:
         "main_name": rule["main_name"],
         "catch_exit": rule["exit"] == "SystemExit passes",
         "patched_stdin": rule["stdin"] == "patched",
+        "wrap": rule["wrap"],
     }
     with tempfile.TemporaryDirectory(prefix="distill-harness-") as folder:
-        for name, content in (("runner.py", RUNNER), ("solution.py", code), ("spec.json", json.dumps(spec))):
+        files = {"runner.py": RUNNER, "wraps.py": WRAPS, "solution.py": code, "spec.json": json.dumps(spec)}
+        for name, content in files.items():
             with open(f"{folder}/{name}", "w") as f:
                 f.write(content)
         for case in tests["cases"]:

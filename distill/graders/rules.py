@@ -31,6 +31,85 @@ LCB_PRELUDE = (  # lcb_runner/evaluation/testing_util.py import_string
 )
 
 
+# How two harnesses turn a stdin program into a function before calling it, as Python source that runs inside the
+# sandbox's driver (and in the report's plain harness): ported line by line, quirks kept. APPS indents every line
+# that does not start with "from "/"import " into `def code():`; LiveCodeBench moves the body of a last
+# `if __name__ == '__main__':` up (clean_if_name) and wraps every statement but the imports in
+# `def wrapped_function():` (make_function). Either way the program's top-level names become the function's
+# locals: a `global x` in one of its functions then finds no x, and both harnesses fail such a program.
+WRAPS = r"""
+import ast
+
+
+def apps_wrap(prelude, test):  # hendrycks/apps eval/testing_util.py run_test, standard_input branch
+    tmp_test = test.split("\n")
+    new_test = []
+    for x in tmp_test:
+        if (not x.startswith("from ")) and (not x.startswith("import ")):
+            new_test.append("\t" + x + "\n")
+        else:
+            new_test.append(x + "\n")
+    tmp_test = new_test
+    new_test = ""
+    started = False
+    for i in tmp_test:
+        if i.startswith("\t") and not started:
+            new_test += "stdin = sys.stdin\nstdout = sys.stdout\n"
+            new_test += "def code():\n"
+            new_test += i
+            started = True
+        elif started and ((i.startswith("from ")) or (i.startswith("import "))):
+            new_test += "\t" + i
+        else:
+            new_test += i
+    return prelude + new_test
+
+
+def clean_if_name(code):  # lcb_runner/evaluation/testing_util.py
+    try:
+        astree = ast.parse(code)
+        last_block = astree.body[-1]
+        if isinstance(last_block, ast.If):
+            condition = last_block.test
+            if ast.unparse(condition).strip() == "__name__ == '__main__'":
+                code = ast.unparse(astree.body[:-1]) + "\n" + ast.unparse(last_block.body)
+    except Exception:
+        pass
+    return code
+
+
+def make_function(import_string, code):  # lcb_runner/evaluation/testing_util.py
+    try:
+        import_stmts = []
+        all_other_stmts = []
+        astree = ast.parse(code)
+        for stmt in astree.body:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                import_stmts.append(stmt)
+            else:
+                all_other_stmts.append(stmt)
+        function_ast = ast.FunctionDef(
+            name="wrapped_function",
+            args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+            body=all_other_stmts,
+            decorator_list=[],
+            lineno=-1,
+        )
+        return import_string + "\n" + ast.unparse(import_stmts) + "\n" + ast.unparse(function_ast)
+    except Exception:
+        return code
+
+
+def harness_program(wrap, prelude, code):
+    # (module source, the function to call after loading it; None: the module is the program)
+    if wrap == "apps":
+        return apps_wrap(prelude, code), "code"
+    if wrap == "lcb":
+        return make_function(prelude, clean_if_name(code)), "wrapped_function"
+    return prelude + code, None
+"""
+
+
 # ---------------------------------------------------------------- APPS: hendrycks/apps eval/testing_util.py
 
 
@@ -219,6 +298,7 @@ RULES: dict[str, dict] = {
         "memory": "row",  # memory_limit (MB): ulimit -v on the program
         "stack": "unlimited",  # the run script's `ulimit -s unlimited`
         "stdin": "pipe",  # the program's real stdin
+        "wrap": None,  # python3 main.py
         "exit": "nonzero fails",  # any non-zero exit is a runtime error, whatever it printed
         "main_name": "__main__",
         "prelude": "",
@@ -236,6 +316,7 @@ RULES: dict[str, dict] = {
         "memory": None,  # reliability_guard is never called: no limit
         "stack": "default",
         "stdin": "patched",  # call_method: sys.stdin = StringIO(input), open() mocked, stdout captured
+        "wrap": "apps",  # the program's lines indented into `def code():` (WRAPS)
         "exit": "SystemExit passes",  # call_method catches SystemExit; an exception fails the case
         "main_name": "tmp_sol",  # the code runs in RuntimeModule 'tmp_sol': `if __name__ == '__main__'` is skipped
         "prelude": APPS_PRELUDE,
@@ -253,6 +334,7 @@ RULES: dict[str, dict] = {
         "memory": None,
         "stack": "default",
         "stdin": "pipe",  # subprocess.run(input=...)
+        "wrap": None,  # `python file`: the program as written
         "exit": "nonzero fails",  # returncode != 0 is "returncode:N"
         "main_name": "__main__",  # `python file` in a subprocess
         "prelude": APPS_PRELUDE,
@@ -271,8 +353,9 @@ RULES: dict[str, dict] = {
         "memory": None,  # reliability_guard(None)
         "stack": "default",
         "stdin": "patched",  # call_method, as APPS's
+        "wrap": "lcb",  # clean_if_name + make_function (WRAPS)
         "exit": "SystemExit passes",  # sys.exit() ends the call normally; builtins exit/quit are None
-        "main_name": "__main__",  # clean_if_name runs the `if __name__ == '__main__'` body
+        "main_name": "tmp_sol",  # ModuleType("tmp_sol"); clean_if_name unwraps only a *last* `if __name__ ==`
         "prelude": LCB_PRELUDE,
         "exit_builtin": False,  # reliability_guard: builtins.exit = builtins.quit = None
         "compare_text": "stripped lines, same count; a line equal or equal as Decimals; call-based: "

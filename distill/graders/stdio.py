@@ -32,7 +32,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from distill.errors import DistillError
-from distill.graders.rules import LCB_PRELUDE, RULES, codeforces_expected, codeforces_input, decode_value
+from distill.graders.rules import (
+    LCB_PRELUDE,
+    RULES,
+    WRAPS,
+    codeforces_expected,
+    codeforces_input,
+    decode_value,
+)
 from distill.graders.sandbox import run_python
 
 BENCHMARKS = tuple(RULES)
@@ -243,10 +250,13 @@ def from_livecodebench(row: dict, where: str) -> dict:
 # ---------------------------------------------------------------- the driver that runs inside the sandbox
 
 DRIVER = r"""
-import base64, json, os, resource, select, signal, sys, time, zlib
+import base64, io, json, os, resource, select, signal, sys, time, zlib
 SPEC = json.loads(__SPEC__)
+patched = SPEC["patched_stdin"] and not SPEC["func"]
 cases, limit, jobs = SPEC["inputs"], SPEC["limit"], SPEC["jobs"]
-source = compile(SPEC["prelude"] + SPEC["code"], "solution.py", "exec")
+__WRAPS__
+text, entry = harness_program(None if SPEC["func"] else SPEC["wrap"], SPEC["prelude"], SPEC["code"])
+source = compile(text, "solution.py", "exec")
 exec(SPEC["prelude"], {})  # import the prelude's modules once: each forked case finds them loaded
 if SPEC["patched_stdin"]:
     from unittest.mock import mock_open
@@ -292,20 +302,31 @@ def functional(i):
 def patch_stdio(text):
     # APPS's and LiveCodeBench's call_method: sys.stdin a StringIO of the input (no .buffer), open() a mock that
     # reads the input, print() captured by a StringIO (Capturing); the captured text is written out afterwards
-    import builtins, io
+    import builtins
     sys.stdin = io.StringIO(text)
     builtins.open = mock_open(read_data=text)
     sys.stdout = io.StringIO()
 
-def write_captured():
+def write_captured(fd):
+    if not isinstance(sys.stdout, io.StringIO):  # the program died before its function was called
+        return
     data, sys.stdout = sys.stdout.getvalue().encode(), sys.__stdout__
     while data:
-        data = data[os.write(1, data):]
+        data = data[os.write(fd, data):]
 
 def exit_code(err):
     if SPEC["catch_exit"] or err.code is None:
         return 0
     return err.code & 0xFF if isinstance(err.code, int) else 1
+
+def run_program(i):
+    # the module as the harness loads it, then (APPS, LiveCodeBench) its function called with stdin patched
+    space = {"__name__": SPEC["main_name"]}
+    exec(source, space)
+    if entry:
+        if patched:
+            patch_stdio(cases[i])
+        space[entry]()
 
 def child(i, fin, fout):
     code = 1
@@ -317,6 +338,9 @@ def child(i, fin, fout):
             os.chdir(f"case{i}")
             with open("input.txt", "wb") as f:
                 f.write(cases[i].encode())
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+        elif patched:  # the harness's own stdin and stdout are not the case's: it patches sys.stdin/sys.stdout
             os.dup2(null, 0)
             os.dup2(null, 1)
         else:
@@ -335,19 +359,16 @@ def child(i, fin, fout):
         if not SPEC["exit_builtin"]:
             import builtins
             builtins.exit = builtins.quit = None
-        patched = SPEC["patched_stdin"] and not SPEC["func"]
-        if patched:
-            patch_stdio(cases[i])
         try:
             if SPEC["func"]:
                 functional(i)
             else:
-                exec(source, {"__name__": SPEC["main_name"]})
+                run_program(i)
             code = 0
         except SystemExit as err:
             code = exit_code(err)
         if patched:
-            write_captured()
+            write_captured(fout)
         sys.stdout.flush()
         if SPEC["file_mode"]:
             try:
@@ -453,11 +474,12 @@ def driver_program(tests: dict, code: str, jobs: int = JOBS, clock: str = "cpu")
         "memory": int(tests["memory_mb"]) if tests.get("memory_mb") else None,
         "stack_unlimited": rule["stack"] == "unlimited",
         "patched_stdin": rule["stdin"] == "patched",
+        "wrap": rule["wrap"],
         "file_mode": tests.get("input_mode") == "file",
         "output_limit": OUTPUT_LIMIT,
         "total_limit": TOTAL_OUTPUT_LIMIT,
     }
-    return DRIVER.replace("__SPEC__", repr(json.dumps(spec)))
+    return DRIVER.replace("__WRAPS__", WRAPS).replace("__SPEC__", repr(json.dumps(spec)))
 
 
 def wall_budget(tests: dict, jobs: int = JOBS) -> float:
