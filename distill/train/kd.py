@@ -168,6 +168,9 @@ def chunked_kd_loss(
     import torch
     from torch.utils.checkpoint import checkpoint
 
+    from distill.train.loss import head_for_loss
+
+    lm_head = head_for_loss(lm_head)  # an FSDP2 DTensor shard: the gathered full weight
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
     if isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None and lm_head.weight.numel() > 0:
         return _fused_function().apply(

@@ -19,6 +19,28 @@ def _chunk_loss(lm_head, hidden, labels):
     return F.cross_entropy(lm_head(hidden).float(), labels, reduction="sum")
 
 
+def head_for_loss(lm_head):
+    """lm_head as the losses call it after the model's forward, whatever holds its weight:
+    - a plain tensor (one process, DDP, and FSDP2's root unit, which stays unsharded from forward to backward):
+      the module itself;
+    - a DTensor shard (an FSDP2 unit resharded after its forward): the full weight gathered once per micro-batch,
+      its gradient reduce-scattered back as an average over ranks (what FSDP does with the rest of the model);
+    - a ZeRO-3 partition (numel 0 outside a forward): the module itself, whose ZeRO hooks gather the weight at
+      every call.
+    """
+    import torch
+    from torch.distributed.tensor import DTensor, Partial
+
+    weight = getattr(lm_head, "weight", None)  # a head module without one (tests, wrappers) is called as is
+    if not isinstance(weight, DTensor):
+        return lm_head
+    full = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    del full.weight, full.bias  # the gathered tensors are not leaves: plain attributes, not Parameters
+    full.weight = weight.full_tensor(grad_placements=[Partial("avg")])
+    full.bias = None if lm_head.bias is None else lm_head.bias.full_tensor(grad_placements=[Partial("avg")])
+    return full
+
+
 def chunked_cross_entropy(hidden, lm_head, positions, labels, chunk_tokens: int):
     """Sum (fp32) of the cross-entropies of `labels` predicted from hidden states at `positions`.
 
@@ -27,12 +49,13 @@ def chunked_cross_entropy(hidden, lm_head, positions, labels, chunk_tokens: int)
     Only trained positions are projected (prompt tokens cost nothing), `chunk_tokens` rows at a time, and
     each chunk is checkpointed: its [chunk x vocab] logits are freed after the forward and recomputed in
     the backward, so peak loss memory is a few chunk-sized logit buffers instead of several full ones
-    (32k tokens x 152k vocab in fp32 is 20 GB per buffer). lm_head is called as a module so DeepSpeed
-    ZeRO-3 gathers its weight for every chunk.
+    (32k tokens x 152k vocab in fp32 is 20 GB per buffer). lm_head is called as a module (head_for_loss) so
+    DeepSpeed ZeRO-3 gathers its weight for every chunk.
     """
     import torch
     from torch.utils.checkpoint import checkpoint
 
+    lm_head = head_for_loss(lm_head)
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     for start in range(0, len(labels), chunk_tokens):
@@ -59,7 +82,11 @@ def final_hidden(model, batch: dict[str, Any], flash: bool):
         logits_to_keep=1,
         **extra,
     )
-    return out.hidden_states[-1]
+    # The one logit kept enters the graph with weight 0 so that its backward (which runs FSDP2's pre-backward
+    # hook on the root unit) comes before lm_head's weight gradient is accumulated: without it a loss that
+    # projects outside the forward writes that gradient into a parameter FSDP2 is not tracking (a segfault on
+    # gloo, torch 2.13). Free elsewhere: one [batch, 1, vocab] sum.
+    return out.hidden_states[-1] + 0.0 * out.logits.sum()
 
 
 def forward_ce(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
