@@ -20,7 +20,7 @@ ADD = "a, b = map(int, input().split())\n"
 # open-r1/codeforces layout; an input with CRLF line ends, as some codeforces tests have
 CF_PARITY = {
     "id": "9999A",
-    "time_limit": 1.0,
+    "time_limit": 2.0,
     "memory_limit": 64.0,
     "input_mode": "stdio",
     "generated_checker": None,
@@ -41,7 +41,7 @@ DEEP = (  # lru_cache calls through C: each level a C stack frame, past the defa
 # python checker.py input correct_output solution_output; "1" on stdout accepts)
 CF_CHECKER = {
     "id": "9999B",
-    "time_limit": 1.0,
+    "time_limit": 2.0,
     "memory_limit": 256.0,
     "input_mode": "stdio",
     "generated_checker": "import sys\n_, cor, out = sys.argv[1:]\n"
@@ -75,7 +75,6 @@ OWN = [  # (set, row, program, reference verdict, why)
     ("codeforces", CF_PARITY, "s = input()\n" + ADD.replace("input()", "s") + "print('YES' if len(s) == 3 and (a + b) % 2 == 0 else 'NO')", "correct", "CRLF stripped from the input"),
     ("codeforces", CF_PARITY, ADD + PARITY + "\nimport sys\nsys.exit(1)", "wrong", "right answer, exit 1"),
     ("codeforces", CF_PARITY, ADD + "x = bytearray(200 << 20)\n" + PARITY, "wrong", "over memory_limit 64 MB"),
-    ("codeforces", CF_PARITY, "while True:\n    pass", "timeout", "over time_limit"),
     ("codeforces", CF_DEEP, DEEP, "correct", "ulimit -s unlimited: deep recursion through C frames"),
     ("codeforces", CF_CHECKER, "print(1 / int(input()))", "correct", "checker: within 1e-6"),
     ("codeforces", CF_CHECKER, "print(0.333)", "wrong", "checker: off by 3e-4"),
@@ -101,6 +100,7 @@ OWN = [  # (set, row, program, reference verdict, why)
     ("taco", APPS_IO, "print('1 2\\n3')\nimport sys\nsys.exit(1)", "wrong", "non-zero exit fails"),
     ("taco", APPS_IO, "import sys\nsys.stdin.buffer.read()\nprint('1 2\\n3')", "correct", "a real stdin"),
     ("taco", APPS_IO, GLOBAL_TOTAL, "correct", "run as written: `global` works"),
+    ("taco", APPS_IO, "stdin.readline()\nstdout.write('1 2\\n3')", "correct", "its stdin/stdout aliases"),
     ("taco", APPS_CALL, "def f(a, b):\n    return a + b", "correct", "output == outputs[0]"),
     ("livecodebench", LCB_ADD, FLOAT_ADD + "print(f'{a + b:g}')", "correct", "plain-JSON private cases read"),
     ("livecodebench", LCB_ADD, FLOAT_ADD + "print(f'{a + b:.2f}')", "correct", "3.00 == 3 as Decimals"),

@@ -429,9 +429,12 @@ def code_set_parts(cases: list[tuple], label: str) -> list[Part]:
         reference_of(bench, row, f"{bench} row {row.get('id', i)}")
         for i, (bench, row, *_) in enumerate(cases)
     ]
-    ours = grade_many([(ref, case[2]) for ref, case in zip(refs, cases, strict=True)])
-    with ThreadPoolExecutor(max_workers=2) as pool:  # threads wait on the harness's subprocesses
-        theirs = list(pool.map(plain_stdio_harness, refs, [case[2] for case in cases]))
+    with ThreadPoolExecutor(
+        max_workers=2
+    ) as pool:  # the harness's subprocesses run while distill's sandboxes do
+        theirs_later = pool.map(plain_stdio_harness, refs, [case[2] for case in cases])
+        ours = grade_many([(ref, case[2]) for ref, case in zip(refs, cases, strict=True)])
+        theirs = list(theirs_later)
     parts: dict[str, Part] = {}
     for (bench, _, code, expected, why), result, their in zip(cases, ours, theirs, strict=True):
         part = parts.setdefault(bench, Part(f"{bench}: {label}"))

@@ -100,10 +100,27 @@ def make_function(import_string, code):  # lcb_runner/evaluation/testing_util.py
         return code
 
 
+def taco_script(prelude, raw_code):  # FlagOpen/TACO metrics/testing_util.py synthesize_std_code: sol2
+    sol2 = ""
+    started = False
+    for i in raw_code.split("\n"):
+        code_type = 2 if "import *" in i else 1 if i.startswith("from ") or i.startswith("import ") else 0
+        if code_type == 0 and not started:
+            sol2 += prelude
+            sol2 += "\nstdin = sys.stdin\nstdout = sys.stdout\n"
+            sol2 += f"{i}\n"
+            started = True
+        else:
+            sol2 += f"{i}\n"
+    return sol2
+
+
 def harness_program(wrap, prelude, code):
     # (module source, the function to call after loading it; None: the module is the program)
     if wrap == "apps":
         return apps_wrap(prelude, code), "code"
+    if wrap == "taco":
+        return taco_script(prelude, code), None
     if wrap == "lcb":
         return make_function(prelude, clean_if_name(code)), "wrapped_function"
     return prelude + code, None
@@ -334,7 +351,7 @@ RULES: dict[str, dict] = {
         "memory": None,
         "stack": "default",
         "stdin": "pipe",  # subprocess.run(input=...)
-        "wrap": None,  # `python file`: the program as written
+        "wrap": "taco",  # `python file` of the program after its prelude and stdin/stdout aliases (WRAPS)
         "exit": "nonzero fails",  # returncode != 0 is "returncode:N"
         "main_name": "__main__",  # `python file` in a subprocess
         "prelude": APPS_PRELUDE,
