@@ -26,14 +26,12 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from distill.errors import DistillError
 from distill.graders.rules import (
-    LCB_PRELUDE,
     RULES,
     WRAPS,
     codeforces_expected,
@@ -43,7 +41,6 @@ from distill.graders.rules import (
 from distill.graders.sandbox import run_python
 
 BENCHMARKS = tuple(RULES)
-DEFAULT_LIMIT_S = {"livecodebench": 6.0, "apps": 4.0, "taco": 4.0, "codeforces": 2.0}  # s per test case
 JOBS = 2  # cases of one program run at once (the machine's cores)
 STARTUP_S = 10.0  # sandbox + driver start, on top of the cases' own budget
 OUTPUT_LIMIT = 16 << 20  # bytes one case may write (stdout or output.txt); this many or more: over the limit
@@ -51,7 +48,6 @@ TOTAL_OUTPUT_LIMIT = (
     64 << 20
 )  # bytes all cases of one program may write together (what comes back to the grader)
 CHECKER_LIMIT_S = 10.0  # wall seconds the problem's checker gets per case
-PRELUDE = LCB_PRELUDE  # kept for callers that run LiveCodeBench programs themselves
 
 
 @dataclass
@@ -108,16 +104,6 @@ def _text(value) -> str | None:
     if isinstance(value, list):
         return "\n".join(str(v) for v in value)
     return value if isinstance(value, str) else None
-
-
-def parse_limit(value, where: str, default: float) -> float:
-    """TACO's "2 seconds", "1.5 s", codeforces' 2.0 -> seconds; `default` when absent."""
-    if value is None or value == "":
-        return default
-    found = re.match(r"\s*(-?\d+(?:\.\d+)?)", str(value))
-    if found is None:
-        raise DistillError(f"{where}: time limit {value!r} is not a number of seconds")
-    return float(found.group(1))
 
 
 def _input_output(row: dict, where: str) -> dict:
