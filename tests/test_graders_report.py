@@ -16,6 +16,7 @@ from distill.graders.report import (
     math500_sample,
     math_cases,
     math_verify_direct,
+    rules_rows,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,19 @@ def test_code_sets_agree_with_their_reference_harnesses():
     assert sum(p.total for p in parts) == len(OWN) + len(REAL)
     for part in parts:
         assert part.agree == {"distill": part.total, "reference harness": part.total}, part.disagreements
+
+
+def test_report_prints_each_code_sets_rule():
+    rows = {row["set"]: row for row in rules_rows()}
+    assert list(rows) == ["codeforces", "apps", "taco", "livecodebench"]
+    assert [rows[s]["time limit"] for s in rows] == ["the row's time_limit", 4.0, 4.0, 6.0]
+    assert [rows[s]["exit"] for s in rows] == [
+        "nonzero fails",
+        "SystemExit passes",
+        "nonzero fails",
+        "SystemExit passes",
+    ]
+    assert rows["apps"]["source"].startswith("hendrycks/apps eval/testing_util.py")
 
 
 def test_cli_bad_input_exits_2():

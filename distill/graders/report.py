@@ -471,6 +471,29 @@ def print_report(parts: list[Part]) -> None:
     for p in parts:
         if p.disagreements:
             print_table(f"disagreements: {p.title}", p.disagreements)
+    from distill.graders.rules import RULES
+
+    if any(p.title.split(":")[0] in RULES for p in parts):
+        print_table("the code sets' reference rules (distill.graders.rules)", rules_rows())
+
+
+def rules_rows() -> list[dict]:
+    """One row per code set: the reference rule distill grades it by (README: Graders)."""
+    from distill.graders.rules import RULES
+
+    return [
+        {
+            "set": name,
+            "time limit": rule["time_limit_s"] if rule["time_limit_s"] != "row" else "the row's time_limit",
+            "clock": f"{rule['clock']} (distill: cpu; verify.code_clock)",
+            "memory": "the row's memory_limit"
+            if rule["memory"] == "row"
+            else "none (distill: code_memory_mb)",
+            "exit": rule["exit"],
+            "source": rule["source"],
+        }
+        for name, rule in RULES.items()
+    ]
 
 
 def _flat(row: dict) -> dict:

@@ -230,7 +230,15 @@ def from_livecodebench(row: dict, where: str) -> dict:
     func = meta.get("func_name") if isinstance(meta, dict) else None
     ref = {"format": "functional", "func_name": func} if func else {"format": "stdio"}
     tests = [{"input": c.get("input"), "output": c.get("output")} for c in cases]
-    return checked({**ref, "benchmark": "livecodebench", "time_limit_s": 6.0, "cases": tests}, where)
+    return checked(
+        {
+            **ref,
+            "benchmark": "livecodebench",
+            "time_limit_s": RULES["livecodebench"]["time_limit_s"],
+            "cases": tests,
+        },
+        where,
+    )
 
 
 # ---------------------------------------------------------------- the driver that runs inside the sandbox
