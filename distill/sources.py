@@ -210,13 +210,8 @@ def openr1_math(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str, 
     wrong when one said wrong and none correct, None when neither judged it. Every list runs parallel to
     generations, with the card's types (sequence: bool / string); correctness_llama and finish_reasons may be
     null (not judged, not recorded)."""
-    problem, gens = rec.text("problem"), rec.get("generations", list)
-    n = len(gens)
-    for j, gen in enumerate(gens):
-        if not isinstance(gen, str):
-            raise DistillError(
-                f"{rec.where('generations')}: item {j}: expected str, got {type(gen).__name__}"
-            )
+    problem, n = rec.text("problem"), len(rec.get("generations", list))
+    gens = rec.parallel("generations", str, n)
     math_verify = rec.parallel("correctness_math_verify", bool, n, nulls=True)
     llama = rec.parallel("correctness_llama", bool, n, optional=True, nulls=True)
     complete = rec.parallel("is_reasoning_complete", bool, n)
