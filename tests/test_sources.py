@@ -644,16 +644,33 @@ def spoiled(row: dict):
                         yield f"{key}[1].{sub}={bad!r}", out
 
 
-@pytest.mark.parametrize("name", sorted(SETS))
+COLUMNS = {
+    "problem": "q",
+    "completion": "r1",
+    "reference": "gold",
+    "prompt_id": "id",
+    "domain": "d",
+    "verified": "ok",
+}
+MAPPED_ROWS = {
+    "mine.jsonl": [
+        {"q": "1+1?", "r1": "<think>1+1=2</think>2", "gold": "2", "id": 7, "d": "math", "ok": True}
+    ]
+}
+
+
+@pytest.mark.parametrize("name", [*sorted(SETS), "columns"])
 def test_no_malformed_row_of_any_adapter_ends_in_a_traceback(name):
-    """Each published row of each set, each field spoiled: the record path (what JSONL and mixed-type batches take)
-    gives traces of the trace schema or one DistillError, never another exception."""
+    """Each published row of each set (and a row of a `columns` mapping), each field spoiled: the record path
+    (what JSONL and mixed-type batches take) gives traces of the trace schema or one DistillError, never another
+    exception."""
     from distill.config import DatasetSource
     from distill.sources import chunk_traces
 
-    src, adapter = DatasetSource(adapter=name), ADAPTERS[name]
+    src = DatasetSource(adapter=name, **({"columns": COLUMNS} if name == "columns" else {}))
+    adapter, files = ADAPTERS[name], (MAPPED_ROWS if name == "columns" else SETS[name]())
     cases = 0
-    for rows in SETS[name]().values():
+    for rows in files.values():
         for what, row in spoiled(rows[0]):
             try:
                 chunk_traces([row], [0], 1, src, adapter, "f.jsonl")
