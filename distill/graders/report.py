@@ -267,7 +267,7 @@ def code_sample(sample: int) -> Part:
 # the reference harness, outside the sandbox: the program as the set's harness runs it (its prelude, __name__,
 # SystemExit and builtins.exit rules), then the harness's own compare (distill.graders.rules, ported from its source)
 RUNNER = r"""
-import builtins, io, json, sys
+import builtins, io, json, os, signal, sys
 spec = json.loads(open("spec.json").read())
 if not spec["exit_builtin"]:
     builtins.exit = builtins.quit = None
@@ -276,6 +276,10 @@ wraps = {}
 exec(open("wraps.py").read(), wraps)
 text, entry = wraps["harness_program"](None if spec["func"] else spec["wrap"], spec["prelude"], program)
 source = compile(text, "solution.py", "exec")
+# the set's limit on wall time from here, as APPS's and LiveCodeBench's signal.alarm; interpreter start-up is not
+# counted (codeforces' `timeout` and TACO's subprocess count it), so a loaded machine does not decide the verdict
+signal.signal(signal.SIGALRM, lambda signum, frame: os._exit(124))
+signal.setitimer(signal.ITIMER_REAL, spec["limit"])
 try:
     if spec["func"]:
         args = [json.loads(line) for line in sys.stdin.read().split("\n")]
@@ -347,10 +351,12 @@ def _run_as_harness(tests: dict, text: str, folder: Path) -> tuple[str, str | No
             capture_output=True,
             text=True,
             cwd=folder,
-            timeout=tests["time_limit_s"],
+            timeout=tests["time_limit_s"] + 60,  # a backstop: the runner times the program itself
             preexec_fn=_limits(tests),
         )
     except subprocess.TimeoutExpired:
+        return "timeout", None
+    if run.returncode == 124:  # the runner's own alarm
         return "timeout", None
     if run.returncode != 0:
         return "wrong", None
@@ -405,6 +411,7 @@ def plain_stdio_harness(tests: dict, code: str) -> str:
         "int_keys": tests["benchmark"] in ("apps", "taco"),
         "main_name": rule["main_name"],
         "catch_exit": rule["exit"] == "SystemExit passes",
+        "limit": tests["time_limit_s"],
         "patched_stdin": rule["stdin"] == "patched",
         "wrap": rule["wrap"],
     }
