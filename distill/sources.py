@@ -728,25 +728,88 @@ def file_kind(path: Path) -> str | None:
     return None
 
 
-def data_files(path: Path, subset: str | None = None) -> list[Path]:
+def data_files(path: Path, subset: str | None = None, split: str = "train") -> list[Path]:
     """The data files of a local copy: one file, or a folder as `huggingface-cli download` / snapshot_download
-    leave it (hidden folders such as .cache/ skipped). A folder of subset folders (Mixture-of-Thoughts' math/,
-    code/, science/, all/) or subset files (AM's am_0.5M.jsonl.zst, am_0.9M.jsonl.zst) is read by `subset`; the
-    Hub's default config lives in data/."""
+    leave it (hidden folders such as .cache/ skipped). A snapshot's README.md says its subsets (the card's
+    `configs`: name -> data_files per split), and the folder is read as `datasets` would read it: `subset`, else
+    the `default` config. Without a card, a folder of subset folders (Mixture-of-Thoughts' math/, code/, science/,
+    all/) or subset files (AM's am_0.5M.jsonl.zst) is read by `subset`; the Hub's default config lives in data/."""
     if path.is_file():
         if file_kind(path) is None:
             raise DistillError(f"{path}: not a .parquet / .jsonl / .jsonl.gz / .jsonl.zst file")
         return [path]
     if not path.is_dir():
         raise DistillError(f"{path}: no such file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not hidden(p, path) and file_kind(p))
-    if subset is not None:
-        files = subset_files(path, files, subset)
-    folders = sorted({p.relative_to(path).parts[0] for p in files if p.parent != path})
-    if subset is None and len(folders) > 1:  # Mixture-of-Thoughts' all/ repeats math/, code/ and science/
-        raise DistillError(f"{path}: holds the subsets {', '.join(folders)}: set subset to the one to read")
+    configs = card_configs(path)
+    if configs:
+        files = config_files(path, configs, subset, split)
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not hidden(p, path) and file_kind(p))
+        files = subset_files(path, files, subset) if subset is not None else files
+        folders = sorted({p.relative_to(path).parts[0] for p in files if p.parent != path})
+        if subset is None and len(folders) > 1:  # Mixture-of-Thoughts' all/ repeats math/, code/ and science/
+            raise DistillError(
+                f"{path}: holds the subsets {', '.join(folders)}: set subset to the one to read"
+            )
     if not files:
         raise DistillError(f"{path}: no .parquet / .jsonl / .jsonl.gz / .jsonl.zst files")
+    return files
+
+
+def card_configs(root: Path) -> dict[str, list[tuple[str | None, str]]] | None:
+    """The dataset card's `configs` (README.md's YAML header): {config name: [(split or None, file pattern)]};
+    None when the folder has no card or the card lists none."""
+    import yaml
+
+    readme = root / "README.md"
+    text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
+    if not text.startswith("---"):
+        return None
+    try:
+        header = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError as err:
+        raise DistillError(
+            f"{readme}: the card's YAML header does not parse ({type(err).__name__})"
+        ) from None
+    configs = header.get("configs") if isinstance(header, dict) else None
+    if not isinstance(configs, list) or not configs:
+        return None
+    return {
+        str(c.get("config_name", "default")): config_patterns(c.get("data_files"), readme) for c in configs
+    }
+
+
+def config_patterns(files: Any, readme: Path) -> list[tuple[str | None, str]]:
+    """A config's data_files (a pattern, a list of them, or a list of {split, path}) as (split, pattern) pairs."""
+    out: list[tuple[str | None, str]] = []
+    for entry in files if isinstance(files, list) else [files]:
+        split, paths = (entry.get("split"), entry.get("path")) if isinstance(entry, dict) else (None, entry)
+        for pattern in paths if isinstance(paths, list) else [paths]:
+            if not isinstance(pattern, str):
+                raise DistillError(f"{readme}: configs: a data_files entry that is not a file pattern")
+            out.append((split, pattern))
+    return out
+
+
+def config_files(
+    root: Path, configs: dict[str, list[tuple[str | None, str]]], subset: str | None, split: str
+):
+    """The files of one config and split of the card, as `datasets` picks them (no subset: the default config)."""
+    name = subset if subset is not None else ("default" if "default" in configs or len(configs) > 1 else None)
+    name = name if name is not None else next(iter(configs))
+    if name not in configs:
+        known = ", ".join(configs)
+        why = f"no subset '{name}'" if subset is not None else "holds several subsets and no default"
+        raise DistillError(f"{root}: {why} (the card's configs: {known}): set subset to the one to read")
+    patterns = [p for s, p in configs[name] if s in (None, split)]
+    if not patterns:
+        splits = ", ".join(sorted({s for s, _ in configs[name] if s}))
+        raise DistillError(f"{root}: subset '{name}' has no split '{split}' (splits: {splits})")
+    files = sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file() and file_kind(p)})
+    if not files:
+        raise DistillError(
+            f"{root}: subset '{name}': no data file matches {', '.join(patterns)} (the card's)"
+        )
     return files
 
 
@@ -856,7 +919,7 @@ def chunks(src: DatasetSource) -> Iterator[tuple[str, Any]]:
         for batch in batched(hub_records(src)):
             yield ADAPTERS[src.adapter].hub_id, batch
         return
-    for path in data_files(Path(src.path), src.subset):
+    for path in data_files(Path(src.path), src.subset, src.split):
         batches = parquet_batches(path) if file_kind(path) == "parquet" else batched(file_records(path))
         for batch in batches:
             yield str(path), batch
@@ -935,7 +998,7 @@ def fingerprint(sources: list[DatasetSource]) -> str:
     seen = [
         [str(p), p.stat().st_size, p.stat().st_mtime_ns] if s.path else [source_name(s)]
         for s in sources
-        for p in (data_files(Path(s.path), s.subset) if s.path else [None])
+        for p in (data_files(Path(s.path), s.subset, s.split) if s.path else [None])
     ]
     return hashlib.sha256(json.dumps(seen).encode()).hexdigest()[:16]
 
@@ -950,7 +1013,8 @@ def count_rows(sources: list[DatasetSource]) -> int:
                 f"generate.datasets[{i}]: {source_name(src)} is read from the Hub; counting its rows means "
                 "streaming it: set plan.prompts, or path to a local copy"
             )
-        taken = round(sum(file_rows(p) for p in data_files(Path(src.path), src.subset)) * src.weight)
+        files = data_files(Path(src.path), src.subset, src.split)
+        taken = round(sum(file_rows(p) for p in files) * src.weight)
         total += taken if src.limit is None else min(taken, src.limit)
     return total
 

@@ -274,11 +274,44 @@ def write_file(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def snapshot(adapter: str, root: Path) -> Path:
-    """The set's files under root, as snapshot_download leaves them (with its .cache/ folder); returns root."""
+def train(path: str) -> list[dict]:
+    return [{"split": "train", "path": path}]
+
+
+# Each card's `configs` (README.md's YAML header), as published: the subsets `datasets` (and distill) read.
+CONFIGS = {
+    "openr1-math": [  # open-r1/OpenR1-Math-220k README.md
+        {"config_name": "all", "data_files": [{"split": "default", "path": "all/default-*"},
+                                              {"split": "extended", "path": "all/extended-*"}]},
+        {"config_name": "default", "data_files": train("data/train-*")},
+        {"config_name": "extended", "data_files": train("extended/train-*")},
+    ],
+    "mixture-of-thoughts": [  # open-r1/Mixture-of-Thoughts README.md
+        {"config_name": name, "data_files": train(f"{name}/train-*")} for name in ("all", "code", "math", "science")
+    ],
+    "openthoughts3": [{"config_name": "default", "data_files": train("data/train-*")}],
+    "openthoughts": [{"config_name": "default", "data_files": train("data/train-*")}],
+    "bespoke-stratos": [{"config_name": "default", "data_files": train("data/train-*")}],
+    "s1k": [{"config_name": "default", "data_files": train("data/train-*")}],
+    "am-r1": [  # a-m-team/AM-DeepSeek-R1-Distilled-1.4M README.md
+        {"config_name": "am_0.5M", "data_files": "am_0.5M.jsonl.zst"},
+        {"config_name": "am_0.9M", "data_files": "am_0.9M.jsonl.zst"},
+        {"config_name": "am_0.9M_sample_1k", "data_files": "am_0.9M_sample_1k.jsonl"},
+    ],
+}  # fmt: skip
+
+
+def snapshot(adapter: str, root: Path, card: bool = True) -> Path:
+    """The set's files under root, as snapshot_download leaves them (its .cache/ folder, its README.md with the
+    card's configs where this file has them; card=False: a README without them); returns root."""
+    import yaml
+
     for name, rows in SETS[adapter]().items():
         write_file(rows, root / name)
     (root / ".cache" / "huggingface").mkdir(parents=True, exist_ok=True)
     (root / ".cache" / "huggingface" / "download.metadata.json").write_text("{}")
-    (root / "README.md").write_text(f"# {adapter}\n")
+    header = (
+        f"---\n{yaml.safe_dump({'configs': CONFIGS[adapter]})}---\n" if card and adapter in CONFIGS else ""
+    )
+    (root / "README.md").write_text(f"{header}# {adapter}\n")
     return root

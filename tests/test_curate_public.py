@@ -141,7 +141,7 @@ def test_trusting_the_sets_verdicts_needs_no_reference(tmp_path, monkeypatch, tr
 
     rows = public_rows.openr1_math()["extended/train-00000-of-00011.parquet"]
     monkeypatch.setitem(
-        public_rows.SETS, "openr1-math", lambda: {"extended/x.parquet": [{**rows[0], "answer": ""}]}
+        public_rows.SETS, "openr1-math", lambda: {"extended/train-0.parquet": [{**rows[0], "answer": ""}]}
     )
     manifest = curated(
         tmp_path, "openr1-math", {"verify": {"trust_source_flags": trust, "workers": 1}}, "extended"

@@ -749,15 +749,28 @@ def test_bad_files_are_one_error_naming_the_file(tmp_path):
         with pytest.raises(DistillError) as err:
             import_run(tmp_path / "run", [{"adapter": "limo", "path": str(path)}])
         assert message in str(err.value) and str(path) in str(err.value), str(err.value)
-    mot = snapshot("mixture-of-thoughts", tmp_path / "mot")
-    with pytest.raises(
-        DistillError, match=r"no subset 'maths' \(folders / files: all, code, math, science\)"
-    ):
-        import_run(
-            tmp_path / "run", [{"adapter": "mixture-of-thoughts", "path": str(mot), "subset": "maths"}]
-        )
-    with pytest.raises(DistillError, match=r"mot: holds the subsets all, code, math, science: set subset"):
-        import_run(tmp_path / "run", [{"adapter": "mixture-of-thoughts", "path": str(mot)}])
+    mot, am = snapshot("mixture-of-thoughts", tmp_path / "mot"), snapshot("am-r1", tmp_path / "am")
+    bare = snapshot(
+        "mixture-of-thoughts", tmp_path / "bare", card=False
+    )  # a README without the card's configs
+    subsets = {
+        (mot, "maths"): "mot: no subset 'maths' (the card's configs: all, code, math, science)",
+        (
+            mot,
+            None,
+        ): "mot: holds several subsets and no default (the card's configs: all, code, math, science)",
+        (
+            am,
+            None,
+        ): "am: holds several subsets and no default (the card's configs: am_0.5M, am_0.9M, am_0.9M_sample_1k)",
+        (bare, None): "bare: holds the subsets all, code, math, science: set subset",
+        (bare, "maths"): "bare: no subset 'maths' (folders / files: all, code, math, science)",
+    }
+    for (root, subset), message in subsets.items():
+        adapter = "am-r1" if root == am else "mixture-of-thoughts"
+        with pytest.raises(DistillError) as err:
+            import_run(tmp_path / "run", [{"adapter": adapter, "path": str(root), "subset": subset}])
+        assert message in str(err.value), str(err.value)
     assert not list((tmp_path / "run" / "run" / "generate").glob("part-*"))
 
 
