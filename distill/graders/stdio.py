@@ -601,7 +601,8 @@ def grade(tests: dict, code: str, memory_mb: int = 1024, jobs: int = JOBS, clock
     if problem:
         return StdioResult("bad_reference", 0, 0, problem)
     runs = run_cases(tests, code, memory_mb, jobs, clock)
-    checks = run_checker(tests, runs) if tests.get("checker") else None
+    ran = any(run is not None and run["s"] == "ok" for run in runs)
+    checks = (run_checker(tests, runs) if ran else {}) if tests.get("checker") else None
     return verdict_of(tests, runs, checks)
 
 
