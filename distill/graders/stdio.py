@@ -12,7 +12,9 @@ How one program is graded: one sandbox (`run_python`) runs a small driver that f
 stdout to a file, and prints each case's output back. Only the program and the inputs enter that sandbox: every
 comparison happens here, outside, with the set's own rule (distill.graders.rules.RULES), and a codeforces checker
 runs afterwards in a second sandbox of its own, so nothing about an expected output is reachable by the program.
-The first case that crashes, runs out of time or writes too much stops the rest. A case may write less than
+Each program runs as its harness runs it (RULES: prelude, __name__, APPS's and
+LiveCodeBench's wrapping into a function with a patched StringIO stdin, exit-code rule, codeforces' memory_limit
+and unlimited stack). The first case that crashes, runs out of time or writes too much stops the rest. A case may write less than
 OUTPUT_LIMIT bytes (16 MiB), all cases together TOTAL_OUTPUT_LIMIT (64 MiB); more is "output limit exceeded" (a
 wrong verdict, never a crash).
 
