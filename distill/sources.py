@@ -264,8 +264,11 @@ def openthoughts3(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str
 
 
 def s1k(rec: Record, cfg: DatasetSource, ad: Adapter) -> list[dict[str, Any]]:
+    """s1K-1.1's deepseek_grade is "Yes" or "No" (the card); anything else is an error, not a "No"."""
     reasoning, answer = rec.text("deepseek_thinking_trajectory"), rec.text("deepseek_attempt")
     grade = rec.get("deepseek_grade", str, optional=True) if "deepseek_grade" in rec.data else None
+    if grade is not None and grade.strip().lower() not in ("yes", "no"):
+        raise DistillError(f"{rec.where('deepseek_grade')}: expected Yes or No, got {grade[:20]!r}")
     return [
         trace(
             rec, cfg, ad, rec.text("question"), reference=rec.text("solution"),

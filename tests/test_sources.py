@@ -599,6 +599,16 @@ def test_openr1_math_verdicts_and_parallel_lists_are_strict(tmp_path, column, va
     assert not list((tmp_path / "run" / "generate").glob("part-*"))  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("grade", "message"), [("Maybe", "expected Yes or No, got 'Maybe'"), (1, "expected str, got int")]
+)
+def test_s1k_grade_is_yes_or_no(tmp_path, grade, message):
+    path = write_rows([dict(s1k_rows()[0], deepseek_grade=grade)], tmp_path / "d" / "x.jsonl")
+    with pytest.raises(DistillError) as err:
+        import_run(tmp_path, [{"adapter": "s1k", "path": str(path)}])
+    assert str(err.value) == f"dataset 's1k': {path}: row 1: column 'deepseek_grade': {message}"
+
+
 def test_cli_string_verdict_exits_2_with_one_line(tmp_path):
     import subprocess
     import sys
