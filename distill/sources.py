@@ -10,7 +10,7 @@ shards through trace_texts(), which slices them back out.
 
 Records stream: Parquet a row group at a time, JSONL line by line (.jsonl.gz / .jsonl.zst decompressed as they
 stream), the Hub with streaming=True, read READ_AHEAD batches ahead on a thread; memory is a few batches, not
-the set. A local copy is a file or a folder as snapshot_download leaves it (subset folders read by `subset`).
+the set. A local copy is a file or a folder as snapshot_download leaves it, read by its card's configs (`subset`).
 A mixture takes each set's rows with a stable per-row draw (weight: the share kept, as open-r1's
 dataset_mixture) up to its limit, and counts what it read and took per set: the realised mix.
 Layouts, as their dataset cards give them:
@@ -24,7 +24,7 @@ Layouts, as their dataset cards give them:
                        deepseek_grade (Yes|No, when present)
   limo                 question, solution (the whole reasoning, ending in the boxed answer), answer
   am-r1                messages[{role, content, info}] (user info: reference_answer; assistant info:
-                       think_content, answer_content)
+                       think_content, answer_content); am_0.5M.jsonl.zst, am_0.9M.jsonl.zst
 """
 
 from __future__ import annotations
