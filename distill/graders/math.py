@@ -251,8 +251,9 @@ def _verify_unboxed(
 ) -> tuple[str, str | None]:
     """No box: the "answer is N" phrase, then math-verify's reading of the whole answer, each if switched on."""
     pred_text = answer_phrase(answer) if phrase else None
-    if pred_text is not None:
-        return ("correct" if _matches(gold, _parse_boxed(pred_text), opts) else "wrong"), pred_text
+    pred = _parse_boxed(pred_text) if pred_text else []
+    if pred_text is not None:  # a phrase that math-verify cannot read is unparseable, as before
+        return (("correct" if _matches(gold, pred, opts) else "wrong") if pred else "unparseable"), pred_text
     pred = parse_text(answer, opts) if extract and answer.strip() else []
     if not pred:
         return "unparseable", None
