@@ -208,3 +208,29 @@ def test_pass1_from_k_samples_is_unbiased_whatever_k():
     assert mean == pytest.approx(10 / 24)
     per = [6 / 8, 1 / 8, 3 / 8]
     assert se == pytest.approx(math.sqrt(sum((p - 10 / 24) ** 2 for p in per) / 2 / 3))  # SE over problems
+
+
+def test_two_engines_sample_what_one_engine_samples(vllm_engine, smollm2_path, tmp_path):
+    """Data-parallel eval on two real vLLM CPU engines (the suite's engine and a second, in-process one): every
+    sample's text and verdict, and results.json, equal one engine's for the same seeds."""
+    from distill.artifacts import read_parquet
+    from distill.config import TeacherConfig
+    from distill.engines.backends import VLLMBackend
+    from distill.eval.run import evaluate_model
+
+    teacher = TeacherConfig(
+        model=str(smollm2_path), dtype="float32", enforce_eager=True, max_model_len=2048, in_process=True
+    )
+    second = VLLMBackend.start(teacher)
+    spec, runs = "gsm8k:test:k=2:limit=4", {}
+    try:
+        for name, backend in (("one", VLLMBackend(vllm_engine)), ("two", [VLLMBackend(vllm_engine), second])):
+            evaluate_model(str(smollm2_path), tmp_path / name, spec, backend=backend, max_tokens=48)
+            samples = read_parquet(tmp_path / name / "samples.parquet")
+            results = json.loads((tmp_path / name / "results.json").read_text())["benchmarks"]["gsm8k:test"]
+            results.pop("tokens_per_s")  # wall-clock
+            runs[name] = ([(s["prompt_id"], s["completion"], s["verdict"]) for s in samples], results)
+    finally:
+        second.close()
+    assert len(runs["one"][0]) == 8 and len({text for _, text, _ in runs["one"][0]}) > 1
+    assert runs["two"] == runs["one"]
