@@ -139,8 +139,8 @@ def protocol_gaps(results: dict[str, dict], protocol: dict[str, Any]) -> list[st
     gaps.append(
         "template: distill prefills '<think>\\n' after the generation prompt (DeepSeek's recommendation); "
         f"the model's own template {'ends' if protocol.get('template_prefills') else 'does not end'} with it. "
-        "The card's numbers predate the template revision that added the prefill; without it the model can skip "
-        "its thinking"
+        "DeepSeek later revised the release template to add the prefill and do not say which template produced the "
+        "card's numbers; without it the model can skip its thinking"
     )
     gaps.append(
         f"engine: tensor_parallel_size {protocol.get('tp', 1)}, dtype {protocol.get('dtype', 'auto')} "
