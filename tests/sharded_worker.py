@@ -1,0 +1,121 @@
+"""One rank of distill's own train loop under FSDP2 (or DeepSpeed ZeRO-3) on CPU gloo ranks, for test_sharded.py.
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sharded_worker.py fsdp2 RECIPE \\
+        --data CURATE --out OUT [--crash-after-save] [-- RECIPE2 --data CURATE2 --out OUT2 ...]
+
+It runs `distill.train.loop.main` unchanged, with two hooks: Accelerate is switched to FSDP2 right after the
+Accelerator is made (`use_fsdp2`, the only place this is done), and what ran is written to OUT/../rank-R.json:
+Accelerate's distributed type, how many parameters are DTensors, lm_head.weight's type outside the forward, and
+the rank's peak RSS and its local parameter / gradient / optimizer bytes (what the memory plan prices). With
+--crash-after-save every rank exits (code 3, no cleanup) right after the first checkpoint is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+
+from distill.train import loop
+
+
+def use_fsdp2(accelerator) -> None:
+    """Accelerate on CPU is MULTI_CPU (DDP over gloo) and silently ignores an FSDP plugin or
+    ACCELERATE_USE_FSDP (accelerate 1.16: only a CUDA/XPU/NPU state becomes FSDP). Setting the distributed type
+    and an FSDP2 plugin on the state after the Accelerator exists and before `prepare` makes `prepare` run
+    Accelerate's own FSDP2 preparation (fsdp2_prepare_model: fully_shard per decoder layer, then the root),
+    which works on gloo. The plugin mirrors pipelines/accelerate/fsdp2.yaml (minus bf16 and meta-device
+    loading, which CPU fp32 runs do not use). On CUDA (make gpu-check) the same switch is used over NCCL."""
+    from accelerate import DistributedType, FullyShardedDataParallelPlugin, PartialState
+
+    # on PartialState too: every later AcceleratorState() copies PartialState's type back over its own
+    PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        auto_wrap_policy="transformer_based_wrap",
+        reshard_after_forward=True,
+        state_dict_type="SHARDED_STATE_DICT",
+        cpu_ram_efficient_loading=False,
+    )
+
+
+def local_bytes(tensors) -> int:
+    """Bytes this rank holds for these tensors (a DTensor counts its local shard only)."""
+    total = 0
+    for t in tensors:
+        local = t.to_local() if hasattr(t, "to_local") else t
+        total += local.numel() * local.element_size()
+    return total
+
+
+def report(path: Path, accelerator, model, optimizer) -> None:
+    """What ran on this rank and what it held, as JSON (read by the test)."""
+    from torch.distributed.tensor import DTensor
+
+    net = accelerator.unwrap_model(model)
+    params = list(net.parameters())
+    states = [v for s in optimizer.state.values() for v in s.values() if hasattr(v, "numel") and v.dim()]
+    facts = {
+        "distributed_type": str(accelerator.distributed_type),
+        "is_fsdp2": bool(getattr(accelerator, "is_fsdp2", False)),
+        "params": len(params),
+        "dtensor_params": sum(isinstance(p, DTensor) for p in params),
+        "lm_head_weight": type(net.get_output_embeddings().weight).__name__,
+        "param_bytes": local_bytes(params),
+        "optimizer_state_bytes": local_bytes(states),
+        # ru_maxrss is in KiB on Linux: the rank's peak resident memory over the whole run
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    path.write_text(json.dumps(facts, indent=2))
+
+
+def run(mode: str, argv: list[str]) -> None:
+    """One `distill.train.loop.main(argv)` with the hooks; `--crash-after-save` in argv kills the ranks after the
+    first checkpoint."""
+    crash = "--crash-after-save" in argv
+    argv = [a for a in argv if a != "--crash-after-save"]
+    out = Path(argv[argv.index("--out") + 1])
+    facts = out.parent / f"rank-{os.environ.get('RANK', '0')}.json"
+
+    def make_accelerator(cfg, folder):
+        accelerator = made(cfg, folder)
+        if mode == "fsdp2":
+            use_fsdp2(accelerator)
+        return accelerator
+
+    def prepared(accelerator, model, cfg, schedule):
+        wrapped = prepare(accelerator, model, cfg, schedule)
+        report(facts, accelerator, wrapped[0], wrapped[1])
+        return wrapped
+
+    def save_checkpoint(accelerator, *args, **kwargs):
+        save(accelerator, *args, **kwargs)
+        if crash:  # killed right after the checkpoint is complete: no final/, no manifest
+            accelerator.wait_for_everyone()
+            os._exit(3)
+
+    def summarize(run, rows):
+        report(facts, run.accelerator, run.model, run.optimizer)
+        return finish(run, rows)
+
+    loop.make_accelerator, loop.prepare, loop.save_checkpoint = make_accelerator, prepared, save_checkpoint
+    loop.summarize = summarize
+    loop.main(argv)
+
+
+made, prepare, save, finish = loop.make_accelerator, loop.prepare, loop.save_checkpoint, loop.summarize
+
+
+def main() -> None:
+    """Jobs separated by `--` run one after another in these ranks (one launch, one start-up for several runs)."""
+    mode, jobs = sys.argv[1], [[]]
+    for arg in sys.argv[2:]:
+        jobs.append([]) if arg == "--" else jobs[-1].append(arg)
+    for job in jobs:
+        run(mode, job)
+
+
+if __name__ == "__main__":
+    main()
