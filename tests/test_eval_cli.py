@@ -31,6 +31,7 @@ def cli(*args: str):
             ["--release", "DeepSeek-R1-Distill-Qwen-3B"],
             "error: unknown release 'DeepSeek-R1-Distill-Qwen-3B'",
         ),
+        (["--data-parallel-size", "0"], "error: eval.engine.data_parallel_size must be >= 1 (got 0)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(smollm2_path, tmp_path, args, line):

@@ -86,6 +86,9 @@ def evaluate(
         ),
     }
     cfg_hash = config_hash({**cfg, "release": release} if release else cfg)
+    dp = (recipe.eval.engine or TeacherConfig()).data_parallel_size
+    if dp < 1:  # before prepare_stage: nothing is written for a run that cannot start
+        raise DistillError(f"eval.engine.data_parallel_size must be >= 1 (got {dp})")
     manifest = prepare_stage("eval", out, cfg_hash, inputs, force)
     if manifest is None:
         return read_manifest(out)
@@ -161,8 +164,6 @@ def start_replicas(teacher: TeacherConfig, log: Path | None) -> list:
     from distill.engines.backends import make_backend
     from distill.generate.run import replica_devices
 
-    if teacher.data_parallel_size < 1:
-        raise DistillError(f"eval.engine.data_parallel_size must be >= 1 (got {teacher.data_parallel_size})")
     one = teacher.model_copy(update={"data_parallel_size": 1})
     if teacher.data_parallel_size == 1:
         return [make_backend(one, log)]
