@@ -168,7 +168,7 @@ def chunked_kd_loss(
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    from distill.train.loss import head_for_loss
+    from distill.train.loss import chunk_starts, head_for_loss
 
     lm_head = head_for_loss(lm_head)  # an FSDP2 DTensor shard: the gathered full weight
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
@@ -178,7 +178,7 @@ def chunked_kd_loss(
         )
     ce = torch.zeros((), dtype=torch.float32, device=hidden.device)
     kd = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for start in range(0, len(labels), chunk_tokens):
+    for start in chunk_starts(len(labels), chunk_tokens, lm_head):
         sl = slice(start, start + chunk_tokens)
         c, d = checkpoint(
             _chunk_kd,

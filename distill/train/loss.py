@@ -41,6 +41,23 @@ def head_for_loss(lm_head):
     return full
 
 
+def chunk_starts(rows: int, chunk_tokens: int, lm_head) -> range:
+    """Where each chunk of `rows` trained positions starts. Under DeepSpeed ZeRO-3 every call of lm_head is an
+    all-gather of its weight, so every rank makes as many calls as the rank with the most chunks (the extra
+    chunks are empty): a rank that stopped early would leave the others inside a collective (gloo: "Received
+    data size doesn't match expected size")."""
+    import math
+
+    import torch
+
+    n = math.ceil(rows / chunk_tokens)
+    if hasattr(getattr(lm_head, "weight", None), "ds_numel"):  # a ZeRO-3 partitioned parameter
+        most = torch.tensor([n], device=lm_head.weight.device)
+        torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+        n = int(most.item())
+    return range(0, n * chunk_tokens, chunk_tokens)
+
+
 def chunked_cross_entropy(hidden, lm_head, positions, labels, chunk_tokens: int):
     """Sum (fp32) of the cross-entropies of `labels` predicted from hidden states at `positions`.
 
@@ -58,7 +75,7 @@ def chunked_cross_entropy(hidden, lm_head, positions, labels, chunk_tokens: int)
     lm_head = head_for_loss(lm_head)
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for start in range(0, len(labels), chunk_tokens):
+    for start in chunk_starts(len(labels), chunk_tokens, lm_head):
         end = start + chunk_tokens
         total = total + checkpoint(
             _chunk_loss, lm_head, hidden[start:end], labels[start:end], use_reentrant=False
