@@ -249,9 +249,8 @@ def host_bytes(s: Shape, launch: Launch) -> float:
 
 def activations(s: Shape, t: TrainShape, launch: Launch, checkpointing: bool) -> float:
     c = 2 if launch.bf16 else 4
-    r = (
-        4 if launch.sharding in ("none", "ddp") else c
-    )  # fp32 weights under autocast keep an fp32 residual stream
+    # fp32 weights under autocast keep the residual stream (each checkpointed layer input) in fp32
+    r = 4 if launch.sharding in ("none", "ddp") else c
     tokens = t.max_length * t.micro_batch
     per_layer = 9 * s.width + 3 * s.kv_heads * s.hd() + 4 * s.intermediate
     if not checkpointing:
