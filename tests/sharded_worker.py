@@ -1,11 +1,12 @@
-"""One rank of distill's own train loop under FSDP2 (or DeepSpeed ZeRO-3) on CPU gloo ranks, for test_sharded.py.
+"""One rank of distill's own train loop under FSDP2 or DeepSpeed ZeRO-3 on CPU gloo ranks, for test_sharded.py.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sharded_worker.py fsdp2 RECIPE \\
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sharded_worker.py fsdp2|zero3|zero3-late RECIPE \\
         --data CURATE --out OUT [--crash-after-save] [-- RECIPE2 --data CURATE2 --out OUT2 ...]
 
-It runs `distill.train.loop.main` unchanged, with two hooks: Accelerate is switched to FSDP2 right after the
-Accelerator is made (`use_fsdp2`, the only place this is done), and what ran is written to OUT/../rank-R.json:
-Accelerate's distributed type, how many parameters are DTensors, lm_head.weight's type outside the forward, and
+It runs `distill.train.loop.main` unchanged, with two hooks: Accelerate is switched to FSDP2 or ZeRO-3 right after
+the Accelerator is made (`use_fsdp2` / `use_zero3`, the only place this is done), and what ran is written to
+OUT/../rank-R.json: Accelerate's distributed type, how many parameters are DTensors (ZeRO-3: partitioned),
+lm_head.weight's type outside the forward, and
 the rank's peak RSS and its local parameter / gradient / optimizer bytes (what the memory plan prices). With
 --crash-after-save every rank exits (code 3, no cleanup) right after the first checkpoint is complete.
 """
@@ -41,6 +42,30 @@ def use_fsdp2(accelerator) -> None:
     )
 
 
+def use_zero3(accelerator, init: bool = True) -> None:
+    """DeepSpeed ZeRO-3 the same way (DS_ACCELERATOR=cpu: DeepSpeed's CPU accelerator, gloo without oneCCL): Accelerate
+    turns DEEPSPEED on only off-CPU (accelerate 1.16 AcceleratorState: `ACCELERATE_USE_DEEPSPEED ... and not cpu`).
+    The plugin mirrors pipelines/accelerate/zero3.yaml: the model is partitioned while it loads (zero3-late: at
+    prepare, zero3_init_flag false)."""
+    from accelerate import DeepSpeedPlugin, DistributedType, PartialState
+
+    plugin = DeepSpeedPlugin(zero_stage=3, zero3_init_flag=init, zero3_save_16bit_model=True)
+    plugin.set_mixed_precision("no")
+    PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.DEEPSPEED
+    accelerator.state.deepspeed_plugins = plugin
+    plugin.select(_from_accelerator_state=True)  # transformers' from_pretrained now loads under zero.Init
+    accelerator.deepspeed_engine_wrapped = None  # what Accelerator() sets when it is given a plugin
+
+
+BASELINE: dict[str, float] = {}
+
+
+def current_rss_mib() -> float:
+    """This process's resident memory now (MiB), from /proc/self/statm (pages)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def local_bytes(tensors) -> int:
     """Bytes this rank holds for these tensors (a DTensor counts its local shard only)."""
     total = 0
@@ -56,6 +81,9 @@ def report(path: Path, accelerator, model, optimizer) -> None:
 
     net = accelerator.unwrap_model(model)
     params = list(net.parameters())
+    if accelerator.state.deepspeed_plugin is not None:  # ZeRO-3: partitions, not DTensors
+        path.write_text(json.dumps(zero3_facts(accelerator, net, params), indent=2))
+        return
     states = [v for s in optimizer.state.values() for v in s.values() if hasattr(v, "numel") and v.dim()]
     facts = {
         "distributed_type": str(accelerator.distributed_type),
@@ -67,6 +95,7 @@ def report(path: Path, accelerator, model, optimizer) -> None:
         "optimizer_state_bytes": local_bytes(states),
         # ru_maxrss is in KiB on Linux: the rank's peak resident memory over the whole run
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **BASELINE,
     }
     path.write_text(json.dumps(facts, indent=2))
 
@@ -80,9 +109,10 @@ def run(mode: str, argv: list[str]) -> None:
     facts = out.parent / f"rank-{os.environ.get('RANK', '0')}.json"
 
     def make_accelerator(cfg, folder):
+        BASELINE["rss_before_model_mib"] = current_rss_mib()  # imports and the interpreter, no model yet
         accelerator = made(cfg, folder)
-        if mode == "fsdp2":
-            use_fsdp2(accelerator)
+        switch = {"fsdp2": use_fsdp2, "zero3": use_zero3, "zero3-late": lambda a: use_zero3(a, init=False)}
+        switch[mode](accelerator)
         return accelerator
 
     def prepared(accelerator, model, cfg, schedule):
@@ -106,6 +136,22 @@ def run(mode: str, argv: list[str]) -> None:
 
 
 made, prepare, save, finish = loop.make_accelerator, loop.prepare, loop.save_checkpoint, loop.summarize
+
+
+def zero3_facts(accelerator, net, params) -> dict:
+    """What ZeRO-3 left on this rank: every parameter partitioned (ds_numel its real size; numel 0 outside a
+    forward unless it is small) and this rank's partition bytes."""
+    return {
+        "distributed_type": str(accelerator.distributed_type),
+        "params": len(params),
+        "partitioned": sum(hasattr(p, "ds_numel") for p in params),
+        # below DeepSpeed's persistence threshold (1e5 elements) a parameter stays whole between forwards
+        "empty_outside_forward": sum(p.numel() == 0 for p in params),
+        "lm_head_numel": net.get_output_embeddings().weight.numel(),
+        "param_bytes": sum(p.ds_tensor.numel() * p.ds_tensor.element_size() for p in params),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **BASELINE,
+    }
 
 
 def main() -> None:

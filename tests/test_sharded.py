@@ -25,18 +25,20 @@ from distill.train import loop
 WORKER = Path(__file__).with_name("sharded_worker.py")
 BACKEND = os.environ.get("DISTILL_SHARDED_BACKEND", "gloo")  # gloo: CPU ranks; nccl: one GPU per rank
 pytestmark = [pytest.mark.gpu] if BACKEND == "nccl" else []
-# fp32 on both sides; the sharded run sums gradients in another order (reduce-scatter of shards)
+# fp32 on both sides (also on CUDA: dtype is set); the sharded run sums gradients in another order (reduce-scatter of shards)
 LOSS_REL, NORM_REL = (1e-6, 1e-4) if BACKEND == "gloo" else (1e-5, 1e-4)
 
 
-def launch(tmp: Path, jobs: list[tuple], ranks: int = 2) -> subprocess.CompletedProcess:
+def launch(tmp: Path, jobs: list[tuple], ranks: int = 2, mode: str = "fsdp2") -> subprocess.CompletedProcess:
     """The worker under torchrun (2 ranks) or alone (ranks=1: the refusal needs no process group); jobs are
     (recipe, curate dir, out dir, *extra args), run one after another in the same ranks."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent)}
-    if BACKEND == "gloo":
-        env["ACCELERATE_USE_CPU"] = "true"
+    if (
+        BACKEND == "gloo"
+    ):  # DeepSpeed's CPU accelerator falls back to gloo without oneCCL (DeepSpeed >= 0.14.1)
+        env.update(ACCELERATE_USE_CPU="true", DS_ACCELERATOR="cpu")
     head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
-    cmd = [*(head if ranks > 1 else [sys.executable]), str(WORKER), "fsdp2"]
+    cmd = [*(head if ranks > 1 else [sys.executable]), str(WORKER), mode]
     for i, (recipe_obj, data, out, *extra) in enumerate(jobs):
         (tmp / f"r{i}.yaml").write_text(dump_recipe(recipe_obj))
         cmd += ["--"] * (i > 0) + [str(tmp / f"r{i}.yaml"), "--data", str(data), "--out", str(out), *extra]
@@ -45,7 +47,9 @@ def launch(tmp: Path, jobs: list[tuple], ranks: int = 2) -> subprocess.Completed
 
 def sft_recipe(model: Path):
     """Clipping active (norms ~3 > 0.5), 16-token loss chunks, packed bins, accumulation 2 per rank, a cosine lr."""
-    r = recipe("qwen-1.5b", model=str(model), max_steps=3, grad_accum=2, lr=1e-3, max_length=96)
+    r = recipe(
+        "qwen-1.5b", model=str(model), max_steps=3, grad_accum=2, lr=1e-3, max_length=96, dtype="float32"
+    )
     r.train = r.train.model_copy(
         update={"save_every": 2, "max_grad_norm": 0.5, "loss_chunk_tokens": 16, "lr_scheduler": "cosine"}
     )
@@ -166,3 +170,29 @@ def test_lora_under_fsdp2_is_refused_before_weights_load(tiny_llama, tmp_path):
     ]
     assert not (tmp_path / "lora" / "rank-0.json").exists()  # refused before prepare
     assert not (tmp_path / "lora" / "train" / "final").exists()
+
+
+@pytest.mark.slow  # one more launch and reference run than the default suite's budget has room for (~50 s)
+def test_zero3_sft_llama_equals_one_process(tiny_llama, tmp_path):
+    """DeepSpeed ZeRO-3 on DeepSpeed's CPU accelerator over gloo: every parameter partitioned (lm_head.weight has
+    numel 0 outside the forward, so the chunked CE calls lm_head as a module and all ranks make the same number of
+    calls), the same curve as one process, and final/ gathered from the partitions."""
+    src = make_curate(tmp_path / "curate", trace_rows(12, seed=4, steps=8))
+    r = recipe(
+        "llama-8b", model=str(tiny_llama), max_steps=3, grad_accum=2, lr=1e-3, max_length=96, dtype="float32"
+    )
+    r.train = r.train.model_copy(update={"max_grad_norm": 0.5, "loss_chunk_tokens": 16})
+    out = tmp_path / "zero3" / "train"
+    done = launch(tmp_path, [(r, src, out)], mode="zero3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    r.train.grad_accum = 4
+    loop.train(r, src, tmp_path / "single")
+    assert_same_curve(metrics(out), metrics(tmp_path / "single"))
+    facts = rank_facts(out)
+    for f in facts:
+        assert f["distributed_type"] == "DistributedType.DEEPSPEED"
+        assert f["partitioned"] == f["params"] and f["lm_head_numel"] == 0
+        assert f["empty_outside_forward"] == 2  # embed_tokens and lm_head; the small rest persists whole
+    assert sum(f["param_bytes"] for f in facts) == param_bytes(tmp_path / "single" / "final")
+    ref, got = weights(tmp_path / "single" / "final"), weights(out / "final")
+    assert set(ref) == set(got) and all(torch.allclose(ref[k], got[k], atol=1e-5) for k in ref)
