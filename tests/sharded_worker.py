@@ -1,6 +1,6 @@
 """One rank of distill's own train loop under FSDP2 or DeepSpeed ZeRO-3 on CPU gloo ranks, for test_sharded.py.
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sharded_worker.py fsdp2|zero3|zero3-late RECIPE \\
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/sharded_worker.py fsdp2|zero3 RECIPE \\
         --data CURATE --out OUT [--crash-after-save] [-- RECIPE2 --data CURATE2 --out OUT2 ...]
 
 It runs `distill.train.loop.main` unchanged, with two hooks: Accelerate is switched to FSDP2 or ZeRO-3 right after
@@ -42,14 +42,13 @@ def use_fsdp2(accelerator) -> None:
     )
 
 
-def use_zero3(accelerator, init: bool = True) -> None:
+def use_zero3(accelerator) -> None:
     """DeepSpeed ZeRO-3 the same way (DS_ACCELERATOR=cpu: DeepSpeed's CPU accelerator, gloo without oneCCL): Accelerate
     turns DEEPSPEED on only off-CPU (accelerate 1.16 AcceleratorState: `ACCELERATE_USE_DEEPSPEED ... and not cpu`).
-    The plugin mirrors pipelines/accelerate/zero3.yaml: the model is partitioned while it loads (zero3-late: at
-    prepare, zero3_init_flag false)."""
+    The plugin mirrors pipelines/accelerate/zero3.yaml: the model is partitioned while it loads."""
     from accelerate import DeepSpeedPlugin, DistributedType, PartialState
 
-    plugin = DeepSpeedPlugin(zero_stage=3, zero3_init_flag=init, zero3_save_16bit_model=True)
+    plugin = DeepSpeedPlugin(zero_stage=3, zero3_init_flag=True, zero3_save_16bit_model=True)
     plugin.set_mixed_precision("no")
     PartialState().distributed_type = accelerator.state.distributed_type = DistributedType.DEEPSPEED
     accelerator.state.deepspeed_plugins = plugin
@@ -111,8 +110,7 @@ def run(mode: str, argv: list[str]) -> None:
     def make_accelerator(cfg, folder):
         BASELINE["rss_before_model_mib"] = current_rss_mib()  # imports and the interpreter, no model yet
         accelerator = made(cfg, folder)
-        switch = {"fsdp2": use_fsdp2, "zero3": use_zero3, "zero3-late": lambda a: use_zero3(a, init=False)}
-        switch[mode](accelerator)
+        {"fsdp2": use_fsdp2, "zero3": use_zero3}[mode](accelerator)
         return accelerator
 
     def prepared(accelerator, model, cfg, schedule):

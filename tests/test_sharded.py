@@ -172,6 +172,20 @@ def test_lora_under_fsdp2_is_refused_before_weights_load(tiny_llama, tmp_path):
     assert not (tmp_path / "lora" / "train" / "final").exists()
 
 
+def test_zero3_with_a_release_that_unties_lm_head_is_refused_before_weights_load(tiny_qwen2, tmp_path):
+    """Qwen-1.5B's release unties lm_head from the embeddings, an edit ZeRO-3's partitioned loading cannot take
+    (it left an empty lm_head): one line naming the student and what to use instead, exit 2."""
+    src = make_curate(tmp_path / "curate", trace_rows(4))
+    r = recipe("qwen-1.5b", model=str(tiny_qwen2))
+    done = launch(tmp_path, [(r, src, tmp_path / "z3" / "train")], ranks=1, mode="zero3")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        "error: student qwen-1.5b: its release unties lm_head from the embeddings, which cannot be done to weights "
+        "ZeRO-3 partitions while they load; train it with pipelines/accelerate/fsdp2.yaml or ddp.yaml"
+    ]
+    assert not (tmp_path / "z3" / "rank-0.json").exists()  # refused before prepare
+
+
 @pytest.mark.slow  # one more launch and reference run than the default suite's budget has room for (~50 s)
 def test_zero3_sft_llama_equals_one_process(tiny_llama, tmp_path):
     """DeepSpeed ZeRO-3 on DeepSpeed's CPU accelerator over gloo: every parameter partitioned (lm_head.weight has

@@ -572,6 +572,7 @@ def setup(
     )
     model_path = resolve_model(cfg.model)
     tokenizer = release_tokenizer_for(model_path, student)
+    check_zero3_init(accelerator, model_path, tokenizer, student)
     vocab, kd_eos = same_vocabulary(cfg, tokenizer, student)  # before anything is trained
     data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator, kd_eos)
     check_train(accelerator, cfg, student, model_path, data.lengths())  # exit 2 before weights load
@@ -691,6 +692,31 @@ def check_launch(accelerator, cfg: TrainConfig, student: str) -> None:
             accelerator,
             f"{torch.cuda.device_count()} GPUs visible but one process: use all of them with "
             f"`accelerate launch --config_file {launch} -m distill.train.loop RECIPE`",
+        )
+
+
+def check_zero3_init(accelerator, model_path: str, tokenizer, student: str) -> None:
+    """ZeRO-3 partitions the weights while they load (Accelerate hands transformers the DeepSpeed config whatever
+    zero3_init_flag says), before release_files.prepare_model unties lm_head (Qwen-1.5B) or adds embedding rows
+    (other families): those edits would write into empty partitions (measured: an lm_head of numel 0 that
+    DeepSpeed then cannot fetch), so that combination stops here, before any weights load."""
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None or plugin.zero_stage != 3:
+        return
+    from transformers import AutoConfig
+
+    from distill.release import config_changes
+
+    config = AutoConfig.from_pretrained(model_path)
+    edits = []
+    if config_changes(student).get("tie_word_embeddings") is False and config.tie_word_embeddings:
+        edits.append("unties lm_head from the embeddings")
+    if len(tokenizer) > config.vocab_size:
+        edits.append(f"adds {len(tokenizer) - config.vocab_size} embedding rows")
+    if edits:
+        raise DistillError(
+            f"student {student}: its release {' and '.join(edits)}, which cannot be done to weights ZeRO-3 "
+            "partitions while they load; train it with pipelines/accelerate/fsdp2.yaml or ddp.yaml"
         )
 
 
