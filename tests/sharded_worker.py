@@ -152,8 +152,54 @@ def zero3_facts(accelerator, net, params) -> dict:
     }
 
 
+def head_inputs(rank: int, hidden_size: int = 16, vocab: int = 40, k: int = 4):
+    """Rank `rank`'s hidden states [2, 9, H] and the trained positions, labels and teacher top-K rows of a loss
+    head check (rank-dependent, and a different number of trained positions per rank)."""
+    import torch
+
+    g = torch.Generator().manual_seed(100 + rank)
+    hidden = torch.randn(2, 9, hidden_size, generator=g, requires_grad=True)
+    positions = torch.arange(3, 18 - rank)
+    labels = torch.randint(0, vocab, (len(positions),), generator=g)
+    top_ids = torch.randint(0, vocab, (len(positions), k), generator=g)
+    top_lp = torch.log_softmax(torch.randn(len(positions), k + 2, generator=g), -1)[:, :k]
+    return hidden, positions, labels, top_ids, top_lp
+
+
+def heads(out: Path) -> None:
+    """The loss heads with lm_head.weight a DTensor shard (Shard(0) over the ranks, as FSDP2 leaves it between
+    forwards): chunked CE + the fused kd loss, backward; rank 0 saves the losses, the full weight gradient and
+    every rank's hidden-state gradient for the test to compare with plain-tensor heads."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from distill.train.kd import KDSpec, chunked_kd_loss
+    from distill.train.loss import chunked_cross_entropy
+
+    dist.init_process_group("gloo")
+    rank, mesh = dist.get_rank(), init_device_mesh("cpu", (dist.get_world_size(),))
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 40, bias=False)
+    head.weight = torch.nn.Parameter(distribute_tensor(head.weight.detach(), mesh, [Shard(0)]))
+    hidden, positions, labels, top_ids, top_lp = head_inputs(rank)
+    ce = chunked_cross_entropy(hidden, head, positions, labels, 5)
+    kd, _, _ = chunked_kd_loss(hidden, head, positions, labels, top_ids, top_lp, KDSpec(alpha=0.3), 5)
+    (ce + kd).backward()
+    found = [None] * dist.get_world_size()
+    dist.all_gather_object(found, (ce.item(), kd.item(), hidden.grad))
+    weight, grad = head.weight.full_tensor(), head.weight.grad.full_tensor()  # collectives: every rank
+    if rank == 0:
+        torch.save({"weight": weight, "grad": grad, "ranks": found}, out)
+    dist.destroy_process_group()
+
+
 def main() -> None:
     """Jobs separated by `--` run one after another in these ranks (one launch, one start-up for several runs)."""
+    if sys.argv[1] == "heads":
+        heads(Path(sys.argv[2]))
+        return
     mode, jobs = sys.argv[1], [[]]
     for arg in sys.argv[2:]:
         jobs.append([]) if arg == "--" else jobs[-1].append(arg)

@@ -157,6 +157,45 @@ def test_fsdp2_kd_llama_fused_head_equals_one_process(sharded):
     assert_fsdp2_ran(rank_facts(out), param_bytes(tmp / "kd-single" / "final"))
 
 
+def test_loss_heads_with_a_dtensor_lm_head_weight_equal_plain_ones(tmp_path):
+    """An lm_head whose weight is a DTensor shard (as FSDP2 leaves it outside its unit's forward) through the
+    chunked CE and the fused kd loss on 2 ranks, each with its own batch: the same losses and hidden-state gradients
+    as a plain weight, and the weight's gradient is the mean of the ranks' plain gradients (what FSDP2 gives the
+    rest of the model)."""
+    from sharded_worker import head_inputs
+
+    from distill.train.kd import KDSpec, chunked_kd_loss
+    from distill.train.loss import chunked_cross_entropy
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+    ]
+    done = subprocess.run(
+        [*cmd, "heads", str(tmp_path / "heads.pt")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = torch.load(tmp_path / "heads.pt", weights_only=False)
+    grads = []
+    for rank, (ce_got, kd_got, hidden_grad) in enumerate(got["ranks"]):
+        head = torch.nn.Linear(16, 40, bias=False)
+        head.weight = torch.nn.Parameter(got["weight"].clone())
+        hidden, positions, labels, top_ids, top_lp = head_inputs(rank)
+        ce = chunked_cross_entropy(hidden, head, positions, labels, 5)
+        kd, _, _ = chunked_kd_loss(hidden, head, positions, labels, top_ids, top_lp, KDSpec(alpha=0.3), 5)
+        (ce + kd).backward()
+        assert (ce_got, kd_got) == pytest.approx((ce.item(), kd.item()), rel=1e-6)
+        assert torch.allclose(hidden_grad, hidden.grad, atol=1e-6)
+        grads.append(head.weight.grad)
+    assert torch.allclose(got["grad"], torch.stack(grads).mean(0), atol=1e-6)
+
+
 def test_lora_under_fsdp2_is_refused_before_weights_load(tiny_llama, tmp_path):
     """A LoRA adapter cannot be merged from FSDP2 shards: one line, exit 2, nothing trained or written."""
     src = make_curate(tmp_path / "curate", trace_rows(4))
