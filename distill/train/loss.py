@@ -102,7 +102,7 @@ def final_hidden(model, batch: dict[str, Any], flash: bool):
     # The one logit kept enters the graph with weight 0 so that its backward (which runs FSDP2's pre-backward
     # hook on the root unit) comes before lm_head's weight gradient is accumulated: without it a loss that
     # projects outside the forward writes that gradient into a parameter FSDP2 is not tracking (a segfault on
-    # gloo, torch 2.13). Free elsewhere: one [batch, 1, vocab] sum.
+    # gloo, torch 2.13). Its cost: a [batch, 1, vocab] sum and one copy of the hidden states.
     return out.hidden_states[-1] + 0.0 * out.logits.sum()
 
 
