@@ -18,8 +18,7 @@ from distill.logits import from_lists
 from distill.students import get_student
 from distill.train import loop
 from distill.train.data import build_tokens, collate_packed, kd_sample, load_tokens, teacher_batch
-from distill.train.kd import KDSpec
-from distill.train.loss import kd_loss
+from distill.train.kd import KDSpec, kd_loss
 
 STUDENT = "smollm2-135m"  # the release layout of SmolLM2's vocabulary (R1 tokens appended after id 49151)
 K = 8

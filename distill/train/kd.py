@@ -19,6 +19,9 @@ full [tokens × vocab] logits never exist (see loss.py for the memory argument).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from distill.train.loss import LossFn, chunk_starts, final_hidden, head_for_loss
 
 DIVERGENCES = ("forward", "reverse", "jsd")
 PAD_ID = -1  # a teacher row with fewer than K entries pads its ids with -1 (log-prob -inf)
@@ -168,8 +171,6 @@ def chunked_kd_loss(
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    from distill.train.loss import chunk_starts, head_for_loss
-
     lm_head = head_for_loss(lm_head)  # an FSDP2 DTensor shard: the gathered full weight
     hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
     if isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None and lm_head.weight.numel() > 0:
@@ -200,3 +201,23 @@ def token_reverse_kl(student_logprobs, teacher_logprobs):
     With x_t ~ q, E[log q − log p] = KL(q ‖ p): the single-sample estimator Thinking Machines' on-policy
     distillation and GKD (λ = 1) use as a per-token negative advantage."""
     return student_logprobs.float() - teacher_logprobs.float()
+
+
+def kd_loss(spec: KDSpec) -> LossFn:
+    """kd's LossFn for a KDSpec: the summed α·CE + (1 − α)·τ²·D of a micro-batch, with its two sums."""
+
+    def forward_kd(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
+        hidden = final_hidden(model, batch, flash)
+        loss, ce, kd = chunked_kd_loss(
+            hidden,
+            lm_head,
+            batch["positions"],
+            batch["labels"],
+            batch["top_ids"],
+            batch["top_logprobs"],
+            spec,
+            chunk_tokens,
+        )
+        return loss, {"ce": ce, "kd": kd}
+
+    return forward_kd

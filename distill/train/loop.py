@@ -61,7 +61,8 @@ from distill.train.data import (
     training_template,
     training_units,
 )
-from distill.train.loss import LossFn, forward_ce, kd_loss
+from distill.train.kd import kd_loss
+from distill.train.loss import LossFn, forward_ce
 from distill.ui import progress
 
 # Dense bf16 peak per GPU (FLOP/s) for the MFU estimate; matched as a substring of the device name.

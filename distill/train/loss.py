@@ -1,6 +1,6 @@
 """Training losses: the chunked cross-entropy over a 32k-token x 152k-vocab batch without ever holding its
-full logits, and each objective's loss of one micro-batch (the `LossFn` the loop calls): forward_ce (sft) and
-kd_loss(spec) (kd: α·CE + (1 − α)·τ²·D against the teacher's stored top-K, distill.train.kd)."""
+full logits, and sft's loss of one micro-batch (forward_ce, a `LossFn`: the loop calls it; kd's is
+distill.train.kd.kd_loss, built on this module's heads)."""
 
 from __future__ import annotations
 
@@ -110,24 +110,3 @@ def forward_ce(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: 
     """Summed CE of one micro-batch (sft)."""
     hidden = final_hidden(model, batch, flash)
     return chunked_cross_entropy(hidden, lm_head, batch["positions"], batch["labels"], chunk_tokens)
-
-
-def kd_loss(spec) -> LossFn:
-    """kd's LossFn for a KDSpec: the summed α·CE + (1 − α)·τ²·D of a micro-batch, with its two sums."""
-    from distill.train.kd import chunked_kd_loss
-
-    def forward_kd(model, lm_head, batch: dict[str, Any], chunk_tokens: int, flash: bool):
-        hidden = final_hidden(model, batch, flash)
-        loss, ce, kd = chunked_kd_loss(
-            hidden,
-            lm_head,
-            batch["positions"],
-            batch["labels"],
-            batch["top_ids"],
-            batch["top_logprobs"],
-            spec,
-            chunk_tokens,
-        )
-        return loss, {"ce": ce, "kd": kd}
-
-    return forward_kd
