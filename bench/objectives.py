@@ -51,8 +51,8 @@ three, as the new config field changed their hash, to the same losses to the las
   kd8                    19.0 ± 3.4      +6.0 ± 3.4   0.361 ± 0.035    0.82x     36.1
   teacher                25.0 ± 3.4     +12.0 ± 3.3
 The on_policy rows were measured before on_policy's stop term existed (the teacher scoring the EOS position,
-distill.train.on_policy), which was added because of them; a rerun reruns those rows (and only those, if the work
-folder holds the others).
+distill.train.on_policy), which was added because of them. The stop term changed no config field: in a work folder
+from before it, delete the train-*on_policy* folders (and their eval-/rkl- results) to rerun those rows.
 kd reaches the teacher's score in 16 steps (it trains on the teacher's own ids with its top-20 at every position);
 sft gets half as far. on_policy (discount 0, per-token weights) learns the teacher's wording but not when to stop:
 nothing in a per-token weight rewards ending a sample, and its samples drift to the 128-token cap (1 of 200 eval
