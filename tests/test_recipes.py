@@ -9,8 +9,8 @@ import pytest
 
 from distill.config import TeacherConfig
 from distill.data import BENCHMARKS, SOURCES, data_dir, load_prompts
+from distill.engines.backends import replica_devices
 from distill.errors import DistillError
-from distill.generate.run import replica_devices
 from distill.students import STUDENTS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -69,6 +69,20 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def replica_devices(teacher: TeacherConfig) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES per replica: consecutive slices of tp*pp devices (None for the openai backend)."""
+    dp, per = teacher.data_parallel_size, teacher.tensor_parallel_size * teacher.pipeline_parallel_size
+    if teacher.backend != "vllm":
+        return [None] * dp
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(dp * per)]
+    if len(ids) < dp * per:
+        raise DistillError(
+            f"data_parallel_size={dp} x tp*pp={per} needs {dp * per} GPUs; CUDA_VISIBLE_DEVICES={visible}"
+        )
+    return [",".join(ids[r * per : (r + 1) * per]) for r in range(dp)]
+
+
 def make_backend(teacher: TeacherConfig, log: Path | None = None) -> Backend:
     """Start the teacher the recipe names; fails fast (DistillError) before any work is done. `log`: a file
     the vLLM engine's own output (its INFO/WARNING lines, torch and triton warnings) goes to instead of the

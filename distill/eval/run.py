@@ -161,8 +161,7 @@ def start_replicas(teacher: TeacherConfig, log: Path | None) -> list:
     replicas; vLLM's workers read it when they start). One engine when data_parallel_size is 1."""
     import os
 
-    from distill.engines.backends import make_backend
-    from distill.generate.run import replica_devices
+    from distill.engines.backends import make_backend, replica_devices
 
     one = teacher.model_copy(update={"data_parallel_size": 1})
     if teacher.data_parallel_size == 1:
