@@ -111,6 +111,8 @@ MCQ = [  # (answer text, extracted letter)
     ("C", "C"),
     ("(D)", "D"),
     ("B) 10^-11 eV", "B"),
+    # SmolLM2 on GPQA-Diamond (bench/lighteval_agreement.py, 15 of 100 samples): the options repeated, no choice
+    ("A) 10^-4 eV\nB) 10^-11 eV\nC) 10^-8 eV\nD) 10^-9 eV\n\nThe energy difference must be larger.", None),
     ("A bit of both, really.", None),
     ("the answer is a mystery", None),
     ("I cannot decide.", None),

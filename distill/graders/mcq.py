@@ -5,6 +5,7 @@ Where the letter is looked for, last match first:
     \\boxed{C. x = 42}, \\boxed{(C) 42}         -> C (a letter followed by its choice's text)
     "Answer: C", "**Answer:** (C)", "answer is C" -> C
     "C", "(C)", "C) 10^-4 eV" as the whole answer  -> C
+    "A) ...\nB) ...\nC) ..." (the choices repeated) -> unparseable: a list of options chooses none
     anything else                                 -> unparseable
 """
 
@@ -24,6 +25,8 @@ ANSWER_RE = re.compile(
 )
 BARE_RE = re.compile(rf"^(?:\(?({_LETTER})\)?\.?$|\(?({_LETTER})[).:]\s)")
 # inside a box: "C", "c", "(C)", "C. x = 42", "(C) 42", "C: 42", "\\text{(C) } 42"; not "CD", "C = 5", "a + b"
+# a choice marker at a line start: two different ones mean the text lists the options (GPQA prompts end with them)
+OPTION_LINE_RE = re.compile(rf"(?m)^\s*\(?({_LETTER})[).:]\s")
 BOX_LETTER_RE = re.compile(rf"(?i:\(?({_LETTER})\)?\.?)$|\(({_LETTER})\)|({_LETTER})[.:)](?:\s|$)")
 
 
@@ -43,7 +46,9 @@ def extract_letter(answer: str) -> str | None:
     if matches:
         return matches[-1]
     bare = BARE_RE.match(answer.strip().strip("$").strip())  # "$E$" as the whole answer
-    return (bare.group(1) or bare.group(2)) if bare else None
+    if bare is None or len(set(OPTION_LINE_RE.findall(answer))) > 1:
+        return None
+    return bare.group(1) or bare.group(2)
 
 
 def verify_mcq(reference: str, answer: str) -> tuple[str, str | None]:
