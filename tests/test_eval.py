@@ -42,7 +42,9 @@ def test_eval_on_real_engine_writes_scored_results(vllm_engine, smollm2_path, tm
     assert results["gsm8k"]["pass@1"] == pytest.approx(sum(s["verdict"] == "correct" for s in gsm) / len(gsm))
     assert {s["grader"] for s in samples if s["benchmark"] == "gpqa_diamond"} == {"mcq-letter"}
     assert "GSM8K pass@1" in (out / "table.md").read_text()
-    assert manifest.rows_out == 8 and "gsm8k/pass@1" in manifest.metrics
+    assert manifest.rows_out == 8
+    quoted = {f"{b}/{m}": results[b][m] for b in ("gsm8k", "gpqa_diamond") for m in ("pass@1", "cons@k")}
+    assert {key: manifest.metrics[key] for key in quoted} == quoted  # what `distill show` reads
 
     class Untouchable:
         def generate(self, *a, **k):
@@ -103,11 +105,24 @@ def test_baseline_is_scored_on_its_own_template_without_think(vllm_engine, smoll
     assert all("<|im_start|>assistant" in t for t in seen)  # SmolLM2's own template
     table = (out / "table.md").read_text()
     assert "| eval-test |" in table and "smollm2-135m (" in table and "before distillation" in table
-    assert "baseline/gsm8k/pass@1" in manifest.metrics
+    base = [
+        s["verdict"] == "correct" for s in samples if s["model"] == "baseline" and s["benchmark"] == "gsm8k"
+    ]
+    assert manifest.metrics["baseline/gsm8k/pass@1"] == payload["baseline"]["benchmarks"]["gsm8k"]["pass@1"]
+    assert manifest.metrics["baseline/gsm8k/pass@1"] == pytest.approx(sum(base) / 2)  # k=1: 2 samples
     # the verdict: the first benchmark, student minus baseline paired by problem, in table.md and the metrics
     verdict = payload["verdict"]
     assert verdict["benchmark"] == "gsm8k" and (verdict["problems"], verdict["k"]) == (2, 1)
+    assert (verdict["after"], verdict["before"]) == (
+        payload["benchmarks"]["gsm8k"]["pass@1"],
+        payload["baseline"]["benchmarks"]["gsm8k"]["pass@1"],
+    )
     assert verdict["gain"] == pytest.approx(verdict["after"] - verdict["before"])  # k=1, same 2 problems
+    gsm = {
+        (s["model"], s["prompt_id"]): s["verdict"] == "correct" for s in samples if s["benchmark"] == "gsm8k"
+    }
+    d = [gsm["student", p] - gsm["baseline", p] for m, p in gsm if m == "baseline"]
+    assert len(d) == 2 and verdict["gain_se"] == pytest.approx(abs(d[0] - d[1]) / 2)  # n=2: sd/sqrt(2)
     assert verdict["line"].startswith("held-out pass@1: before ") and verdict["line"] in table
     assert manifest.metrics["held_out/gain"] == verdict["gain"]
     assert (out / "before_after.png").read_bytes()[:4] == b"\x89PNG"
