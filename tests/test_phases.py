@@ -137,7 +137,8 @@ def recorded(monkeypatch):
     def summarize(run, rows):
         manifest = prepare_stage("train", run.out, run.key[0], run.key[1], force=True)
         (run.out / "final").mkdir(exist_ok=True)
-        manifest.metrics = {"steps": 2, "first_loss": 1.0, "final_loss": 0.5}
+        # a rerun writes another manifest (a real one: another wall time, other file stamps)
+        manifest.metrics = {"steps": 2, "first_loss": 1.0, "final_loss": 0.5, "call": len(calls)}
         manifest.config = calls[-1].cfg.model_dump(mode="json")
         return finish_manifest(run.out, manifest)
 
