@@ -345,15 +345,13 @@ def host_memory() -> float:
         return float(next(line.split()[1] for line in f if line.startswith("MemTotal:"))) * 1024
 
 
-def check_train(accelerator, cfg, student: str, model_path: str, lengths) -> None:
-    """Before weights load: exit 2 (DistillError) when the run cannot fit or has fewer bins than ranks; a line on
-    the planned peak otherwise, a warning within 10 % of the device's memory."""
+def check_train(accelerator, cfg, student: str, model_path: str, bins: int) -> None:
+    """Before weights load: exit 2 (DistillError) when the run cannot fit or has fewer bins (the data's units of
+    training: packed bins, samples, or on_policy's prompts) than ranks; a line on the planned peak otherwise, a
+    warning within 10 % of the device's memory."""
     from distill.students import get_student
-    from distill.train.data import training_units
 
     launch = running_launch(accelerator)
-    on_policy = cfg.objective == "on_policy"  # a unit is a prompt
-    bins = len(lengths) if on_policy else len(training_units(lengths, cfg.max_length, cfg.packing))
     if launch.ranks > bins:
         raise DistillError(
             f"train: {launch.ranks} ranks but the data makes {bins} {'bins' if cfg.packing else 'samples'} of "

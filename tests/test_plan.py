@@ -352,11 +352,12 @@ def test_train_check_names_more_ranks_than_bins_and_offload_beyond_the_host(tiny
     import numpy as np
 
     from distill.config import TrainConfig
+    from distill.train.loop import unit_count
 
     cfg = TrainConfig(max_length=128, packing=True)
-    lengths = np.array([100, 100, 20])  # best-fit decreasing: [100, 20] and [100]
+    bins = unit_count(cfg, np.array([100, 100, 20]))  # best-fit decreasing: [100, 20] and [100]
     with pytest.raises(DistillError) as err:
-        check_train(_accelerator("MULTI_CPU", 4), cfg, "qwen-1.5b", str(tiny_qwen2), lengths)
+        check_train(_accelerator("MULTI_CPU", 4), cfg, "qwen-1.5b", str(tiny_qwen2), bins)
     assert str(err.value) == (
         "train: 4 ranks but the data makes 2 bins of train.max_length=128: launch at most 2 processes (num_processes)"
     )
@@ -366,4 +367,4 @@ def test_train_check_names_more_ranks_than_bins_and_offload_beyond_the_host(tiny
     with pytest.raises(  # 18 B x 68.69e9 x 1.5 (DeepSpeed's estimate) = 1727.3 GiB
         DistillError, match=r"train: zero3-offload needs 1727 GiB of host memory per node, this host"
     ):
-        check_train(_accelerator("DEEPSPEED", 2, zero_offload=True), cfg, "qwen-1.5b", str(model), lengths)
+        check_train(_accelerator("DEEPSPEED", 2, zero_offload=True), cfg, "qwen-1.5b", str(model), bins)

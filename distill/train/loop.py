@@ -576,7 +576,9 @@ def setup(
     check_zero3_init(accelerator, model_path, tokenizer, student)
     vocab, kd_eos = same_vocabulary(cfg, tokenizer, student)  # before anything is trained
     data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator, kd_eos)
-    check_train(accelerator, cfg, student, model_path, data.lengths())  # exit 2 before weights load
+    check_train(
+        accelerator, cfg, student, model_path, unit_count(cfg, data.lengths())
+    )  # exit 2 before weights load
     torch.manual_seed(cfg.seed)  # new token rows and LoRA weights are drawn at random
     model, _ = load_model(cfg.model_copy(update={"model": model_path}), tokenizer, student, attn)
     flop_model = (param_count(model), model.config.num_hidden_layers, model.config.hidden_size)
@@ -694,6 +696,13 @@ def check_launch(accelerator, cfg: TrainConfig, student: str) -> None:
             f"{torch.cuda.device_count()} GPUs visible but one process: use all of them with "
             f"`accelerate launch --config_file {launch} -m distill.train.loop RECIPE`",
         )
+
+
+def unit_count(cfg: TrainConfig, lengths) -> int:
+    """The units the data splits into over ranks: on_policy's prompts, else packed bins or samples."""
+    if cfg.objective == "on_policy":
+        return len(lengths)
+    return len(training_units(lengths, cfg.max_length, cfg.packing))
 
 
 def check_zero3_init(accelerator, model_path: str, tokenizer, student: str) -> None:
