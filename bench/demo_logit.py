@@ -84,6 +84,7 @@ def main() -> None:
             raise DistillError(
                 f"{args.recipe}: teacher {recipe.teacher.model} not found: run `make demo` first"
             )
+        os.environ.setdefault("DISTILL_CARDS_DIR", str(recipe.run_path() / "data_cards"))  # not the repo's
         run_pipeline(recipe, ["generate", "curate", "train"])
     except DistillError as err:
         print(f"error: {err}", file=sys.stderr)
