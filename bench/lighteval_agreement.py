@@ -233,7 +233,9 @@ def main() -> None:
     for r, verdict in zip(rows, distill_verdicts(rows), strict=True):
         r["distill"] = verdict
         if "stored_verdict" in r and r["stored_verdict"] != verdict:  # the grader changed since that eval ran
-            print(f"{r['prompt_id']}: regraded {verdict} by this distill, the eval stage stored {r['stored_verdict']}")
+            print(
+                f"{r['prompt_id']}: regraded {verdict} by this distill, the eval stage stored {r['stored_verdict']}"
+            )
     scores = run_lighteval(rows, args.lighteval_python, args.out)
     for r in rows:
         r["lighteval"] = scores[r["id"]]
