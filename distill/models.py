@@ -61,8 +61,6 @@ def distill_home() -> Path:
 def model_dir(name: str) -> Path:
     """DISTILL_HOME/models/<name>-<key>: the key hashes what builds the folder (model_key), so a changed spec, build
     code or converter version builds a new folder beside the old one instead of reusing it."""
-    if name in EMBEDDED:  # keyed once the converted folder of the new key is in place on the shared machines
-        return distill_home() / "models" / name
     return distill_home() / "models" / f"{name}-{model_key(name)}"
 
 

