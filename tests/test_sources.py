@@ -736,6 +736,18 @@ def test_am_zst_reads_like_the_plain_file_and_every_format_gives_the_same_traces
     assert got["jsonl"][0][3] == "-e^{-x} - \\frac{1}{2}e^{-2x} + C" and got["jsonl"][1][3] is None
 
 
+def test_the_hub_path_decodes_ams_jsonl_zst(tmp_path):
+    """A hub id streams through `datasets` (sources.hub_records), which reads AM's .jsonl.zst through fsspec only
+    when the zstandard package is installed (a distill dependency for that reason). The same reader on a local
+    file: the rows come back as written."""
+    import datasets
+
+    rows = SETS["am-r1"]()["am_0.9M.jsonl.zst"]
+    path = write_file(rows, tmp_path / "am_0.9M.jsonl.zst")
+    got = list(datasets.load_dataset("json", data_files=str(path), split="train", streaming=True))
+    assert [r["messages"] for r in got] == [r["messages"] for r in rows]
+
+
 def test_bad_files_are_one_error_naming_the_file(tmp_path):
     rows = limo_rows()
     good = write_file(rows * 3, tmp_path / "a" / "x.jsonl.zst")
