@@ -123,6 +123,16 @@ TEACHERS: dict[str, Shape] = {
 GPU_MEMORY_GIB = {"H200": 141, "H100": 80, "H800": 80, "A100": 80, "A800": 80, "L40S": 48, "B200": 180}
 
 
+def as_trained(shape: Shape, student: str) -> Shape:
+    """The model train holds: the release config's changes are applied before the first step, and Qwen-1.5B's
+    unties lm_head (a second vocab x width matrix: +233M parameters, 15 % of the 1.5B's)."""
+    from distill.release import config_changes
+
+    if shape.tied and config_changes(student).get("tie_word_embeddings") is False:
+        return replace(shape, tied=False, params=shape.params + shape.vocab * shape.width)
+    return shape
+
+
 def shape_from_config(config: dict[str, Any], source: str) -> Shape:
     """A Qwen2 / Llama config.json as a Shape (parameters counted from the architecture)."""
     h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
@@ -360,6 +370,7 @@ def check_train(accelerator, cfg, student: str, model_path: str, bins: int) -> N
     shape = local_shape(model_path) or SHAPES.get(student)
     if shape is None:
         return
+    shape = as_trained(shape, student)
     t = TrainShape(cfg.max_length, cfg.micro_batch_size, cfg.gradient_checkpointing, cfg.loss_chunk_tokens)
     capacity, device = device_capacity(launch.ranks)
     total = train_total(train_parts(shape, t, launch))

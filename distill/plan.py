@@ -239,10 +239,10 @@ def gpu_capacity(a: Assumptions) -> float:
 
 def train_memory(recipe: Recipe, a: Assumptions) -> dict[str, Any]:
     """Per-GPU bytes of the train run by part, its total, the capacity, and each single change that would fit."""
-    from distill.memory import TrainShape, fixes, host_bytes, train_parts, train_total
+    from distill.memory import TrainShape, as_trained, fixes, host_bytes, train_parts, train_total
     from distill.students import get_student
 
-    shape, train = SHAPES[recipe.student], recipe.train
+    shape, train = as_trained(SHAPES[recipe.student], recipe.student), recipe.train
     max_length = train.max_length or get_student(recipe.student).max_length
     t = TrainShape(max_length, train.micro_batch_size, train.gradient_checkpointing, train.loss_chunk_tokens)
     launch = launch_of(recipe, a.gpus)

@@ -100,6 +100,17 @@ def assert_fsdp2_ran(facts: list[dict], single_bytes: int) -> None:
     assert sum(f["optimizer_state_bytes"] for f in facts) == 2 * single_bytes  # exp_avg, exp_avg_sq
 
 
+def assert_plan_prices_each_rank(facts: list[dict], model: str, student: str) -> None:
+    """distill plan's weights and AdamW bytes per rank under FSDP2 x 2 (memory.model_states, the model as train
+    holds it) are what each rank held in this run, to FSDP2's dim-0 shard padding (< 1 %)."""
+    from distill.memory import Launch, as_trained, local_shape, model_states
+
+    planned = model_states(as_trained(local_shape(model), student), Launch("fsdp2", 2, 1, False, "test"))
+    for f in facts:
+        assert f["param_bytes"] == pytest.approx(planned["parameters"], rel=0.01)
+        assert f["optimizer_state_bytes"] == pytest.approx(planned["optimizer"], rel=0.01)
+
+
 def assert_same_curve(sharded: list[dict], single: list[dict], terms: tuple[str, ...] = ()) -> None:
     assert [m["step"] for m in sharded] == [m["step"] for m in single]
     for a, b in zip(sharded, single, strict=True):
@@ -135,6 +146,7 @@ def test_fsdp2_sft_qwen2_equals_one_process_resumes_and_saves_full_weights(shard
     assert single.metrics["world_size"] == 1
     assert_same_curve(metrics(out), metrics(tmp / "sft-single"))
     assert_fsdp2_ran(rank_facts(out), param_bytes(tmp / "sft-single" / "final"))
+    assert_plan_prices_each_rank(rank_facts(out), r.train.model, r.student)
     # Adam divides by sqrt(v): summation-order noise in a near-zero gradient moves a weight by ~1e-6 in 3 steps
     ref, got = weights(tmp / "sft-single" / "final"), weights(out / "final")
     assert set(ref) == set(got) and all(torch.allclose(ref[k], got[k], atol=1e-5) for k in ref)
@@ -155,6 +167,7 @@ def test_fsdp2_kd_llama_fused_head_equals_one_process(sharded):
     loop.train(r, src, tmp / "kd-single")
     assert_same_curve(metrics(out), metrics(tmp / "kd-single"), terms=("ce", "kd"))
     assert_fsdp2_ran(rank_facts(out), param_bytes(tmp / "kd-single" / "final"))
+    assert_plan_prices_each_rank(rank_facts(out), r.train.model, r.student)
 
 
 def test_loss_heads_with_a_dtensor_lm_head_weight_equal_plain_ones(tmp_path):
