@@ -212,6 +212,70 @@ def test_open_r1_distill_7b_setting_fits_and_would_not_without_checkpointing():
     assert m["fixes"] == ["train.gradient_checkpointing=true", "train.max_length=4096"]
 
 
+def _published(recipe_file: str, sets: list[str], assumptions: list[str]) -> dict:
+    recipe = load_recipe(ROOT / recipe_file, sets)
+    a, _, _ = plan(recipe, ["gpu=H100", "prompts=1000", *assumptions])
+    return train_memory(recipe, a)
+
+
+S1 = [
+    "train.accelerate_config=pipelines/accelerate/fsdp2.yaml",
+    "train.max_length=32768",
+    "train.micro_batch_size=1",
+]
+
+
+def test_s1_32b_setting_fits_16_h100s_with_fsdp_and_not_8():
+    """Published: s1-32B (Qwen2.5-32B-Instruct, full SFT) on "16 H100 GPUs i.e. 2 nodes with 8 each" (simplescaling/s1
+    README "Training"), train/sft_multinode.sh: torch FSDP --fsdp "full_shard auto_wrap" (Qwen2DecoderLayer units),
+    --block_size=32768 micro_batch_size=1 --bf16=True --gradient_checkpointing=True; train/sft.py loads the weights
+    without torch_dtype (fp32 masters, bf16 autocast: the plan's fsdp2 row). The README adds: "If you encounter an
+    out-of-memory (OOM) issue with 8 GPUs, consider enabling gradient checkpointing". The plan fits 16 (4.6 GiB to
+    spare); on 8 the fp32 shards alone are 61 GiB and it names 16 GPUs first."""
+    m = _published("pipelines/r1-distill-qwen-32b.yaml", S1, ["gpus=16"])
+    assert (m["launch"].sharding, m["launch"].ranks, m["launch"].bf16) == ("fsdp2", 16, True)
+    p, h = 32_763_876_352, 5120
+    assert m["parts"]["optimizer"] == 8 * p / 16
+    assert m["parts"]["gathered"] == 4 * (2 * SHAPES["qwen-32b"].layer_params() + 2 * 152064 * h + h)
+    # 64 layer inputs of 32768 x 5120 in bf16 + one recomputed layer: e = 9 x 5120 + 3 x 1024 + 4 x 27648
+    assert m["parts"]["activations"] == 64 * 32768 * h * 2 + 32768 * 159_744 * 2
+    assert m["total"] / GiB == pytest.approx(72.353, abs=1e-3) and m["total"] < m["capacity"] == 77 * GiB
+    m = _published("pipelines/r1-distill-qwen-32b.yaml", S1, ["gpus=8"])
+    assert m["total"] / GiB == pytest.approx(102.866, abs=1e-3)
+    assert m["fixes"][0] == "16 GPUs (num_processes in pipelines/accelerate/fsdp2.yaml)"
+    m = _published(
+        "pipelines/r1-distill-qwen-32b.yaml", [*S1, "train.gradient_checkpointing=false"], ["gpus=16"]
+    )
+    assert m["total"] / GiB == pytest.approx(666.603, abs=1e-3)  # 624 GiB of activations at 32k
+
+
+SKY_T1 = ["train.max_length=16384", "train.micro_batch_size=1"]
+
+
+def test_sky_t1_32b_preview_setting_fits_8_h100s_only_with_zero3_offload():
+    """Published: Sky-T1-32B-Preview (Qwen2.5-32B-Instruct, full SFT) "completed in 19 hours on 8 H100 GPUs using
+    DeepSpeed Zero-3 offloading" (NovaSky-AI/SkyThought README at commit 0751518), with
+    skythought/train/LLaMA-Factory/examples/train_full/qwen2_full_sft.yaml: ds_z3_offload_config.json (optimizer
+    and parameters on cpu), cutoff_len 16384, per_device_train_batch_size 1, bf16; LLaMA-Factory checkpoints by
+    default (disable_gradient_checkpointing: false). The plan fits it with offload (host: DeepSpeed's 18 B x P x 1.5
+    on the one node) and, as their choice of offload says, not with plain ZeRO-3 on 8 GPUs."""
+    offload = "train.accelerate_config=pipelines/accelerate/zero3_offload.yaml"
+    m = _published("pipelines/r1-distill-qwen-32b.yaml", [offload, *SKY_T1], [])
+    assert (m["launch"].sharding, m["launch"].ranks) == ("zero3-offload", 8)
+    assert m["parts"]["parameters"] == m["parts"]["optimizer"] == 0
+    assert m["parts"]["activations"] == 64 * 16384 * 5120 * 2 + 16384 * 159_744 * 2
+    assert m["total"] / GiB == pytest.approx(20.118, abs=1e-3) and m["fixes"] == []
+    assert m["host"] == 18 * 32_763_876_352 * 1.5  # 823.9 GiB, under plan.host_memory_gib 2048
+    zero3 = "train.accelerate_config=pipelines/accelerate/zero3.yaml"
+    m = _published("pipelines/r1-distill-qwen-32b.yaml", [zero3, *SKY_T1], [])
+    assert m["total"] / GiB == pytest.approx(88.774, abs=1e-3) and m["total"] > m["capacity"]
+    assert m["fixes"] == [
+        "16 GPUs (num_processes in pipelines/accelerate/zero3.yaml)",
+        "offload (pipelines/accelerate/zero3_offload.yaml)",
+        "train.max_length=2048",
+    ]
+
+
 def test_a_plan_over_the_gpu_names_each_change_that_fits():
     # Qwen2.5-32B at 32k on one node of 8 (the 7B's zero3.yaml): 18 x 32.76e9 / 8 = 68.6 GiB of states alone
     sets = ["train.accelerate_config=pipelines/accelerate/zero3.yaml"]
