@@ -50,7 +50,11 @@ def r1_literals(path: Path, root: Path = PACKAGE.parent) -> list[str]:
 
 
 def test_no_r1_token_literal_outside_the_release_spec():
-    found = [hit for p in sorted(PACKAGE.rglob("*.py")) if p.name != "release.py" for hit in r1_literals(p)]
+    # math_suites.py: published graders' test tables copied verbatim (Math-Verify's cases are R1 completions)
+    spec_or_data = {"release.py", "math_suites.py"}
+    found = [
+        hit for p in sorted(PACKAGE.rglob("*.py")) if p.name not in spec_or_data for hit in r1_literals(p)
+    ]
     assert found == []
     assert r1_literals(PACKAGE / "release.py")  # the scan does see the spec's own strings
 

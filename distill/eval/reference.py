@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import DistillError
+from distill.release import THINK_OPEN
 
 SOURCE = (
     "DeepSeek-R1 README / model cards deepseek-ai/DeepSeek-R1-Distill-* 'Distilled Model Evaluation' "
@@ -137,7 +138,7 @@ def protocol_gaps(results: dict[str, dict], protocol: dict[str, Any]) -> list[st
         if protocol[key] != PROTOCOL[key]:
             gaps.append(f"{key}: {protocol[key]} (DeepSeek: {PROTOCOL[key]})")
     gaps.append(
-        "template: distill prefills '<think>\\n' after the generation prompt (DeepSeek's recommendation); "
+        f"template: distill prefills {THINK_OPEN!r} after the generation prompt (DeepSeek's recommendation); "
         f"the model's own template {'ends' if protocol.get('template_prefills') else 'does not end'} with it. "
         "DeepSeek later revised the release template to add the prefill and do not say which template produced the "
         "card's numbers; without it the model can skip its thinking"

@@ -31,6 +31,7 @@ from distill.config import EvalConfig, Recipe, TeacherConfig, config_hash
 from distill.engines.backends import ENGINE_LOG
 from distill.errors import DistillError
 from distill.eval.metrics import cons_at_k, normalize_answer, paired_gain, pass1_mean_se, verdicts_by_problem
+from distill.release import THINK_OPEN
 from distill.report import DISPLAY, render_table
 
 
@@ -127,7 +128,7 @@ def template_prefills(tokenizer: Any) -> bool:
     """Does the model's own chat template end its generation prompt with "<think>\\n" (the revised R1 template)?"""
     messages = [{"role": "user", "content": "1+1?"}]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text.endswith("<think>\n")
+    return text.endswith(THINK_OPEN)
 
 
 def run_benchmarks(
