@@ -238,7 +238,6 @@ def test_zero3_with_a_release_that_unties_lm_head_is_refused_before_weights_load
     assert not (tmp_path / "z3" / "rank-0.json").exists()  # refused before prepare
 
 
-@pytest.mark.slow  # one more launch and reference run than the default suite's budget has room for (~50 s)
 def test_zero3_sft_llama_equals_one_process(tiny_llama, tmp_path):
     """DeepSpeed ZeRO-3 on DeepSpeed's CPU accelerator over gloo: every parameter partitioned (lm_head.weight has
     numel 0 outside the forward, so the chunked CE calls lm_head as a module and all ranks make the same number of
