@@ -64,6 +64,12 @@ def model_dir(name: str) -> Path:
     return distill_home() / "models" / f"{name}-{model_key(name)}"
 
 
+def display_name(model: str | Path) -> str:
+    """A model's name in tables and cards: an embedded model's folder without its cache key."""
+    path = Path(model)
+    return path.name.rsplit("-", 1)[0] if path.parent == distill_home() / "models" else path.name
+
+
 def model_key(name: str) -> str:
     if name in PRUNED:
         spec = PRUNED[name]

@@ -24,6 +24,7 @@ from distill.artifacts import (
 )
 from distill.config import Recipe, config_hash, run_phases_of
 from distill.errors import DistillError
+from distill.models import display_name
 from distill.release import THINK
 from distill.report import decontamination_lines, render_table
 from distill.students import get_student
@@ -117,7 +118,7 @@ def eval_table(results: dict[str, Any] | None, release: str, model_name: str) ->
     rows = [(f"{model_name} (this model)", benches)]
     base = results.get("baseline")
     if base:
-        rows.append((f"{Path(base['model']).name} (before distillation)", base["benchmarks"]))
+        rows.append((f"{display_name(base['model'])} (before distillation)", base["benchmarks"]))
     reported = reported_results(release, benches)
     if reported:
         rows.append((f"{release} (reported)", reported))

@@ -244,3 +244,16 @@ def test_shadow_tokenizer_is_keyed_by_the_files_and_the_code_that_writes_it(tmp_
     assert json.loads((Path(recoded) / "tokenizer_config.json").read_text()) == {
         "tokenizer_class": "LlamaTokenizerFast"
     }
+
+
+def test_tables_name_an_embedded_model_without_its_cache_key(tmp_path, monkeypatch):
+    """eval's table.md and the model card name the model before distillation: its keyed folder under
+    DISTILL_HOME/models reads as the model's name, any other folder or hub id as its last part."""
+    from distill.models import display_name, model_dir
+
+    monkeypatch.setenv("DISTILL_HOME", str(tmp_path))
+    assert model_dir("smollm2-135m").name != "smollm2-135m"  # keyed
+    assert display_name(model_dir("smollm2-135m")) == "smollm2-135m"
+    assert display_name(model_dir("smollm2-pruned")) == "smollm2-pruned"
+    assert display_name("runs/demo-cpu/patch/release") == "release"
+    assert display_name("Qwen/Qwen2.5-Math-7B") == "Qwen2.5-Math-7B"

@@ -31,6 +31,7 @@ from distill.config import EvalConfig, Recipe, TeacherConfig, config_hash
 from distill.engines.backends import ENGINE_LOG
 from distill.errors import DistillError
 from distill.eval.metrics import cons_at_k, normalize_answer, paired_gain, pass1_mean_se, verdicts_by_problem
+from distill.models import display_name
 from distill.release import THINK_OPEN
 from distill.report import DISPLAY, render_table
 
@@ -320,7 +321,7 @@ def write_outputs(
         payload["baseline"] = baseline
         rows.append(
             (
-                f"{baseline['name']} ({Path(baseline['model']).name}, before distillation)",
+                f"{baseline['name']} ({display_name(baseline['model'])}, before distillation)",
                 baseline["benchmarks"],
             )
         )
