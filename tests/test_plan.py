@@ -414,7 +414,11 @@ def _accelerator(kind: str, ranks: int, zero_offload: bool = False):
     return SimpleNamespace(distributed_type=kind, num_processes=ranks, mixed_precision="no", state=state, is_main_process=True)  # fmt: skip
 
 
-def test_train_check_names_more_ranks_than_bins_and_offload_beyond_the_host(tiny_qwen2, tmp_path):
+def test_train_check_names_more_ranks_than_bins_and_offload_beyond_the_host(
+    tiny_qwen2, tmp_path, monkeypatch
+):
+    # one node: the launcher's LOCAL_WORLD_SIZE, which an in-process vLLM engine earlier in the session may have set
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     import numpy as np
 
     from distill.config import TrainConfig
