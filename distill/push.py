@@ -25,52 +25,12 @@ from distill.artifacts import (
 from distill.config import Recipe, config_hash, run_phases_of
 from distill.errors import DistillError
 from distill.models import display_name
-from distill.release import THINK
+from distill.release import PUBLISHED_SCORES, THINK
 from distill.report import decontamination_lines, render_table
 from distill.students import get_student
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PROVENANCE_STAGES = ["generate", "curate", "train", "patch", "eval"]
-# DeepSeek-R1 README, "Distilled Model Evaluation" (AIME 2024 pass@1 / cons@64, MATH-500, GPQA Diamond,
-# LiveCodeBench pass@1): the numbers a reproduction is compared with.
-REPORTED = {
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": {
-        "aime24": (28.9, 52.7),
-        "math500": 83.9,
-        "gpqa_diamond": 33.8,
-        "livecodebench": 16.9,
-    },
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": {
-        "aime24": (55.5, 83.3),
-        "math500": 92.8,
-        "gpqa_diamond": 49.1,
-        "livecodebench": 37.6,
-    },
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": {
-        "aime24": (69.7, 80.0),
-        "math500": 93.9,
-        "gpqa_diamond": 59.1,
-        "livecodebench": 53.1,
-    },
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": {
-        "aime24": (72.6, 83.3),
-        "math500": 94.3,
-        "gpqa_diamond": 62.1,
-        "livecodebench": 57.2,
-    },
-    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": {
-        "aime24": (50.4, 80.0),
-        "math500": 89.1,
-        "gpqa_diamond": 49.0,
-        "livecodebench": 39.6,
-    },
-    "deepseek-ai/DeepSeek-R1-Distill-Llama-70B": {
-        "aime24": (70.0, 86.7),
-        "math500": 94.5,
-        "gpqa_diamond": 65.2,
-        "livecodebench": 57.5,
-    },
-}
 
 
 def _check_repo(repo: str | None, what: str) -> str:
@@ -128,11 +88,14 @@ def eval_table(results: dict[str, Any] | None, release: str, model_name: str) ->
 
 def reported_results(release: str, benchmarks: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """DeepSeek's numbers for the benchmarks we ran, as results (fractions; cons@64 where reported)."""
+    published = PUBLISHED_SCORES.get(release, {})
     out: dict[str, dict[str, Any]] = {}
-    for name, value in REPORTED.get(release, {}).items():
-        if name in benchmarks:
-            p1, cons = value if isinstance(value, tuple) else (value, None)
-            out[name] = {"pass@1": p1 / 100} | ({"cons@k": cons / 100, "k": 64} if cons is not None else {})
+    for (name, metric), value in published.items():
+        if name in benchmarks and metric == "pass@1":
+            cons = published.get((name, "cons@k"))
+            out[name] = {"pass@1": value / 100} | (
+                {"cons@k": cons / 100, "k": 64} if cons is not None else {}
+            )
     return out
 
 

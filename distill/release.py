@@ -171,3 +171,33 @@ def release_tokenizer_config() -> dict[str, Any]:
         "tokenizer_class": "LlamaTokenizerFast",
         "chat_template": chat_template(),
     }
+
+
+# DeepSeek's published scores of each release (eval prints them beside a release's own; push puts them in the card).
+PUBLISHED_SOURCE = (
+    "DeepSeek-R1 README / model cards deepseek-ai/DeepSeek-R1-Distill-* 'Distilled Model Evaluation' "
+    "(= arXiv 2501.12948 Table 5)"
+)
+
+# (benchmark in the data registry, metric) -> the card's column title
+SCORE_COLUMNS = {
+    ("aime24", "pass@1"): "AIME 2024 pass@1",
+    ("aime24", "cons@k"): "AIME 2024 cons@64",
+    ("math500", "pass@1"): "MATH-500 pass@1",
+    ("gpqa_diamond", "pass@1"): "GPQA Diamond pass@1",
+    ("livecodebench", "pass@1"): "LiveCodeBench pass@1",
+    ("codeforces", "rating"): "CodeForces rating",
+}
+
+# Percent (rating: Elo), in SCORE_COLUMNS order, exactly as the card prints them.
+_CARD_ROWS = {
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": (28.9, 52.7, 83.9, 33.8, 16.9, 954),
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": (55.5, 83.3, 92.8, 49.1, 37.6, 1189),
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": (69.7, 80.0, 93.9, 59.1, 53.1, 1481),
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": (72.6, 83.3, 94.3, 62.1, 57.2, 1691),
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": (50.4, 80.0, 89.1, 49.0, 39.6, 1205),
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-70B": (70.0, 86.7, 94.5, 65.2, 57.5, 1633),
+}
+PUBLISHED_SCORES: dict[str, dict[tuple[str, str], float]] = {
+    release: dict(zip(SCORE_COLUMNS, values, strict=True)) for release, values in _CARD_ROWS.items()
+}

@@ -14,36 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from distill.errors import DistillError
-from distill.release import THINK_OPEN
+from distill.release import PUBLISHED_SCORES, PUBLISHED_SOURCE, THINK_OPEN
 
-SOURCE = (
-    "DeepSeek-R1 README / model cards deepseek-ai/DeepSeek-R1-Distill-* 'Distilled Model Evaluation' "
-    "(= arXiv 2501.12948 Table 5)"
-)
 PROTOCOL = {"k": 64, "max_tokens": 32768, "temperature": 0.6, "top_p": 0.95}
-
-# (benchmark in the data registry, metric) -> the card's column title
-COLUMNS = {
-    ("aime24", "pass@1"): "AIME 2024 pass@1",
-    ("aime24", "cons@k"): "AIME 2024 cons@64",
-    ("math500", "pass@1"): "MATH-500 pass@1",
-    ("gpqa_diamond", "pass@1"): "GPQA Diamond pass@1",
-    ("livecodebench", "pass@1"): "LiveCodeBench pass@1",
-    ("codeforces", "rating"): "CodeForces rating",
-}
-
-# Percent (rating: Elo), in COLUMNS order, exactly as the card prints them.
-_CARD = {
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": (28.9, 52.7, 83.9, 33.8, 16.9, 954),
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B": (55.5, 83.3, 92.8, 49.1, 37.6, 1189),
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B": (69.7, 80.0, 93.9, 59.1, 53.1, 1481),
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": (72.6, 83.3, 94.3, 62.1, 57.2, 1691),
-    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B": (50.4, 80.0, 89.1, 49.0, 39.6, 1205),
-    "deepseek-ai/DeepSeek-R1-Distill-Llama-70B": (70.0, 86.7, 94.5, 65.2, 57.5, 1633),
-}
-REFERENCES: dict[str, dict[tuple[str, str], float]] = {
-    release: dict(zip(COLUMNS, values, strict=True)) for release, values in _CARD.items()
-}
 
 
 def release_id(name: str) -> str:
@@ -52,10 +25,10 @@ def release_id(name: str) -> str:
 
     if name in STUDENTS:
         name = STUDENTS[name].release
-    for release in REFERENCES:
+    for release in PUBLISHED_SCORES:
         if name in (release, release.split("/")[1]):
             return release
-    known = ", ".join(r.split("/")[1] for r in REFERENCES)
+    known = ", ".join(r.split("/")[1] for r in PUBLISHED_SCORES)
     raise DistillError(f"unknown release '{name}' (known: {known}, or a student name such as qwen-7b)")
 
 
@@ -65,14 +38,14 @@ def detect_release(model: str, folder: Path) -> str | None:
     from distill.students import STUDENTS
 
     for name in (model.rstrip("/"), Path(model.rstrip("/")).name):
-        for release in REFERENCES:
+        for release in PUBLISHED_SCORES:
             if name in (release, release.split("/")[1]):
                 return release
     for manifest in (folder / "manifest.json", folder.parent / "manifest.json"):
         if manifest.exists():
             metrics = json.loads(manifest.read_text()).get("metrics") or {}
             student = STUDENTS.get(metrics.get("student", ""))
-            if student is not None and student.release in REFERENCES:
+            if student is not None and student.release in PUBLISHED_SCORES:
                 return student.release
     return None
 
@@ -83,7 +56,7 @@ def compare(release: str, results: dict[str, dict], protocol: dict[str, Any]) ->
 
     The difference is (ours - theirs) / our SE: DeepSeek publish no SE, so only the run's own sampling error is
     counted (cons@k has no SE: its difference is in points only)."""
-    published = REFERENCES[release]
+    published = PUBLISHED_SCORES[release]
     rows, notes = [], []
     for bench, r in results.items():
         base = bench.split(":")[0]
@@ -94,7 +67,7 @@ def compare(release: str, results: dict[str, dict], protocol: dict[str, Any]) ->
             rows.append(_row(bench, metric, r, published[(base, metric)]))
     return {
         "release": release,
-        "source": SOURCE,
+        "source": PUBLISHED_SOURCE,
         "rows": rows,
         "notes": notes,
         "protocol": protocol_gaps(results, protocol),
