@@ -19,15 +19,19 @@ from distill.release import PUBLISHED_SCORES, PUBLISHED_SOURCE, THINK_OPEN
 PROTOCOL = {"k": 64, "max_tokens": 32768, "temperature": 0.6, "top_p": 0.95}
 
 
+def named_release(name: str) -> str | None:
+    """The release whose hub id or last part (DeepSeek-R1-Distill-Qwen-7B) is `name`."""
+    return next((r for r in PUBLISHED_SCORES if name in (r, r.split("/")[1])), None)
+
+
 def release_id(name: str) -> str:
     """A release by hub id, its last part (DeepSeek-R1-Distill-Qwen-7B) or its student name (qwen-7b)."""
     from distill.students import STUDENTS
 
     if name in STUDENTS:
         name = STUDENTS[name].release
-    for release in PUBLISHED_SCORES:
-        if name in (release, release.split("/")[1]):
-            return release
+    if release := named_release(name):
+        return release
     known = ", ".join(r.split("/")[1] for r in PUBLISHED_SCORES)
     raise DistillError(f"unknown release '{name}' (known: {known}, or a student name such as qwen-7b)")
 
@@ -37,10 +41,9 @@ def detect_release(model: str, folder: Path) -> str | None:
     stage's manifest beside it (…/patch/release -> …/patch/manifest.json) names a release student."""
     from distill.students import STUDENTS
 
-    for name in (model.rstrip("/"), Path(model.rstrip("/")).name):
-        for release in PUBLISHED_SCORES:
-            if name in (release, release.split("/")[1]):
-                return release
+    release = named_release(model.rstrip("/")) or named_release(Path(model.rstrip("/")).name)
+    if release:
+        return release
     for manifest in (folder / "manifest.json", folder.parent / "manifest.json"):
         if manifest.exists():
             metrics = json.loads(manifest.read_text()).get("metrics") or {}
