@@ -1,0 +1,98 @@
+"""on_policy's settings against sft on pipelines/demo-logit.yaml: train candidate on_policy phases, score them.
+
+    # choose on arith:dev (every candidate from the untrained start, 16 steps x 4 prompts x 1 sample x <= 128 tokens)
+    .venv/bin/python bench/on_policy_dev.py --run runs/h24-op --candidate 'op-lr5e-5={lr: 5.0e-5}'
+    # then once, held out, the chosen one
+    .venv/bin/python bench/on_policy_dev.py --run runs/h24-op --candidate 'on_policy={}' --bench arith:test --seeds 0 1 2
+
+The recipe's phases become [sft, candidates..., kd] (sft and kd as `make demo-logit` trains them; kd stays last so
+its folder is train/ and a run dir copied from runs/demo-logit skips sft, kd, generate and curate by their
+manifests); each candidate is an on_policy phase with its `train` overrides (YAML). Each of sft and the candidates
+is scored by bench/demo_logit.py's `score` (the eval stage) on `--bench` (100 problems x 2, the recipe's k and
+limit) under each eval seed, and printed: pass@1 +- SE over problems, share of samples that stop before the token
+cap, mean sample length (tokens), and each candidate minus sft paired by problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def phases(candidates: list[str]) -> list[dict]:
+    """sft, each `name={overrides}` candidate as an on_policy phase, then kd (last: its folder is train/)."""
+    out = [{"name": "sft", "objective": "sft"}]
+    for spec in candidates:
+        name, _, train = spec.partition("=")
+        out.append({"name": name, "objective": "on_policy", "train": yaml.safe_load(train or "{}") or {}})
+    return out + [{"name": "kd", "objective": "kd"}]
+
+
+def line(name: str, res: dict, sft: dict | None) -> str:
+    """One model's row: pass@1 +- SE (%), stop share, mean length and, against sft, the paired difference."""
+    from distill.eval.metrics import paired_gain
+
+    row = (
+        f"  {name:14s} {100 * res['pass@1']:5.1f} ± {100 * res['pass@1_se']:.1f}   "
+        f"stops before the cap: {100 * (1 - res['truncated']):3.0f}%   mean length {res['mean_tokens']:.1f}"
+    )
+    if sft is None:
+        return row
+    gain, se, _ = paired_gain(res["correct"], sft["correct"])
+    return row + f"   - sft: {100 * gain:+.1f} ± {100 * se:.1f} (paired)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default=str(ROOT / "pipelines" / "demo-logit.yaml"))
+    p.add_argument(
+        "--run", required=True, help="run dir (a copy of runs/demo-logit: its sft and kd are reused)"
+    )
+    p.add_argument("--candidate", action="append", default=[], help="NAME={train overrides as YAML}")
+    p.add_argument("--bench", default="arith:dev", help="benchmark scored (choose on arith:dev only)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = p.parse_args()
+    from demo_logit import score
+
+    from distill.config import BenchmarkSpec, load_recipe
+    from distill.pipeline import phase_dirs, run_pipeline
+
+    sets = [
+        f"run_dir={args.run}",
+        f"phases={yaml.safe_dump(phases(args.candidate), default_flow_style=True)}",
+    ]
+    recipe = load_recipe(args.recipe, sets)
+    os.environ.setdefault("DISTILL_CARDS_DIR", str(recipe.run_path() / "data_cards"))
+    run_pipeline(recipe, ["generate", "curate", "train"])
+    spec = next(iter(recipe.eval.benchmarks.values()))
+    ev = recipe.eval.model_copy(
+        update={"benchmarks": {args.bench: BenchmarkSpec(k=spec.k, limit=spec.limit)}}
+    )
+    scored = recipe.model_copy(update={"eval": ev})
+    dirs = {n: d for n, d in phase_dirs(recipe).items() if n != "kd"}
+    for seed in args.seeds:
+        found = {
+            n: score(
+                scored,
+                d / "final",
+                recipe.run_path() / f"eval-{args.bench.replace(':', '-')}-{n}-seed{seed}",
+                seed,
+                False,
+            )["student"]
+            for n, d in dirs.items()
+        }
+        print(f"{args.bench} pass@1 %, {spec.limit} problems x {spec.k}, eval seed {seed}:")
+        for n, res in found.items():
+            print(line(n, res, None if n == "sft" else found["sft"]))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine
+    main()
