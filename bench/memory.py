@@ -13,16 +13,54 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 
 
-def rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+def sharded(recipe, src: Path, root: Path, mode: str, ranks: int) -> list[dict]:
+    """The run under torchrun on `ranks` gloo ranks (tests/sharded_worker.py: Accelerate switched to FSDP2 or
+    ZeRO-3, the step loop under a malloc probe): each rank's facts."""
+    import os
+    import subprocess
+
+    from distill.config import dump_recipe
+
+    (root / "recipe.yaml").write_text(dump_recipe(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "DS_ACCELERATOR": "cpu",
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+           str(ROOT / "tests" / "sharded_worker.py"), mode, str(root / "recipe.yaml"), "--data", str(src),
+           "--out", str(root / "train")]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(done.stderr[-3000:])
+    return [json.loads((root / f"rank-{r}.json").read_text()) for r in range(ranks)]
+
+
+def single(recipe, src: Path, root: Path) -> list[dict]:
+    """The run in this process, its step loop under the same probe as the sharded ranks'."""
+    from sharded_worker import BASELINE, PeakProbe, current_rss_mib, file_backed_bytes, malloc_in_use
+
+    from distill.train import loop
+
+    probe, load, run_loop = PeakProbe(), loop.load_model, loop.loop
+
+    def load_model(*args, **kwargs):
+        BASELINE.update(alloc_before_model_bytes=malloc_in_use(), rss_before_load_mib=current_rss_mib())
+        return load(*args, **kwargs)
+
+    def measured_loop(run):
+        BASELINE["file_backed_bytes"] = file_backed_bytes(run.model.parameters())
+        probe.on = True
+        rows = run_loop(run)
+        probe.on = False
+        return rows
+
+    loop.load_model, loop.loop = load_model, measured_loop
+    loop.train(recipe, src, root / "train", force=True)
+    return [{**BASELINE, "loop_peak_alloc_bytes": probe.alloc, "loop_peak_rss_mib": probe.rss}]
 
 
 def main() -> None:
@@ -33,45 +71,30 @@ def main() -> None:
     from distill.train import loop
 
     model, student, max_length, gc, micro, steps = sys.argv[1:7]
+    sharding, ranks = (sys.argv[7], int(sys.argv[8])) if len(sys.argv) > 8 else ("none", 1)
     max_length, gc, micro, steps = int(max_length), gc == "1", int(micro), int(steps)
     root = Path(tempfile.mkdtemp(prefix="distill-memory-"))
     src = make_curate(root / "curate", trace_rows(64, steps=60))
-    state = {"base": 0, "peak": 0, "on": False}
-
-    def sample() -> None:
-        while True:
-            if state["on"]:
-                state["peak"] = max(state["peak"], rss())
-            time.sleep(0.005)
-
-    threading.Thread(target=sample, daemon=True).start()
-    load, run_loop = loop.load_model, loop.loop
-
-    def load_model(*args, **kwargs):
-        state["base"] = rss()  # tokenizer and data in memory, no weights yet
-        return load(*args, **kwargs)
-
-    def measured_loop(run):
-        state["on"] = True
-        rows = run_loop(run)
-        state["on"] = False
-        return rows
-
-    loop.load_model, loop.loop = load_model, measured_loop
     train = {"model": model, "max_length": max_length, "max_steps": steps, "grad_accum": 1, "micro_batch_size": micro,
-             "lr": 1e-4, "warmup_ratio": 0.0, "save_every": 1000, "gradient_checkpointing": gc}  # fmt: skip
+             "lr": 1e-4, "warmup_ratio": 0.0, "save_every": 1000, "gradient_checkpointing": gc,
+             "dtype": "float32"}  # fmt: skip
     recipe = recipe_from_dict({"name": "memory", "student": student, "train": train})
     cfg = loop.effective_config(recipe.train, loop.get_student(student))
-    loop.train(recipe, src, root / "train", force=True)
-    shape = memory.local_shape(loop.resolve_model(model))
+    ranks_facts = sharded(recipe, src, root, sharding, ranks) if ranks > 1 else single(recipe, src, root)
+    shape = memory.as_trained(memory.local_shape(loop.resolve_model(model)), student)
     t = memory.TrainShape(max_length, micro, gc, cfg.loss_chunk_tokens)
-    parts = memory.train_parts(shape, t, memory.Launch("none", 1, 1, False, "cpu"))
-    planned, measured = memory.train_total(parts), state["peak"] - state["base"]
-    result = {"model": Path(model).name, "max_length": max_length, "checkpointing": gc, "micro": micro,
-              "measured_gib": round(measured / 2**30, 3), "planned_gib": round(planned / 2**30, 3),
-              "planned/measured": round(planned / measured, 3),
-              "parts_gib": {k: round(v / 2**30, 4) for k, v in parts.items()}}  # fmt: skip
-    print(json.dumps(result))
+    parts = memory.train_parts(shape, t, memory.Launch(sharding, ranks, 1, False, "cpu"))
+    planned = memory.train_total(parts)
+    for rank, f in enumerate(ranks_facts):
+        alloc = f["loop_peak_alloc_bytes"] - f["alloc_before_model_bytes"] + f["file_backed_bytes"]
+        rss = (f["loop_peak_rss_mib"] - f["rss_before_load_mib"]) * 2**20
+        result = {"model": Path(model).name, "sharding": sharding, "rank": rank, "max_length": max_length,
+                  "checkpointing": gc, "micro": micro, "measured_gib": round(alloc / 2**30, 3),
+                  "measured_rss_gib": round(rss / 2**30, 3),
+                  "after_prepare_gib": round((f.get("alloc_after_prepare_bytes", 0) - f["alloc_before_model_bytes"]) / 2**30, 3), "planned_gib": round(planned / 2**30, 3),
+                  "planned/measured": round(planned / alloc, 3),
+                  "parts_gib": {k: round(v / 2**30, 4) for k, v in parts.items()}}  # fmt: skip
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":

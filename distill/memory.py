@@ -8,8 +8,13 @@ AdamW; the train loop loads fp32 weights and autocasts, FSDP2 / ZeRO-3 cast per 
   fsdp2          16 P / N (fp32 weights, grads, Adam, sharded) + the unsharded bf16 weights and grads of the units
                  in flight: 4 B x (2 decoder layers + the root unit: embeddings, lm_head, final norm)
   zero3          18 P / N (bf16 + fp32 weights, fp32 grads, Adam) + 4 B x the largest layer: DeepSpeed's own
-                 estimate_zero3_model_states_mem_needs (deepspeed/runtime/zero/stage3.py)
-  zero3 offload  4 B x the largest layer on the GPU; 18 P x 1.5 / nodes of host memory (same source)
+                 estimate_zero3_model_states_mem_needs (deepspeed/runtime/zero/stage3.py); fp32 (CPU) 16 P / N, as
+                 stage3.py keeps no second fp32 copy of weights already in fp32. Beside the states, the reduce
+                 bucket stage3.py allocates on the device for gradients (torch.empty(reduce_bucket_size): 5e8
+                 elements by default, which neither accelerate's zero3 configs nor the estimate set) and the copy
+                 its reduce-scatter makes of the bucketed gradients (min(P, 5e8) elements), x c bytes each
+  zero3 offload  4 B x the largest layer + the reduce bucket on the GPU; 18 P x 1.5 / nodes of host memory (same
+                 source)
   fp32 (CPU)     the none/ddp row without the bf16 copies
 Activations of a micro-batch of b bins x s tokens (T = b s), L layers, hidden h, kv width k (kv heads x head dim),
 MLP width i; e = 9 h + 3 k + 4 i elements per token and layer are kept for the backward (the two norms' inputs and
@@ -245,9 +250,22 @@ def model_states(s: Shape, launch: Launch) -> dict[str, float]:
         gathered = 4 * (2 * s.layer_params() + root)
         return {"parameters": on_gpu * 4 * p / n, "gradients": on_gpu * 4 * p / n, "optimizer": on_gpu * 8 * p / n,
                 "gathered": gathered}  # fmt: skip
-    on_gpu = 0 if launch.sharding == "zero3-offload" else 1
-    return {"parameters": on_gpu * 6 * p / n, "gradients": on_gpu * 4 * p / n, "optimizer": on_gpu * 8 * p / n,
-            "gathered": 4 * s.largest_layer()}  # fmt: skip
+    on_gpu, weights = (0 if launch.sharding == "zero3-offload" else 1), (6 if launch.bf16 else 4)
+    return {"parameters": on_gpu * weights * p / n, "gradients": on_gpu * 4 * p / n,
+            "optimizer": on_gpu * 8 * p / n, "gathered": 4 * s.largest_layer()}  # fmt: skip
+
+
+REDUCE_BUCKET = 500_000_000  # elements: DeepSpeed's reduce_bucket_size default (deepspeed/runtime/zero/config.py)
+
+
+def buffers(s: Shape, launch: Launch) -> float:
+    """Device bytes outside the model states: ZeRO-3's gradient reduce bucket, REDUCE_BUCKET elements in the
+    compute dtype (stage3.py: `torch.empty(self.reduce_bucket_size, dtype=dtype, device=...)`), plus the copy its
+    reduce-scatter makes of the bucketed gradients (comm/coalesced_collectives.py reduce_scatter_coalesced:
+    `torch.cat` of every rank's interleaved partitions), at most P elements."""
+    if not launch.sharding.startswith("zero3"):
+        return 0.0
+    return (REDUCE_BUCKET + min(s.params, REDUCE_BUCKET)) * (2 if launch.bf16 else 4)
 
 
 def host_bytes(s: Shape, launch: Launch) -> float:
@@ -277,6 +295,8 @@ def loss_chunks(s: Shape, t: TrainShape, launch: Launch) -> float:
 def train_parts(s: Shape, t: TrainShape, launch: Launch) -> dict[str, float]:
     """Bytes per rank, by part; `activations` follows t.checkpointing, the other setting is alongside."""
     parts = model_states(s, launch)
+    if launch.sharding.startswith("zero3"):
+        parts["reduce bucket"] = buffers(s, launch)
     parts["activations"] = activations(s, t, launch, t.checkpointing)
     parts["activations, checkpointing " + ("off" if t.checkpointing else "on")] = activations(
         s, t, launch, not t.checkpointing

@@ -13,10 +13,13 @@ the rank's peak RSS and its local parameter / gradient / optimizer bytes (what t
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
 import sys
+import threading
+import time
 from pathlib import Path
 
 from distill.train import loop
@@ -57,6 +60,53 @@ def use_zero3(accelerator) -> None:
 
 
 BASELINE: dict[str, float] = {}
+
+
+class Mallinfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (malloc.h, glibc >= 2.33): ten size_t counters."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]  # fmt: skip
+
+
+def malloc_in_use() -> int:
+    """Bytes malloc has handed out and not yet had back, over all arenas: uordblks (in the arenas) + hblkhd (in
+    mmapped chunks). PyTorch's CPU allocator is malloc (c10 alloc_cpu: posix_memalign), so this is the CPU
+    counterpart of torch.cuda.memory_allocated: live tensors, plus the other libraries' heap (gloo, Python's
+    large objects), without the freed pages glibc keeps (which RSS counts)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+class PeakProbe:
+    """The highest malloc_in_use() and RSS seen while `on`, sampled every 2 ms by a daemon thread."""
+
+    def __init__(self) -> None:
+        self.on, self.alloc, self.rss = False, 0, 0.0
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while True:
+            if self.on:
+                self.alloc, self.rss = max(self.alloc, malloc_in_use()), max(self.rss, current_rss_mib())
+            time.sleep(0.002)
+
+
+def file_backed_bytes(tensors) -> int:
+    """Bytes of these tensors' storages that live in a file mapping, not in malloc: safetensors weights loaded
+    as they are (fp32 on fp32) stay mmapped (copy-on-write once trained), where a GPU run copies them to the
+    device, so a CPU peak counts them beside malloc_in_use()."""
+    maps = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split()
+        if len(rest) >= 5 and rest[4].startswith("/"):
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            maps.append((lo, hi))
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(n for ptr, n in storages.items() if any(lo <= ptr < hi for lo, hi in maps))
 
 
 def current_rss_mib() -> float:
@@ -115,6 +165,7 @@ def run(mode: str, argv: list[str]) -> None:
 
     def prepared(accelerator, model, cfg, schedule):
         wrapped = prepare(accelerator, model, cfg, schedule)
+        BASELINE["alloc_after_prepare_bytes"] = malloc_in_use()  # the sharded model states, before any step
         report(facts, accelerator, wrapped[0], wrapped[1])
         return wrapped
 
@@ -128,12 +179,32 @@ def run(mode: str, argv: list[str]) -> None:
         report(facts, run.accelerator, run.model, run.optimizer)
         return finish(run, rows)
 
+    def load_model(*args, **kwargs):
+        BASELINE["alloc_before_model_bytes"] = malloc_in_use()  # tokenizer and data in memory, no weights yet
+        BASELINE["rss_before_load_mib"] = current_rss_mib()
+        return load(*args, **kwargs)
+
+    def measured_loop(run):
+        """The step loop under the probe: this rank's peaks while it trains (not while it loads or saves)."""
+        mapped = file_backed_bytes(
+            p.to_local() if hasattr(p, "to_local") else p for p in run.model.parameters()
+        )
+        probe.on = True
+        rows = steps(run)
+        probe.on = False
+        BASELINE.update(
+            loop_peak_alloc_bytes=probe.alloc, loop_peak_rss_mib=probe.rss, file_backed_bytes=mapped
+        )
+        return rows
+
+    probe = PeakProbe()
     loop.make_accelerator, loop.prepare, loop.save_checkpoint = make_accelerator, prepared, save_checkpoint
-    loop.summarize = summarize
+    loop.summarize, loop.load_model, loop.loop = summarize, load_model, measured_loop
     loop.main(argv)
 
 
 made, prepare, save, finish = loop.make_accelerator, loop.prepare, loop.save_checkpoint, loop.summarize
+load, steps = loop.load_model, loop.loop
 
 
 def zero3_facts(accelerator, net, params) -> dict:
