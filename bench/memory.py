@@ -1,11 +1,16 @@
-"""Measured CPU train peaks against distill.memory's plan (README "Does it fit?"): one process, fp32, a few steps;
-the peak RSS over the step loop (sampled every 5 ms) above the RSS just before the weights load.
+"""Measured CPU train peaks per rank against distill.memory's plan (README "Does it fit?"), fp32, a few steps: what
+malloc held (glibc mallinfo2, where PyTorch's CPU allocator draws from) sampled every 2 ms over the step loop, above
+what it held just before the weights load, plus weights trained in place in the mmapped checkpoint.
 
     flock /tmp/distill-heavy.lock .venv/bin/python bench/memory.py smollm2-135m smollm2-135m 512 1 1 3
-    .venv/bin/python bench/memory.py PATH/tiny-qwen2 qwen-1.5b 512 0 2 3    # MODEL STUDENT MAX_LENGTH GC MICRO STEPS
+    .venv/bin/python bench/memory.py smollm2-135m smollm2-135m 512 0 1 3 fsdp2 2    # 2 gloo ranks, FSDP2
+    .venv/bin/python bench/memory.py runs/demo-cpu/patch/release smollm2-135m 512 1 1 3 zero3 2   # release layout
+    # MODEL STUDENT MAX_LENGTH GC MICRO STEPS [SHARDING RANKS]
 
-Prints one JSON line: measured and planned GiB, their ratio, the plan's parts. The data is test_train's synthetic
-R1-style traces (64 rows, long enough to fill every bin).
+Prints one JSON line per rank: measured GiB (and RSS above the RSS before the load, for comparison), planned GiB,
+their ratio, the plan's parts. Sharded runs go through tests/sharded_worker.py under torchrun (Accelerate switched
+to FSDP2 or ZeRO-3 as in tests/test_sharded.py). The data is test_train's synthetic R1-style traces (64 rows, long
+enough to fill every bin).
 """
 
 from __future__ import annotations
