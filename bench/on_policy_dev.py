@@ -35,18 +35,36 @@ def phases(candidates: list[str]) -> list[dict]:
     return out + [{"name": "kd", "objective": "kd"}]
 
 
-def line(name: str, res: dict, sft: dict | None) -> str:
-    """One model's row: pass@1 +- SE (%), stop share, mean length and, against sft, the paired difference."""
+def split_spec(spec: str) -> tuple[str, str]:
+    name, _, value = spec.partition("=")
+    return name, value
+
+
+def read_scored(folder: Path, bench: str) -> dict:
+    """An eval stage folder's results on `bench` for its student, with per-problem verdicts (as demo_logit.score)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from distill.eval.metrics import verdicts_by_problem
+
+    res = json.loads((folder / "results.json").read_text())["benchmarks"][bench]
+    rows = pq.read_table(folder / "samples.parquet", columns=["prompt_id", "verdict", "model"]).to_pylist()
+    return res | {"correct": verdicts_by_problem(r for r in rows if r["model"] == "student")}
+
+
+def line(name: str, res: dict, ref: dict | None, versus: str) -> str:
+    """One model's row: pass@1 +- SE (%), stop share, mean length and, against `versus`, the paired difference."""
     from distill.eval.metrics import paired_gain
 
     row = (
         f"  {name:14s} {100 * res['pass@1']:5.1f} ± {100 * res['pass@1_se']:.1f}   "
         f"stops before the cap: {100 * (1 - res['truncated']):3.0f}%   mean length {res['mean_tokens']:.1f}"
     )
-    if sft is None:
+    if ref is None:
         return row
-    gain, se, _ = paired_gain(res["correct"], sft["correct"])
-    return row + f"   - sft: {100 * gain:+.1f} ± {100 * se:.1f} (paired)"
+    gain, se, _ = paired_gain(res["correct"], ref["correct"])
+    return row + f"   - {versus}: {100 * gain:+.1f} ± {100 * se:.1f} (paired)"
 
 
 def main() -> None:
@@ -58,6 +76,14 @@ def main() -> None:
     p.add_argument("--candidate", action="append", default=[], help="NAME={train overrides as YAML}")
     p.add_argument("--bench", default="arith:dev", help="benchmark scored (choose on arith:dev only)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument(
+        "--scored",
+        action="append",
+        default=[],
+        help="NAME=EVAL_DIR: an eval stage folder already written on the same benchmark and eval seed ({seed} in "
+        "it is the seed), printed and paired alongside (e.g. kd=runs/demo-logit/eval-kd-seed{seed})",
+    )
+    p.add_argument("--versus", default="sft", help="the row every other is paired against")
     args = p.parse_args()
     from demo_logit import score
 
@@ -88,9 +114,12 @@ def main() -> None:
             )["student"]
             for n, d in dirs.items()
         }
+        found |= {
+            n: read_scored(Path(d.format(seed=seed)), args.bench) for n, d in map(split_spec, args.scored)
+        }
         print(f"{args.bench} pass@1 %, {spec.limit} problems x {spec.k}, eval seed {seed}:")
         for n, res in found.items():
-            print(line(n, res, None if n == "sft" else found["sft"]))
+            print(line(n, res, None if n == args.versus else found[args.versus], args.versus))
 
 
 if __name__ == "__main__":
