@@ -27,11 +27,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def phases(candidates: list[str]) -> list[dict]:
-    """sft, each `name={overrides}` candidate as an on_policy phase, then kd (last: its folder is train/)."""
+    """sft, each `name[:objective]={overrides}` candidate as a phase (on_policy unless named), then kd (last: its
+    folder is train/)."""
     out = [{"name": "sft", "objective": "sft"}]
     for spec in candidates:
-        name, _, train = spec.partition("=")
-        out.append({"name": name, "objective": "on_policy", "train": yaml.safe_load(train or "{}") or {}})
+        head, _, train = spec.partition("=")
+        name, _, objective = head.partition(":")
+        overrides = yaml.safe_load(train or "{}") or {}
+        out.append({"name": name, "objective": objective or "on_policy", "train": overrides})
     return out + [{"name": "kd", "objective": "kd"}]
 
 
@@ -73,7 +76,12 @@ def main() -> None:
     p.add_argument(
         "--run", required=True, help="run dir (a copy of runs/demo-logit: its sft and kd are reused)"
     )
-    p.add_argument("--candidate", action="append", default=[], help="NAME={train overrides as YAML}")
+    p.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        help="NAME[:OBJECTIVE]={train overrides as YAML} (objective on_policy unless given)",
+    )
     p.add_argument("--bench", default="arith:dev", help="benchmark scored (choose on arith:dev only)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument(
