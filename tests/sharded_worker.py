@@ -81,6 +81,19 @@ def malloc_in_use() -> int:
     return info.uordblks + info.hblkhd
 
 
+def on_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def in_use() -> int:
+    """What the device's allocator holds now: CUDA's caching allocator on a GPU (make gpu-check), malloc on CPU."""
+    import torch
+
+    return torch.cuda.memory_allocated() if on_cuda() else malloc_in_use()
+
+
 class PeakProbe:
     """The highest malloc_in_use() and RSS seen while `on`, sampled every 2 ms by a daemon thread."""
 
@@ -165,7 +178,7 @@ def run(mode: str, argv: list[str]) -> None:
 
     def prepared(accelerator, model, cfg, schedule):
         wrapped = prepare(accelerator, model, cfg, schedule)
-        BASELINE["alloc_after_prepare_bytes"] = malloc_in_use()  # the sharded model states, before any step
+        BASELINE["alloc_after_prepare_bytes"] = in_use()  # the sharded model states, before any step
         report(facts, accelerator, wrapped[0], wrapped[1])
         return wrapped
 
@@ -180,21 +193,24 @@ def run(mode: str, argv: list[str]) -> None:
         return finish(run, rows)
 
     def load_model(*args, **kwargs):
-        BASELINE["alloc_before_model_bytes"] = malloc_in_use()  # tokenizer and data in memory, no weights yet
+        BASELINE["alloc_before_model_bytes"] = in_use()  # tokenizer and data in memory, no weights yet
         BASELINE["rss_before_load_mib"] = current_rss_mib()
         return load(*args, **kwargs)
 
     def measured_loop(run):
-        """The step loop under the probe: this rank's peaks while it trains (not while it loads or saves)."""
-        mapped = file_backed_bytes(
-            p.to_local() if hasattr(p, "to_local") else p for p in run.model.parameters()
-        )
+        """The step loop under the probe: this rank's peaks while it trains (not while it loads or saves). On a
+        GPU, CUDA's own peak counter over the loop."""
+        import torch
+
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in run.model.parameters()]
+        mapped = 0 if on_cuda() else file_backed_bytes(local)
+        if on_cuda():
+            torch.cuda.reset_peak_memory_stats()
         probe.on = True
         rows = steps(run)
         probe.on = False
-        BASELINE.update(
-            loop_peak_alloc_bytes=probe.alloc, loop_peak_rss_mib=probe.rss, file_backed_bytes=mapped
-        )
+        peak = torch.cuda.max_memory_allocated() if on_cuda() else probe.alloc
+        BASELINE.update(loop_peak_alloc_bytes=peak, loop_peak_rss_mib=probe.rss, file_backed_bytes=mapped)
         return rows
 
     probe = PeakProbe()
