@@ -55,8 +55,10 @@ distill.train.on_policy), which was added because of them. The stop term changed
 from before it, delete the train-*on_policy* folders (and their eval-/rkl- results) to rerun those rows. Rerun with
 the stop term (not through this bench: bench/on_policy_dev.py on `make demo-logit`'s data, the same pair, traces and
 sizes, whose sft and kd give this table's rows to the digit; 2026-12-06), on_policy alone from the start stops
-(92% of held-out samples) and at lr 5e-5, a quarter of LR chosen on arith:dev, scores 46.0 +- 4.5 (+33.0 +- 4.6
-paired against sft; training seed 1: 28.5 +- 3.8); at LR it scores 2.0 +- 1.2. The README's objectives table has
+(92-99% of held-out samples) and at lr 5e-5, a quarter of LR chosen on arith:dev, scores 46.0 +- 4.5, 28.5 +- 3.8
+and 46.0 +- 4.5 under training seeds 0, 1, 2; at LR it scores 2.0 +- 1.2. sft under training seeds 1 and 2 scores
+30.5 +- 3.9 and 32.5 +- 4.3: this table's sft (seed 0, 13.0) is its lowest seed, so the "- sft" column overstates
+the margin over sft (on_policy - sft paired, seed by seed: +33.0, -2.0, +13.5). The README's objectives table has
 those rows, the dev sweep and the other eval seeds.
 kd reaches the teacher's score in 16 steps (it trains on the teacher's own ids with its top-20 at every position);
 sft gets half as far. on_policy (discount 0, per-token weights) learns the teacher's wording but not when to stop:
