@@ -1,16 +1,22 @@
 """on_policy's settings against sft on pipelines/demo-logit.yaml: train candidate on_policy phases, score them.
 
-    # choose on arith:dev (every candidate from the untrained start, 16 steps x 4 prompts x 1 sample x <= 128 tokens)
-    .venv/bin/python bench/on_policy_dev.py --run runs/h24-op --candidate 'op-lr5e-5={lr: 5.0e-5}'
-    # then once, held out, the chosen one
-    .venv/bin/python bench/on_policy_dev.py --run runs/h24-op --candidate 'on_policy={}' --bench arith:test --seeds 0 1 2
+    # choose on arith:dev (every candidate from the untrained start, 16 steps x 4 prompts x 1 sample x <= 128 tokens);
+    # RUN: a copy of runs/demo-logit (generate, curate, train-sft, train), so sft and kd are skipped by their manifests
+    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-lr5e-5={lr: 5.0e-5}' --candidate 'op-lr2e-5={lr: 2.0e-5}'
+    # then once, held out, the chosen one, with kd's existing evals alongside; --versus kd pairs against kd instead
+    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-lr5e-5={lr: 5.0e-5}' --bench arith:test \
+        --seeds 0 1 2 --scored 'kd=runs/demo-logit/eval-kd-seed{seed}'
+    # other training seeds, sft's too (NAME:OBJECTIVE)
+    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-lr5e-5-seed1={lr: 5.0e-5, seed: 1}' \
+        --candidate 'sft-seed1:sft={seed: 1}' --bench arith:test --versus sft-seed1
 
 The recipe's phases become [sft, candidates..., kd] (sft and kd as `make demo-logit` trains them; kd stays last so
 its folder is train/ and a run dir copied from runs/demo-logit skips sft, kd, generate and curate by their
-manifests); each candidate is an on_policy phase with its `train` overrides (YAML). Each of sft and the candidates
-is scored by bench/demo_logit.py's `score` (the eval stage) on `--bench` (100 problems x 2, the recipe's k and
-limit) under each eval seed, and printed: pass@1 +- SE over problems, share of samples that stop before the token
-cap, mean sample length (tokens), and each candidate minus sft paired by problem.
+manifests); each candidate is a phase (on_policy unless NAME:OBJECTIVE names another) with its `train` overrides
+(YAML). Each of sft and the candidates is scored by bench/demo_logit.py's `score` (the eval stage, skipped when its
+folder is up to date) on `--bench` (the recipe's k and limit: 100 problems x 2) under each eval seed, `--scored`
+eval folders are read as they are, and each is printed: pass@1 +- SE over problems, share of samples that stop
+before the token cap, mean sample length (tokens), and its difference to `--versus` (sft) paired by problem.
 """
 
 from __future__ import annotations
