@@ -255,7 +255,8 @@ def model_states(s: Shape, launch: Launch) -> dict[str, float]:
             "optimizer": on_gpu * 8 * p / n, "gathered": 4 * s.largest_layer()}  # fmt: skip
 
 
-REDUCE_BUCKET = 500_000_000  # elements: DeepSpeed's reduce_bucket_size default (deepspeed/runtime/zero/config.py)
+# elements: DeepSpeed's reduce_bucket_size default (deepspeed/runtime/zero/config.py)
+REDUCE_BUCKET = 500_000_000
 
 
 def buffers(s: Shape, launch: Launch) -> float:
