@@ -25,50 +25,29 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def sharded(recipe, src: Path, root: Path, mode: str, ranks: int) -> list[dict]:
-    """The run under torchrun on `ranks` gloo ranks (tests/sharded_worker.py: Accelerate switched to FSDP2 or
-    ZeRO-3, the step loop under a malloc probe): each rank's facts."""
-    import os
-    import subprocess
+    """The run under torchrun on `ranks` gloo ranks, launched as tests/test_sharded.py launches it
+    (tests/sharded_worker.py: Accelerate switched to FSDP2 or ZeRO-3, the step loop probed): each rank's facts."""
+    from test_sharded import launch, rank_facts
 
-    from distill.config import dump_recipe
-
-    (root / "recipe.yaml").write_text(dump_recipe(recipe))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "DS_ACCELERATOR": "cpu",
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
-           str(ROOT / "tests" / "sharded_worker.py"), mode, str(root / "recipe.yaml"), "--data", str(src),
-           "--out", str(root / "train")]  # fmt: skip
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = launch(root, [(recipe, src, root / "train")], ranks=ranks, mode=mode)
     if done.returncode:
         sys.exit(done.stderr[-3000:])
-    return [json.loads((root / f"rank-{r}.json").read_text()) for r in range(ranks)]
+    return rank_facts(root / "train", ranks)
 
 
 def single(recipe, src: Path, root: Path) -> list[dict]:
-    """The run in this process, its step loop under the same probe as the sharded ranks'."""
-    from sharded_worker import BASELINE, PeakProbe, current_rss_mib, file_backed_bytes, malloc_in_use
+    """The run in this process, its step loop probed as the sharded ranks' are."""
+    from sharded_worker import BASELINE, probe_steps
 
     from distill.train import loop
 
-    probe, load, run_loop = PeakProbe(), loop.load_model, loop.loop
-
-    def load_model(*args, **kwargs):
-        BASELINE.update(alloc_before_model_bytes=malloc_in_use(), rss_before_load_mib=current_rss_mib())
-        return load(*args, **kwargs)
-
-    def measured_loop(run):
-        BASELINE["file_backed_bytes"] = file_backed_bytes(run.model.parameters())
-        probe.on = True
-        rows = run_loop(run)
-        probe.on = False
-        return rows
-
-    loop.load_model, loop.loop = load_model, measured_loop
+    probe_steps()
     loop.train(recipe, src, root / "train", force=True)
-    return [{**BASELINE, "loop_peak_alloc_bytes": probe.alloc, "loop_peak_rss_mib": probe.rss}]
+    return [dict(BASELINE)]
 
 
 def main() -> None:
+    from sharded_worker import measured_peak
     from test_train import make_curate, trace_rows
 
     from distill import memory
@@ -91,14 +70,18 @@ def main() -> None:
     parts = memory.train_parts(shape, t, memory.Launch(sharding, ranks, 1, False, "cpu"))
     planned = memory.train_total(parts)
     for rank, f in enumerate(ranks_facts):
-        alloc = f["loop_peak_alloc_bytes"] - f["alloc_before_model_bytes"] + f["file_backed_bytes"]
+        alloc = measured_peak(f)
         rss = (f["loop_peak_rss_mib"] - f["rss_before_load_mib"]) * 2**20
         result = {"model": Path(model).name, "sharding": sharding, "rank": rank, "max_length": max_length,
                   "checkpointing": gc, "micro": micro, "measured_gib": round(alloc / 2**30, 3),
                   "measured_rss_gib": round(rss / 2**30, 3),
-                  "after_prepare_gib": round((f.get("alloc_after_prepare_bytes", 0) - f["alloc_before_model_bytes"]) / 2**30, 3), "planned_gib": round(planned / 2**30, 3),
+                  "planned_gib": round(planned / 2**30, 3),
                   "planned/measured": round(planned / alloc, 3),
                   "parts_gib": {k: round(v / 2**30, 4) for k, v in parts.items()}}  # fmt: skip
+        if "alloc_after_prepare_bytes" in f:  # sharded ranks: the states after prepare, before any step
+            result["after_prepare_gib"] = round(
+                (f["alloc_after_prepare_bytes"] - f["alloc_before_model_bytes"]) / 2**30, 3
+            )
         print(json.dumps(result))
 
 

@@ -14,6 +14,7 @@ the rank's peak RSS and its local parameter / gradient / optimizer bytes (what t
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -70,14 +71,20 @@ class Mallinfo2(ctypes.Structure):
                  "keepcost")]  # fmt: skip
 
 
+@functools.cache
+def _mallinfo2():
+    """glibc's mallinfo2, loaded once (the probe calls it every 2 ms)."""
+    fn = ctypes.CDLL("libc.so.6").mallinfo2
+    fn.restype = Mallinfo2
+    return fn
+
+
 def malloc_in_use() -> int:
     """Bytes malloc has handed out and not yet had back, over all arenas: uordblks (in the arenas) + hblkhd (in
     mmapped chunks). PyTorch's CPU allocator is malloc (c10 alloc_cpu: posix_memalign), so this is the CPU
     counterpart of torch.cuda.memory_allocated: live tensors, plus the other libraries' heap (gloo, Python's
     large objects), without the freed pages glibc keeps (which RSS counts)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = Mallinfo2
-    info = libc.mallinfo2()
+    info = _mallinfo2()()
     return info.uordblks + info.hblkhd
 
 
@@ -120,6 +127,39 @@ def file_backed_bytes(tensors) -> int:
             maps.append((lo, hi))
     storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     return sum(n for ptr, n in storages.items() if any(lo <= ptr < hi for lo, hi in maps))
+
+
+def measured_peak(facts: dict) -> int:
+    """A run's peak over its step loop: what the allocator held above the moment before the weights loaded, plus
+    the weights still mmapped from the checkpoint (a single process trains the safetensors pages in place)."""
+    return facts["loop_peak_alloc_bytes"] - facts["alloc_before_model_bytes"] + facts["file_backed_bytes"]
+
+
+def probe_steps() -> None:
+    """Wrap distill.train.loop's load_model and loop so BASELINE gets the allocator before the weights load and
+    this process's peaks over the step loop (not while it loads or saves). On a GPU, CUDA's own peak counter."""
+    import torch
+
+    probe = PeakProbe()
+
+    def load_model(*args, **kwargs):
+        BASELINE["alloc_before_model_bytes"] = in_use()  # tokenizer and data in memory, no weights yet
+        BASELINE["rss_before_load_mib"] = current_rss_mib()
+        return load(*args, **kwargs)
+
+    def measured_loop(run):
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in run.model.parameters()]
+        mapped = 0 if on_cuda() else file_backed_bytes(local)
+        if on_cuda():
+            torch.cuda.reset_peak_memory_stats()
+        probe.on = True
+        rows = steps(run)
+        probe.on = False
+        peak = torch.cuda.max_memory_allocated() if on_cuda() else probe.alloc
+        BASELINE.update(loop_peak_alloc_bytes=peak, loop_peak_rss_mib=probe.rss, file_backed_bytes=mapped)
+        return rows
+
+    loop.load_model, loop.loop = load_model, measured_loop
 
 
 def current_rss_mib() -> float:
@@ -192,30 +232,9 @@ def run(mode: str, argv: list[str]) -> None:
         report(facts, run.accelerator, run.model, run.optimizer)
         return finish(run, rows)
 
-    def load_model(*args, **kwargs):
-        BASELINE["alloc_before_model_bytes"] = in_use()  # tokenizer and data in memory, no weights yet
-        BASELINE["rss_before_load_mib"] = current_rss_mib()
-        return load(*args, **kwargs)
-
-    def measured_loop(run):
-        """The step loop under the probe: this rank's peaks while it trains (not while it loads or saves). On a
-        GPU, CUDA's own peak counter over the loop."""
-        import torch
-
-        local = [p.to_local() if hasattr(p, "to_local") else p for p in run.model.parameters()]
-        mapped = 0 if on_cuda() else file_backed_bytes(local)
-        if on_cuda():
-            torch.cuda.reset_peak_memory_stats()
-        probe.on = True
-        rows = steps(run)
-        probe.on = False
-        peak = torch.cuda.max_memory_allocated() if on_cuda() else probe.alloc
-        BASELINE.update(loop_peak_alloc_bytes=peak, loop_peak_rss_mib=probe.rss, file_backed_bytes=mapped)
-        return rows
-
-    probe = PeakProbe()
+    probe_steps()
     loop.make_accelerator, loop.prepare, loop.save_checkpoint = make_accelerator, prepared, save_checkpoint
-    loop.summarize, loop.load_model, loop.loop = summarize, load_model, measured_loop
+    loop.summarize = summarize
     loop.main(argv)
 
 

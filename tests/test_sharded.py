@@ -86,8 +86,8 @@ def sharded(tmp_path_factory, tiny_qwen2, tiny_smol) -> dict:  # noqa: F811
     return {"tmp": tmp, "runs": runs, "out": {"sft": sft_out, "kd": kd_out}, **state}
 
 
-def rank_facts(out: Path) -> list[dict]:
-    return [json.loads((out.parent / f"rank-{r}.json").read_text()) for r in range(2)]
+def rank_facts(out: Path, ranks: int = 2) -> list[dict]:
+    return [json.loads((out.parent / f"rank-{r}.json").read_text()) for r in range(ranks)]
 
 
 def assert_fsdp2_ran(facts: list[dict], single_bytes: int) -> None:
@@ -263,18 +263,14 @@ def test_zero3_sft_llama_equals_one_process(tiny_llama, tmp_path):
     assert set(ref) == set(got) and all(torch.allclose(ref[k], got[k], atol=1e-5) for k in ref)
 
 
-def measured_peak(facts: dict) -> int:
-    """A rank's peak over its step loop: what malloc held above the moment before the weights loaded, plus the
-    weights still mmapped from the checkpoint (a single process trains the safetensors pages in place)."""
-    return facts["loop_peak_alloc_bytes"] - facts["alloc_before_model_bytes"] + facts["file_backed_bytes"]
-
-
 @pytest.mark.parametrize("mode", ["fsdp2", pytest.param("zero3", marks=pytest.mark.slow)])
 def test_each_ranks_measured_peak_is_the_memory_plan_within_15_percent(mode, smollm2_path, tmp_path):
     """distill plan's peak per rank (distill.memory.train_parts) against what each of 2 gloo ranks' allocator
     held while SmolLM2-135M trained (fp32, 512-token bins, checkpointing): malloc in use (glibc mallinfo2, which
     PyTorch's CPU allocator draws from) sampled every 2 ms over the step loop. ZeRO-3 loads partitioned, so it
     starts from the model in its release layout (the 6 added rows cannot be added to partitions)."""
+    from sharded_worker import measured_peak
+
     from distill.memory import Launch, TrainShape, as_trained, local_shape, train_parts, train_total
 
     sys.path.insert(0, str(WORKER.parent.parent / "bench"))
