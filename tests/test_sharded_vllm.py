@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_generate_parallel import split_qwen2  # noqa: F401 (a fixture)
 from test_sharded import launch, rank_facts
 from test_train import make_curate, recipe, trace_rows
 
@@ -73,7 +72,7 @@ def vllm_greedy(final: Path, ids: list[list[int]]) -> list[list[int]]:
 
 
 def test_vllm_decodes_the_fsdp2_final_save_like_transformers_and_one_process(
-    split_qwen2,  # noqa: F811
+    split_qwen2,
     tmp_path,
     monkeypatch,
 ):
