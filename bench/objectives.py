@@ -93,8 +93,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from on_policy import release_copy  # noqa: E402  (the pair, built the same way)
 
-# row -> its train runs, (train.objective, on_policy.discount, lr) each, run one after the other from the start; a
-# row's steps are split evenly between its runs (discount 1: the per-sample return to go, 0: per token)
+# row -> its train runs, (train.objective, on_policy.discount, train.lr) each, run one after the other from the start;
+# a row's steps are split evenly between its runs (discount 1: the per-sample return to go, 0: per token); on_policy
+# trains at on_policy.lr_scale (default 0.25) x train.lr
 LR = 2e-4  # the demo's, chosen on arith:dev for sft
 OBJECTIVES = {
     "sft": [("sft", 0.0, LR)],
@@ -105,8 +106,8 @@ OBJECTIVES = {
         ("kd", 0.0, LR),
         ("on_policy", 0.0, LR),
     ],  # the recipes' order: off-policy, then on-policy
-    # at LR the on_policy half's train reverse KL rose (0.24 -> 0.53, grad norm 5 -> 28): a tenth of it
-    "kd+on_policy-lr2e-5": [("kd", 0.0, LR), ("on_policy", 0.0, LR / 10)],
+    # at LR (lr_scale 1) the on_policy half's train reverse KL rose (0.24 -> 0.53, grad norm 5 -> 28): a tenth of it
+    "kd+on_policy-lr2e-5": [("kd", 0.0, LR), ("on_policy", 0.0, LR / 10 / 0.25)],
 }
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024}

@@ -98,6 +98,7 @@ def main() -> None:
         "it is the seed), printed and paired alongside (e.g. kd=runs/demo-logit/eval-kd-seed{seed})",
     )
     p.add_argument("--versus", default="sft", help="the row every other is paired against")
+    p.add_argument("--score-kd", action="store_true", help="score the kd phase too (not read from --scored)")
     args = p.parse_args()
     from demo_logit import score
 
@@ -116,7 +117,7 @@ def main() -> None:
         update={"benchmarks": {args.bench: BenchmarkSpec(k=spec.k, limit=spec.limit)}}
     )
     scored = recipe.model_copy(update={"eval": ev})
-    dirs = {n: d for n, d in phase_dirs(recipe).items() if n != "kd"}
+    dirs = {n: d for n, d in phase_dirs(recipe).items() if n != "kd" or args.score_kd}
     for seed in args.seeds:
         found = {
             n: score(

@@ -200,6 +200,10 @@ class KDConfig(Strict):
     temperature: float = Field(1.0, gt=0.0)
     divergence: Literal["forward", "reverse", "jsd"] = "forward"
     beta: float = Field(0.5, ge=0.0, le=1.0)  # jsd: the teacher's weight in the mixture
+    # the teacher distribution D compares against: "sampled" is the one each row was drawn from (its stored
+    # log-probs at the row's sampling temperature and top_p, as vLLM's processed_logprobs), the target the CE term's
+    # samples estimate; "raw" is the teacher at temperature 1 (what vLLM and OpenAI servers return by default)
+    target: Literal["sampled", "raw"] = "sampled"
 
 
 class OnPolicyConfig(Strict):
@@ -217,6 +221,9 @@ class OnPolicyConfig(Strict):
     # Thinking Machines) weighs each token by its own KL only, so nothing rewards ending a sample; 1 is the
     # sequence-level KL's policy gradient (MiniLLM)
     discount: float = Field(0.0, ge=0.0, le=1.0)
+    # on_policy trains at lr_scale x train.lr: at the sft lr (2e-4) it broke SmolLM2 on arith:dev (pass@1 4.0 % vs
+    # sft's 13.5); a quarter of it (5e-5) reached 31.5, a tenth 16.5 (bench/on_policy_dev.py, 100 problems x 2)
+    lr_scale: float = Field(0.25, gt=0.0)
     engine: TeacherConfig | None = None  # vLLM options of both engines (dtype, max_model_len, eager)
 
 

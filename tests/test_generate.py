@@ -132,6 +132,26 @@ def test_request_tokens_are_the_rendered_prompt_without_extra_specials(smol_tok)
         ("a<think>b</think>c</think>d", "stop", True, False, "a<think>b", "c</think>d", ["malformed"]),
         ("The answer is 4.", "stop", False, False, "", "The answer is 4.", []),  # non-thinking teacher
         ("The answer", "length", False, False, "", "The answer", ["truncated"]),
+        # a non-thinking teacher after the release template's prefilled "<think>\n" (make demo's distilled SmolLM2,
+        # 5 of 82 kept demo-logit rows): the answer alone, else sft renders a second think block around it
+        (
+            "\n</think>\n\nLina has 3 boxes. So, 3 * 9 = 27 pencils. The answer is 27.",
+            "stop",
+            False,
+            True,
+            "",
+            "Lina has 3 boxes. So, 3 * 9 = 27 pencils. The answer is 27.",
+            [],
+        ),
+        (
+            "\nThe answer is 27.",
+            "stop",
+            False,
+            True,
+            "",
+            "The answer is 27.",
+            [],
+        ),  # most of its rows: no close
         ("", "prompt_too_long", True, True, "", "", ["truncated", "malformed"]),
     ],
 )

@@ -266,3 +266,21 @@ def test_a_student_that_never_stops_is_pulled_toward_stopping():
     with torch.no_grad():
         _, after = eos_logits_and_logq()
     assert (after[4:, eos].exp() > q[4:] * 2).all(), (q, after[:, eos].exp())
+
+
+def test_on_policy_steps_at_its_lr_scale_of_train_lr():
+    """on_policy's optimizer starts at on_policy.lr_scale x train.lr (default a quarter: at the sft lr it broke the
+    student on arith:dev); sft and kd at train.lr; demo-cpu-logit's on_policy after kd at a tenth (2e-5)."""
+    import torch
+
+    from distill.config import TrainConfig, load_recipe, phase_train
+
+    net = torch.nn.Linear(2, 2)
+    lr = lambda cfg: loop.make_optimizer(net, cfg).param_groups[0]["lr"]  # noqa: E731
+    assert lr(TrainConfig(objective="on_policy", lr=2e-4)) == pytest.approx(5e-5)
+    assert lr(TrainConfig(objective="kd", lr=2e-4)) == lr(TrainConfig(objective="sft", lr=2e-4)) == 2e-4
+    pipelines = Path(__file__).resolve().parent.parent / "pipelines"
+    recipe = load_recipe(pipelines / "demo-cpu-logit.yaml", [])
+    assert lr(phase_train(recipe, recipe.phases[-1])) == pytest.approx(2e-5)
+    recipe = load_recipe(pipelines / "r1-distill-qwen-1.5b-logit.yaml", [])  # its 1e-6 as written
+    assert lr(phase_train(recipe, recipe.phases[-1])) == pytest.approx(1e-6)

@@ -7,21 +7,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from distill.artifacts import finish_manifest, start_manifest, write_parquet
 from distill.config import load_recipe, recipe_from_dict
 from distill.errors import DistillError
+from distill.logits import as_sampled, from_lists
+from distill.logits import decode as decode_logprobs
 from distill.logits import encode as encode_logprobs
-from distill.logits import from_lists
 from distill.students import get_student
 from distill.train import loop
-from distill.train.data import build_tokens, collate_packed, kd_sample, load_tokens, teacher_batch
+from distill.train.data import KDRows, build_tokens, collate_packed, kd_sample, load_tokens, teacher_batch
 from distill.train.kd import KDSpec, kd_loss
 
 STUDENT = "smollm2-135m"  # the release layout of SmolLM2's vocabulary (R1 tokens appended after id 49151)
 K = 8
+SAMPLED_AT_1 = json.dumps(
+    {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_tokens": 32, "seed": 0}
+)  # multinomial
 PROBLEMS = [
     f"What is {a} + {b}? End with: The answer is <number>." for a, b in [(3, 4), (12, 9), (40, 2), (7, 7)]
 ]
@@ -109,7 +114,8 @@ def self_teacher_rows(model: Path) -> list[dict]:
         sampled = logp.gather(1, torch.tensor(completion)[:, None])[:, 0].tolist()
         lp = from_lists(completion, sampled, tops, K)
         rows.append(
-            {"prompt_id": f"p{i}", "messages": chat, "reasoning": "", "answer": "", **encode_logprobs(lp)}
+            {"prompt_id": f"p{i}", "messages": chat, "reasoning": "", "answer": "", "sampling": SAMPLED_AT_1}
+            | encode_logprobs(lp)
         )
     return rows
 
@@ -132,7 +138,7 @@ def metrics(out: Path) -> list[dict]:
 def test_tokens_align_teacher_rows_with_trained_positions(self_kept, tiny_smol, tmp_path):
     """Sample i's trained tokens are its teacher's completion ids, one top-K row each, after the release prompt."""
     tok = loop.release_tokenizer_for(str(tiny_smol), STUDENT)
-    eos = (2, tok.eos_token_id)
+    eos = KDRows(2, tok.eos_token_id)
     build_tokens(self_kept, tok, 128, "truncate", tmp_path / "tokens", "k", eos)
     data = load_tokens(tmp_path / "tokens")
     assert data.stats["k"] == K and len(data) == len(PROBLEMS)
@@ -157,19 +163,19 @@ def test_tokens_align_teacher_rows_with_trained_positions(self_kept, tiny_smol, 
 def test_teacher_eos_becomes_student_eos_at_the_end():
     """A teacher stop (its EOS id last) is trained as the student's release EOS, label and top-K entry alike."""
     lp = from_lists([5, 9, 2], [-1.0, -2.0, -0.1], [[(5, -1.0)], [(9, -2.0)], [(2, -0.1), (7, -3.0)]], 2)
-    ids, n, top_ids, top_lp = kd_sample(encode_logprobs(lp), [1, 3], (2, 49157), 2, "row 0")
+    ids, n, top_ids, top_lp = kd_sample(encode_logprobs(lp), [1, 3], KDRows(2, 49157), 2, "row 0")
     assert ids == [1, 3, 5, 9, 49157] and n == 2
     assert top_ids[-1].tolist() == [49157, 7] and top_lp[-1, 0] == pytest.approx(-0.1, abs=1e-3)
     assert top_ids[0].tolist() == [5, -1]
     # a truncated completion (no EOS at the end) is left alone
     lp = from_lists([5, 2, 9], [-1.0, -2.0, -0.1], [[(5, -1.0)], [(2, -2.0)], [(9, -0.1)]], 1)
-    ids, *_ = kd_sample(encode_logprobs(lp), [1], (2, 49157), 1, "row 0")
+    ids, *_ = kd_sample(encode_logprobs(lp), [1], KDRows(2, 49157), 1, "row 0")
     assert ids == [1, 5, 2, 9]
 
 
 def test_packed_kd_loss_equals_per_sample(self_kept, tiny_smol, tmp_path):
     tok = loop.release_tokenizer_for(str(tiny_smol), STUDENT)
-    build_tokens(self_kept, tok, 128, "truncate", tmp_path / "tokens", "k", (2, tok.eos_token_id))
+    build_tokens(self_kept, tok, 128, "truncate", tmp_path / "tokens", "k", KDRows(2, tok.eos_token_id))
     data = load_tokens(tmp_path / "tokens")
     net, _ = prepared_student(tiny_smol)
     fn = kd_loss(KDSpec(alpha=0.3, temperature=2.0, divergence="jsd", beta=0.3))
@@ -283,3 +289,24 @@ def test_unknown_objective_is_one_error(tmp_path):
     path.write_text("name: x\n")
     with pytest.raises(DistillError, match="objective"):
         load_recipe(path, ["train.objective=dpo"])
+
+
+def test_kd_target_sampled_caches_each_rows_sampling_distribution():
+    """kd.target: sampled trains toward the distribution the row was drawn from: its `sampling` field (as
+    generate writes it: temperature 0.6, top_p 0.95) applied to the stored top-K; raw keeps them as stored; a row
+    without temperature in `sampling` is one line naming the row and the field."""
+    lp = from_lists([5, 9], [-0.5, -0.1], [[(5, -0.5), (9, -1.0), (4, -3.8)], [(9, -0.1), (5, -2.4)]], 3)
+    row = {"sampling": json.dumps({"n": 4, "seed": 0, "temperature": 0.6, "top_p": 0.95})} | encode_logprobs(
+        lp
+    )
+    _, _, _, raw = kd_sample(row, [1], KDRows(2, 49157, "raw"), 3, "r.parquet: row 3")
+    _, _, _, sampled = kd_sample(row, [1], KDRows(2, 49157, "sampled"), 3, "r.parquet: row 3")
+    np.testing.assert_allclose(raw, decode_logprobs(row).top_logprobs)
+    np.testing.assert_allclose(sampled, as_sampled(decode_logprobs(row).top_logprobs, 0.6, 0.95))
+    assert np.exp(sampled[0, :2]).sum() == pytest.approx(1.0, abs=1e-5) and np.isneginf(sampled[0, 2])
+    with pytest.raises(
+        DistillError, match=r"^r.parquet: row 3: field 'sampling' has no temperature and top_p"
+    ):
+        kd_sample(
+            {**row, "sampling": json.dumps({"n": 4})}, [1], KDRows(2, 49157, "sampled"), 3, "r.parquet: row 3"
+        )

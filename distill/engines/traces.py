@@ -9,7 +9,10 @@ Worked examples (prefilled):
   "x = 2.\\n</think>\\n\\nThe answer is 2."  -> reasoning "x = 2.", answer "The answer is 2.", flags []
   "x = 2. Let me"  (finish length)        -> reasoning "x = 2. Let me", answer "", [truncated, malformed]
   "a</think>b</think>c"                    -> reasoning "a", answer "b</think>c", [malformed]
-A teacher that does not think (teacher.thinking false): reasoning "", the whole completion is the answer.
+A teacher that does not think (teacher.thinking false): reasoning "", the whole completion is the answer; but
+after a prefilled "<think>\n" (the student's release template opens the thought for it), a completion that
+closes it ("\n</think>\n\nThe answer is 2.") is split as a thinking teacher's (reasoning "", answer "The answer
+is 2."): left whole, its answer would carry the </think> and training would wrap it in a second think block.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ class Trace:
 
 def parse_trace(text: str, finish_reason: str, thinking: bool, prefilled: bool) -> Trace:
     flags = ["truncated"] if finish_reason in TRUNCATING_FINISH else []
-    if not thinking:
+    if not thinking and not (prefilled and THINK_CLOSE in text):
         return Trace("", text.strip(), flags)
     body = text
     if not prefilled and body.lstrip().startswith(THINK):

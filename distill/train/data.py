@@ -9,6 +9,8 @@ generation prompt `bos <｜User｜>{problem+directive}<｜Assistant｜><think>\n
 teacher's top-K row t (teacher_top_ids / teacher_top_logprobs) and nothing is re-tokenised. EOS: a completion that
 ends in the teacher's EOS id (a stop, not a truncation) gets the student's release EOS there instead, label and
 top-K alike (the teacher's "stop here" is the student's "stop here"); elsewhere teacher ids are kept as they are.
+With kd.target: sampled the cached top-K log-probs are each row's as sampled (distill.logits.as_sampled at the
+temperature and top_p of its `sampling` field), the distribution its ids were drawn from.
 """
 
 from __future__ import annotations
@@ -27,13 +29,27 @@ import numpy as np
 from distill.artifacts import atomic_dir, atomic_write_text
 from distill.errors import DistillError
 from distill.logits import COLUMNS as LOGIT_COLUMNS
+from distill.logits import as_sampled
 from distill.logits import decode as decode_logprobs
 from distill.release import ASSISTANT, chat_template
 
 IGNORE = -100  # target of a position that is not trained (prompt, padding, sample end)
 ENCODE_BATCH = 512  # rows rendered and tokenized together (the fast tokenizer parallelises a batch)
 TRAIN_FIELDS = ("messages", "reasoning", "answer")
-KD_FIELDS = ("messages", *LOGIT_COLUMNS)
+KD_FIELDS = (
+    "messages",
+    *LOGIT_COLUMNS,
+)  # and `sampling` where the shard has it (kd.target: sampled reads it)
+
+
+@dataclass(frozen=True)
+class KDRows:
+    """How kd reads rows: the teacher's and the student's EOS ids, and the teacher distribution it keeps
+    ("sampled": each row's as sampled; "raw": as stored)."""
+
+    teacher_eos: int
+    student_eos: int
+    target: str = "raw"
 
 
 def training_template() -> str:
@@ -143,8 +159,10 @@ def kd_rows(shard: Path) -> list[dict[str, Any]]:
     try:
         if pq.read_metadata(shard).num_rows == 0:
             return []
-        missing = [c for c in KD_FIELDS if c not in pq.read_schema(shard).names]
-        table = None if missing else pq.read_table(shard, columns=list(KD_FIELDS))
+        names = pq.read_schema(shard).names
+        missing = [c for c in KD_FIELDS if c not in names]
+        extra = ["sampling"] if "sampling" in names else []
+        table = None if missing else pq.read_table(shard, columns=[*KD_FIELDS, *extra])
     except Exception as err:  # pyarrow raises several types for a corrupt file
         raise DistillError(f"{shard}: cannot read Parquet shard ({type(err).__name__}: {err})") from None
     if missing:
@@ -155,19 +173,33 @@ def kd_rows(shard: Path) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
-def kd_sample(row: dict[str, Any], prompt: list[int], eos: tuple[int, int], k: int, where: str):
-    """(ids, prompt length, top ids [T, k], top log-probs [T, k]) of one kd row; eos = (teacher, student)."""
+def row_sampling(row: dict[str, Any], where: str) -> tuple[float, float]:
+    """(temperature, top_p) the row's teacher sampled with, from its `sampling` JSON."""
+    try:
+        spec = json.loads(row.get("sampling") or "")
+        return float(spec["temperature"]), float(spec["top_p"])
+    except (ValueError, TypeError, KeyError):
+        raise DistillError(
+            f"{where}: field 'sampling' has no temperature and top_p ({str(row.get('sampling'))[:80]!r}); "
+            "kd.target: sampled needs them (kd.target: raw uses the log-probs as stored)"
+        ) from None
+
+
+def kd_sample(row: dict[str, Any], prompt: list[int], kd: KDRows, k: int, where: str):
+    """(ids, prompt length, top ids [T, k], top log-probs [T, k]) of one kd row."""
     lp = decode_logprobs(row)
     if lp is None or len(lp.token_ids) == 0:
         raise DistillError(
             f"{where}: no teacher log-probs (teacher_top_ids is null or empty); kd needs every row's"
         )
+    if kd.target == "sampled":
+        lp.top_logprobs = as_sampled(lp.top_logprobs, *row_sampling(row, where))
     top_ids = np.full((len(lp.token_ids), k), -1, dtype=np.int32)
     top_lp = np.full((len(lp.token_ids), k), -np.inf, dtype=np.float32)
     keep = min(k, lp.top_ids.shape[1])  # rows are best first: a wider row is cut, a narrower one padded
     top_ids[:, :keep], top_lp[:, :keep] = lp.top_ids[:, :keep], lp.top_logprobs[:, :keep]
     completion = lp.token_ids.copy()
-    teacher_eos, student_eos = eos
+    teacher_eos, student_eos = kd.teacher_eos, kd.student_eos
     if completion[-1] == teacher_eos and teacher_eos != student_eos:
         completion[-1] = student_eos
         last = top_ids[-1] == teacher_eos
@@ -178,7 +210,7 @@ def kd_sample(row: dict[str, Any], prompt: list[int], eos: tuple[int, int], k: i
     return prompt + completion.tolist(), len(prompt), top_ids, top_lp
 
 
-def encode_kd_shard(shard: Path, tokenizer, template: str, eos: tuple[int, int], k: int | None):
+def encode_kd_shard(shard: Path, tokenizer, template: str, kd: KDRows, k: int | None):
     """Yield (ids, prompt length, top ids, top log-probs) per row: the release generation prompt, then the
     teacher's sampled ids. k None: the first row's K (every later row is cut or padded to it)."""
     for i, row in enumerate(kd_rows(shard)):
@@ -190,14 +222,14 @@ def encode_kd_shard(shard: Path, tokenizer, template: str, eos: tuple[int, int],
         if k is None:
             lp = decode_logprobs(row)
             k = lp.top_ids.shape[1] if lp is not None and lp.top_ids.ndim == 2 else 1
-        yield kd_sample(row, encode([text], tokenizer)[0], eos, k, where)
+        yield kd_sample(row, encode([text], tokenizer)[0], kd, k, where)
 
 
 def build_tokens(
-    src: Path, tokenizer, max_length: int, overlong: str, folder: Path, key: str, kd_eos=None
+    src: Path, tokenizer, max_length: int, overlong: str, folder: Path, key: str, kd: KDRows | None = None
 ) -> None:
     """Render and tokenize every kept row, shard by shard (traces are long: never all in memory), into
-    folder/ids.bin + offsets.npy + n_prompt.npy (kd, kd_eos = (teacher EOS, student EOS): also top_ids.bin and
+    folder/ids.bin + offsets.npy + n_prompt.npy (kd: also top_ids.bin and
     top_logprobs.bin, one row per trained token); key.json is written last and the folder appears at once."""
     kept = Path(src) / "kept"
     shards = sorted(kept.glob("part-*.parquet"))
@@ -207,31 +239,31 @@ def build_tokens(
             "why rows were dropped), or --data is not a curate stage dir"
         )
     with atomic_dir(folder) as tmp:
-        stats = _write_tokens(shards, tokenizer, max_length, overlong, tmp, kd_eos)
+        stats = _write_tokens(shards, tokenizer, max_length, overlong, tmp, kd)
         atomic_write_text(tmp / "key.json", json.dumps({"key": key, "stats": stats}))
 
 
-def _samples(shards: list[Path], tokenizer, kd_eos):
+def _samples(shards: list[Path], tokenizer, kd: KDRows | None):
     """(ids, prompt length, top ids | None, top log-probs | None) of every kept row, shard by shard."""
     template, assistant_id = training_template(), tokenizer.convert_tokens_to_ids(ASSISTANT)
     k = None
     for shard in shards:
-        if kd_eos is None:
+        if kd is None:
             for ids, n in encode_shard(shard, tokenizer, template, assistant_id):
                 yield ids, n, None, None
             continue
-        for ids, n, top_ids, top_lp in encode_kd_shard(shard, tokenizer, template, kd_eos, k):
+        for ids, n, top_ids, top_lp in encode_kd_shard(shard, tokenizer, template, kd, k):
             k = top_ids.shape[1]
             yield ids, n, top_ids, top_lp
 
 
-def _write_tokens(shards, tokenizer, max_length: int, overlong: str, tmp: Path, kd_eos) -> dict[str, Any]:
+def _write_tokens(shards, tokenizer, max_length: int, overlong: str, tmp: Path, kd) -> dict[str, Any]:
     offsets, n_prompt = [0], []
     stats: dict[str, Any] = {"rows_in": 0, "truncated": 0, "dropped": {}}
     with contextlib.ExitStack() as files:
         f = files.enter_context(open(tmp / "ids.bin", "wb"))
         tops = [files.enter_context(open(tmp / n, "wb")) for n in ("top_ids.bin", "top_logprobs.bin")]
-        for ids, n, top_ids, top_lp in _samples(shards, tokenizer, kd_eos):
+        for ids, n, top_ids, top_lp in _samples(shards, tokenizer, kd):
             stats["rows_in"] += 1
             ids, reason = fit(ids, n, max_length, overlong)
             if reason == "truncated":

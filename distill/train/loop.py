@@ -46,6 +46,7 @@ from distill.memory import check_train
 from distill.models import resolve_model
 from distill.students import Student, get_student
 from distill.train.data import (
+    KDRows,
     TokenData,
     build_tokens,
     cache_key,
@@ -172,16 +173,16 @@ def release_tokenizer_for(model_path: str, student_name: str):
 
 
 def tokenized_data(
-    src: Path, out: Path, tokenizer, cfg: TrainConfig, input_hash: str, accelerator, kd_eos=None
+    src: Path, out: Path, tokenizer, cfg: TrainConfig, input_hash: str, accelerator, kd: KDRows | None = None
 ) -> TokenData:
     """Rank 0 renders and tokenizes once into out/tokens/ (memory-mapped by every rank, reused on resume).
-    kd_eos = (teacher EOS id, student EOS id): kd's rows (teacher ids after the release prompt, top-K rows)."""
+    kd: kd's rows (teacher ids after the release prompt, top-K rows)."""
     folder = out / "tokens"
     key = cache_key(input_hash, tokenizer, training_template(), cfg.max_length, cfg.overlong)
-    key = key if kd_eos is None else f"{key}:kd:{kd_eos[0]}:{kd_eos[1]}"
+    key = key if kd is None else f"{key}:kd:{kd.teacher_eos}:{kd.student_eos}:{kd.target}"
     if accelerator.is_main_process and read_key(folder) != key:
         say(accelerator, f"tokenizing {src / 'kept'} (max_length {cfg.max_length}, overlong: {cfg.overlong})")
-        build_tokens(src, tokenizer, cfg.max_length, cfg.overlong, folder, key, kd_eos)
+        build_tokens(src, tokenizer, cfg.max_length, cfg.overlong, folder, key, kd)
     accelerator.wait_for_everyone()
     data = load_tokens(folder)
     stats = data.stats
@@ -247,7 +248,13 @@ def make_optimizer(model, cfg: TrainConfig):
     decay = [p for n, p in named if not re.search(r"bias|norm", n)]
     rest = [p for n, p in named if re.search(r"bias|norm", n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=peak_lr(cfg))
+
+
+def peak_lr(cfg: TrainConfig) -> float:
+    """train.lr, scaled by on_policy.lr_scale for on_policy (its policy gradient on the student's own samples
+    breaks the student at sft's lr)."""
+    return cfg.lr * (cfg.on_policy.lr_scale if cfg.objective == "on_policy" else 1.0)
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
@@ -574,8 +581,8 @@ def setup(
     model_path = resolve_model(cfg.model)
     tokenizer = release_tokenizer_for(model_path, student)
     check_zero3_init(accelerator, model_path, tokenizer, student)
-    vocab, kd_eos = same_vocabulary(cfg, tokenizer, student)  # before anything is trained
-    data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator, kd_eos)
+    vocab, kd = same_vocabulary(cfg, tokenizer, student)  # before anything is trained
+    data = tokenized_data(src, out, tokenizer, cfg, inputs["curate"], accelerator, kd)
     check_train(
         accelerator, cfg, student, model_path, unit_count(cfg, data.lengths())
     )  # exit 2 before weights load
@@ -730,11 +737,10 @@ def check_zero3_init(accelerator, model_path: str, tokenizer, student: str) -> N
         )
 
 
-def same_vocabulary(
-    cfg: TrainConfig, tokenizer, student: str
-) -> tuple[dict[str, str], tuple[int, int] | None]:
+def same_vocabulary(cfg: TrainConfig, tokenizer, student: str) -> tuple[dict[str, str], KDRows | None]:
     """Logit objectives: the teacher's ids must mean the same tokens in the student (distill.vocab_identity);
-    returns both table hashes and, for kd, (teacher EOS id, student EOS id) for the final position's mapping."""
+    returns both table hashes and, for kd, how its rows are read (both EOS ids for the final position's mapping,
+    and kd.target)."""
     if cfg.objective == "sft":
         return {}, None
     from distill.models import load_tokenizer
@@ -749,8 +755,9 @@ def same_vocabulary(
         from distill.train.on_policy import check_scores
 
         check_scores(teacher_tok, tokenizer, cfg.teacher, f"{student} release ({cfg.model})")
-    kd_eos = (teacher_tok.eos_token_id, tokenizer.eos_token_id) if cfg.objective == "kd" else None
-    return hashes, kd_eos
+    if cfg.objective != "kd":
+        return hashes, None
+    return hashes, KDRows(teacher_tok.eos_token_id, tokenizer.eos_token_id, cfg.kd.target)
 
 
 def objective_loss(cfg: TrainConfig) -> LossFn:
