@@ -15,7 +15,9 @@ enough to fill every bin).
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -58,6 +60,7 @@ def main() -> None:
     sharding, ranks = (sys.argv[7], int(sys.argv[8])) if len(sys.argv) > 8 else ("none", 1)
     max_length, gc, micro, steps = int(max_length), gc == "1", int(micro), int(steps)
     root = Path(tempfile.mkdtemp(prefix="distill-memory-"))
+    atexit.register(shutil.rmtree, root, True)  # a run leaves 0.5-0.6 GiB (final weights, checkpoint)
     src = make_curate(root / "curate", trace_rows(64, steps=60))
     train = {"model": model, "max_length": max_length, "max_steps": steps, "grad_accum": 1, "micro_batch_size": micro,
              "lr": 1e-4, "warmup_ratio": 0.0, "save_every": 1000, "gradient_checkpointing": gc,
