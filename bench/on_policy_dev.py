@@ -2,12 +2,12 @@
 
     # choose on arith:dev (every candidate from the untrained start, 16 steps x 4 prompts x 1 sample x <= 128 tokens);
     # RUN: a copy of runs/demo-logit (generate, curate, train-sft, train), so sft and kd are skipped by their manifests
-    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-lr5e-5={lr: 5.0e-5}' --candidate 'op-lr2e-5={lr: 2.0e-5}'
+    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-default={}' --candidate 'op-tenth={on_policy: {lr_scale: 0.1}}'
     # then once, held out, the chosen one, with kd's existing evals alongside; --versus kd pairs against kd instead
-    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-lr5e-5={lr: 5.0e-5}' --bench arith:test \
+    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-default={}' --bench arith:test \
         --seeds 0 1 2 --scored 'kd=runs/demo-logit/eval-kd-seed{seed}'
     # other training seeds, sft's too (NAME:OBJECTIVE)
-    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-lr5e-5-seed1={lr: 5.0e-5, seed: 1}' \
+    .venv/bin/python bench/on_policy_dev.py --run RUN --candidate 'op-seed1={seed: 1}' \
         --candidate 'sft-seed1:sft={seed: 1}' --bench arith:test --versus sft-seed1
 
 The recipe's phases become [sft, candidates..., kd] (sft and kd as `make demo-logit` trains them; kd stays last so
