@@ -83,25 +83,35 @@ def decode(row: dict) -> TokenLogprobs | None:
 def as_sampled(top_logprobs: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
     """[T, K] raw top-K log-probs -> the distribution the sample was drawn from, on the same ids: divided by the
     sampling temperature, renormalised, then cut to the top-p nucleus and renormalised (vLLM's sampler order and
-    rule: ascending sort, drop entries whose cumulative probability is <= 1 - top_p, keep the largest;
-    `apply_top_k_top_p_pytorch`). What lies outside the top K is one lumped entry, so the renormaliser is exact
-    on the K ids and approximate for the rest (an upper bound on its share when temperature < 1); a nucleus
+    rule, `apply_top_k_top_p_pytorch`). What lies outside the top K is one lumped entry, so the renormaliser is
+    exact on the K ids and approximate for the rest (an upper bound on its share when temperature < 1); a nucleus
     that ends inside the top K leaves the rest at 0. Cut entries get -inf, as padding does. temperature 0
     (greedy): all mass on the top id."""
-    lp = top_logprobs.astype(np.float64)
-    mass = np.exp(np.logaddexp.reduce(lp, axis=-1, keepdims=True)).clip(max=1.0)
-    coarse = np.concatenate([lp, np.log1p(-mass.clip(max=1 - 1e-7))], axis=-1)
+    coarse = _with_tail(top_logprobs.astype(np.float64))
     if temperature <= 1e-5:  # vLLM samples greedily below its epsilon
-        keep = coarse == coarse.max(axis=-1, keepdims=True)
-        return np.where(keep, 0.0, -np.inf)[:, :-1].astype(np.float32)
-    x = coarse / temperature
-    x -= np.logaddexp.reduce(x, axis=-1, keepdims=True)
-    order = np.argsort(x, axis=-1, kind="stable")
-    cum = np.cumsum(np.exp(np.take_along_axis(x, order, axis=-1)), axis=-1)
-    cut = cum <= 1 - top_p
-    cut[:, -1] = False  # at least one
+        top = coarse == coarse.max(axis=-1, keepdims=True)
+        return np.where(top, 0.0, -np.inf)[:, :-1].astype(np.float32)
+    x = _log_normalise(coarse / temperature)
+    x = _log_normalise(np.where(_outside_nucleus(x, top_p), -np.inf, x))
+    return x[:, :-1].astype(np.float32)
+
+
+def _with_tail(lp: np.ndarray) -> np.ndarray:
+    """[T, K] log-probs -> [T, K + 1]: the last column is log(1 - the top K's mass), everything else."""
+    mass = np.exp(np.logaddexp.reduce(lp, axis=-1, keepdims=True)).clip(max=1 - 1e-7)
+    return np.concatenate([lp, np.log1p(-mass)], axis=-1)
+
+
+def _log_normalise(x: np.ndarray) -> np.ndarray:
+    return x - np.logaddexp.reduce(x, axis=-1, keepdims=True)
+
+
+def _outside_nucleus(logp: np.ndarray, top_p: float) -> np.ndarray:
+    """vLLM's top-p mask: sorted ascending, an entry whose cumulative probability is <= 1 - top_p is cut; the
+    largest always stays."""
+    order = np.argsort(logp, axis=-1, kind="stable")
+    cut = np.cumsum(np.exp(np.take_along_axis(logp, order, axis=-1)), axis=-1) <= 1 - top_p
+    cut[:, -1] = False
     mask = np.zeros_like(cut)
     np.put_along_axis(mask, order, cut, axis=-1)
-    x = np.where(mask, -np.inf, x)
-    x -= np.logaddexp.reduce(x, axis=-1, keepdims=True)
-    return x[:, :-1].astype(np.float32)
+    return mask
