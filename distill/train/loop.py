@@ -127,6 +127,12 @@ def make_accelerator(cfg: TrainConfig, out: Path):
     tokenizing 800k traces, saving a 70B checkpoint) get two hours instead of the 10-minute default.
     Accelerate's state is a process-wide singleton: it is reset (keeping the process group) so a second
     train() in one process (a notebook, a sweep) may use another precision."""
+    import torch
+
+    if (
+        not torch.cuda.is_available()
+    ):  # else DeepSpeed, imported by Accelerate, warns on the terminal that it chose CPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from accelerate import Accelerator, InitProcessGroupKwargs
     from accelerate.state import AcceleratorState, GradientState
 
