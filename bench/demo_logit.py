@@ -51,6 +51,13 @@ def score(recipe, model: Path, out: Path, seed: int, baseline: bool) -> dict[str
     return found
 
 
+def comparisons(models) -> list[tuple[str, str]]:
+    """The pairs the verdict prints: every phase against sft, then every model against the one before."""
+    return [(m, "sft") for m in models if m not in ("sft", "before")] + [
+        (m, "before") for m in models if m != "before"
+    ]
+
+
 def verdict(
     scores: dict[str, dict], seed: int, bench: str, k: int, train_seed: int | None = None
 ) -> list[str]:
@@ -66,10 +73,7 @@ def verdict(
         f"  {m:10s} {pct(s):>12s}   stops before the cap: {100 * (1 - s['truncated']):.0f}%"
         for m, s in scores.items()
     ]
-    pairs = [(m, "sft") for m in scores if m not in ("sft", "before")] + [
-        (m, "before") for m in scores if m != "before"
-    ]
-    for a, b in pairs:
+    for a, b in comparisons(scores):
         gain, se, _ = paired_gain(scores[a]["correct"], scores[b]["correct"])
         ratio = f"{gain / se:.1f} SE" if se else "n/a"
         lines.append(f"  {a} - {b}: {100 * gain:+.1f} ± {100 * se:.1f} (paired by problem; {ratio})")
@@ -108,10 +112,7 @@ def pooled(per_seed: list[dict[str, dict]], seeds: list[int], bench: str) -> lis
         lines.append(
             f"  {m:10s} mean {statistics.mean(acc):5.1f}   per seed {', '.join(f'{a:.1f}' for a in acc)}"
         )
-    pairs = [(m, "sft") for m in models if m not in ("sft", "before")] + [
-        (m, "before") for m in models if m != "before"
-    ]
-    for a, b in pairs:
+    for a, b in comparisons(models):
         gain, se, _ = paired_gain(joined(a), joined(b))
         each = [100 * paired_gain(s[a]["correct"], s[b]["correct"])[0] for s in per_seed]
         spread = statistics.stdev(each) / len(each) ** 0.5 if len(each) > 1 else 0.0

@@ -404,6 +404,16 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def stepped_lr(train: dict[str, Any]) -> float:
+    """The peak lr a train run steps with, from its train section as dumped (a manifest's config): train.lr, times
+    on_policy.lr_scale for on_policy (its policy gradient breaks the student at sft's lr); a manifest from before
+    lr_scale existed stepped at train.lr."""
+    scale = (
+        (train.get("on_policy") or {}).get("lr_scale", 1.0) if train.get("objective") == "on_policy" else 1.0
+    )
+    return train["lr"] * scale
+
+
 def phase_folders(names: list[str]) -> list[str]:
     """The stage folder of each phase, in order: train-<name>, the last one's train/ (what patch, eval, push read)."""
     return [f"train-{n}" for n in names[:-1]] + ["train"] if names else []

@@ -22,7 +22,7 @@ from distill.artifacts import (
     read_manifest,
     start_manifest,
 )
-from distill.config import Recipe, config_hash, run_phases_of
+from distill.config import Recipe, config_hash, run_phases_of, stepped_lr
 from distill.errors import DistillError
 from distill.models import display_name
 from distill.release import PUBLISHED_SCORES, THINK
@@ -152,7 +152,16 @@ def _training_section(prov: dict[str, dict[str, Any]]) -> str:
 def _phase_label(folder: str, m: dict[str, Any]) -> str:
     """A phase as the card lists it: its folder, objective, steps and lr (its manifest's config)."""
     cfg = m.get("config") or {}
-    return f"{folder} ({cfg.get('objective', 'sft')}, {m['metrics'].get('steps', '?')} steps, lr {cfg.get('lr')})"
+    lr = _lr_text(cfg) if cfg.get("lr") is not None else None
+    return f"{folder} ({cfg.get('objective', 'sft')}, {m['metrics'].get('steps', '?')} steps, lr {lr})"
+
+
+def _lr_text(cfg: dict[str, Any]) -> str:
+    """The peak lr a train run stepped with; for on_policy also how it came from train.lr."""
+    lr = stepped_lr(cfg)
+    if lr == cfg["lr"]:
+        return str(lr)
+    return f"{lr:g} (train.lr {cfg['lr']:g} x on_policy.lr_scale {cfg['on_policy']['lr_scale']:g})"
 
 
 def _objective_rows(cfg: dict[str, Any] | None, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +192,7 @@ def _hyper_parameters(cfg: dict[str, Any] | None) -> dict[str, Any]:
         return {"hyper-parameters": "not recorded in train's manifest"}
     lora = cfg.get("lora")
     return {
-        "learning rate": cfg["lr"],
+        "learning rate": _lr_text(cfg),
         "epochs": cfg["epochs"],
         "max steps": cfg.get("max_steps") or "-",
         "max length (tokens)": cfg["max_length"],

@@ -212,8 +212,8 @@ def test_phases_run_in_order_skip_when_unchanged_and_rerun_after_what_they_read(
     assert list(prov) == ["curate", "train-sft", "train-kd", "train"]
     card = push._training_section(prov)
     assert (
-        "train-sft (sft, 2 steps, lr 0.0003) → train-kd (kd, 2 steps, lr 0.0001) → train (on_policy, 2 steps, lr 1e-05)"
-        in card
+        "train-sft (sft, 2 steps, lr 0.0003) → train-kd (kd, 2 steps, lr 0.0001) → "
+        "train (on_policy, 2 steps, lr 2.5e-06 (train.lr 1e-05 x on_policy.lr_scale 0.25))" in card
     )
     assert read_manifest(run / "train").config["objective"] == "on_policy"
 

@@ -138,7 +138,7 @@ def metrics(out: Path) -> list[dict]:
 def test_tokens_align_teacher_rows_with_trained_positions(self_kept, tiny_smol, tmp_path):
     """Sample i's trained tokens are its teacher's completion ids, one top-K row each, after the release prompt."""
     tok = loop.release_tokenizer_for(str(tiny_smol), STUDENT)
-    eos = KDRows(2, tok.eos_token_id)
+    eos = KDRows(2, tok.eos_token_id, "raw")
     build_tokens(self_kept, tok, 128, "truncate", tmp_path / "tokens", "k", eos)
     data = load_tokens(tmp_path / "tokens")
     assert data.stats["k"] == K and len(data) == len(PROBLEMS)
@@ -163,19 +163,21 @@ def test_tokens_align_teacher_rows_with_trained_positions(self_kept, tiny_smol, 
 def test_teacher_eos_becomes_student_eos_at_the_end():
     """A teacher stop (its EOS id last) is trained as the student's release EOS, label and top-K entry alike."""
     lp = from_lists([5, 9, 2], [-1.0, -2.0, -0.1], [[(5, -1.0)], [(9, -2.0)], [(2, -0.1), (7, -3.0)]], 2)
-    ids, n, top_ids, top_lp = kd_sample(encode_logprobs(lp), [1, 3], KDRows(2, 49157), 2, "row 0")
+    ids, n, top_ids, top_lp = kd_sample(encode_logprobs(lp), [1, 3], KDRows(2, 49157, "raw"), 2, "row 0")
     assert ids == [1, 3, 5, 9, 49157] and n == 2
     assert top_ids[-1].tolist() == [49157, 7] and top_lp[-1, 0] == pytest.approx(-0.1, abs=1e-3)
     assert top_ids[0].tolist() == [5, -1]
     # a truncated completion (no EOS at the end) is left alone
     lp = from_lists([5, 2, 9], [-1.0, -2.0, -0.1], [[(5, -1.0)], [(2, -2.0)], [(9, -0.1)]], 1)
-    ids, *_ = kd_sample(encode_logprobs(lp), [1], KDRows(2, 49157), 1, "row 0")
+    ids, *_ = kd_sample(encode_logprobs(lp), [1], KDRows(2, 49157, "raw"), 1, "row 0")
     assert ids == [1, 5, 2, 9]
 
 
 def test_packed_kd_loss_equals_per_sample(self_kept, tiny_smol, tmp_path):
     tok = loop.release_tokenizer_for(str(tiny_smol), STUDENT)
-    build_tokens(self_kept, tok, 128, "truncate", tmp_path / "tokens", "k", KDRows(2, tok.eos_token_id))
+    build_tokens(
+        self_kept, tok, 128, "truncate", tmp_path / "tokens", "k", KDRows(2, tok.eos_token_id, "raw")
+    )
     data = load_tokens(tmp_path / "tokens")
     net, _ = prepared_student(tiny_smol)
     fn = kd_loss(KDSpec(alpha=0.3, temperature=2.0, divergence="jsd", beta=0.3))

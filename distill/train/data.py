@@ -36,10 +36,8 @@ from distill.release import ASSISTANT, chat_template
 IGNORE = -100  # target of a position that is not trained (prompt, padding, sample end)
 ENCODE_BATCH = 512  # rows rendered and tokenized together (the fast tokenizer parallelises a batch)
 TRAIN_FIELDS = ("messages", "reasoning", "answer")
-KD_FIELDS = (
-    "messages",
-    *LOGIT_COLUMNS,
-)  # and `sampling` where the shard has it (kd.target: sampled reads it)
+# and `sampling` where the shard has it (kd.target: sampled reads it)
+KD_FIELDS = ("messages", *LOGIT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class KDRows:
 
     teacher_eos: int
     student_eos: int
-    target: str = "raw"
+    target: str  # kd.target
 
 
 def training_template() -> str:

@@ -40,7 +40,7 @@ from distill.artifacts import (
     prepare_stage,
     read_manifest,
 )
-from distill.config import Recipe, TeacherConfig, TrainConfig, config_hash, load_recipe
+from distill.config import Recipe, TeacherConfig, TrainConfig, config_hash, load_recipe, stepped_lr
 from distill.errors import DistillError
 from distill.memory import check_train
 from distill.models import resolve_model
@@ -129,9 +129,8 @@ def make_accelerator(cfg: TrainConfig, out: Path):
     train() in one process (a notebook, a sweep) may use another precision."""
     import torch
 
-    if (
-        not torch.cuda.is_available()
-    ):  # else DeepSpeed, imported by Accelerate, warns on the terminal that it chose CPU
+    # else DeepSpeed, imported by Accelerate, warns on the terminal that it fell back to CPU
+    if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from accelerate import Accelerator, InitProcessGroupKwargs
     from accelerate.state import AcceleratorState, GradientState
@@ -254,13 +253,8 @@ def make_optimizer(model, cfg: TrainConfig):
     decay = [p for n, p in named if not re.search(r"bias|norm", n)]
     rest = [p for n, p in named if re.search(r"bias|norm", n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=peak_lr(cfg))
-
-
-def peak_lr(cfg: TrainConfig) -> float:
-    """train.lr, scaled by on_policy.lr_scale for on_policy (its policy gradient on the student's own samples
-    breaks the student at sft's lr)."""
-    return cfg.lr * (cfg.on_policy.lr_scale if cfg.objective == "on_policy" else 1.0)
+    lr = stepped_lr(cfg.model_dump(include={"lr", "objective", "on_policy"}))
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
 def make_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
