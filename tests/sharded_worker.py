@@ -298,6 +298,9 @@ def heads(out: Path) -> None:
     weight, grad = head.weight.full_tensor(), head.weight.grad.full_tensor()  # collectives: every rank
     if rank == 0:
         torch.save({"weight": weight, "grad": grad, "ranks": found}, out)
+    # every rank leaves together: a rank that tears gloo down while another still holds its pairs can abort the
+    # other ("terminate called without an active exception", seen once in the full suite)
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -127,6 +127,30 @@ def test_tail_bucket_penalises_mass_outside_teacher_top_k():
     assert d_far == pytest.approx(want_far, rel=1e-5)
 
 
+@pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
+def test_an_id_cut_by_the_teachers_top_p_is_outside_its_support_like_padding(divergence):
+    """kd.target sampled gives the ids the teacher's top-p cut log-prob -inf (distill.logits.as_sampled). Such an id
+    must count as padding does (the student's mass there joins its tail): before, reverse KL was q·log(q/0) = inf
+    and training went on at loss nan (arith, 16 steps, every step)."""
+    hidden, head, positions, labels, top_ids, top_lp = _setup(3)
+    top_lp = torch.log_softmax(top_lp, -1)  # a full nucleus over the K ids, as as_sampled leaves it
+    cut_lp = top_lp.clone()
+    cut_lp[:, -1] = float("-inf")  # the last id cut by top-p
+    cut_lp = torch.log_softmax(cut_lp, -1)
+    padded_ids, padded_lp = top_ids.clone(), cut_lp.clone()
+    padded_ids[:, -1], padded_lp[:, -1] = -1, 0.0
+    spec = KDSpec(alpha=0.0, divergence=divergence)
+    found = []
+    for ids, lp in ((top_ids, cut_lp), (padded_ids, padded_lp)):
+        h = hidden.clone().requires_grad_(True)
+        loss, _, _ = chunked_kd_loss(h, head, positions, labels, ids, lp, spec, 4)
+        loss.backward()
+        found.append((loss.detach(), h.grad))
+    assert torch.isfinite(found[0][0]) and torch.isfinite(found[0][1]).all()
+    torch.testing.assert_close(found[0][0], found[1][0])
+    torch.testing.assert_close(found[0][1], found[1][1])
+
+
 def test_token_reverse_kl_is_student_minus_teacher_logprob():
     s = torch.tensor([-0.1, -2.0, -0.5])
     t = torch.tensor([-0.3, -1.0, -0.5])

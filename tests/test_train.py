@@ -352,6 +352,16 @@ def test_bad_input_gets_a_clear_message(tiny_qwen2, tmp_path):
         )
 
 
+def test_a_non_finite_loss_stops_training_with_one_error(tiny_qwen2, tmp_path):
+    """An lr that blows the weights up: the loss turns non-finite and training stops there, naming the step,
+    instead of going on at loss nan and writing NaN weights as final/ with a manifest."""
+    src = make_curate(tmp_path / "curate", trace_rows(4, steps=3))
+    out = tmp_path / "train"
+    with pytest.raises(DistillError, match=r"train: step \d: the sft loss is nan"):
+        loop.train(recipe("qwen-1.5b", model=str(tiny_qwen2), lr=1e30, max_steps=4), src, out)
+    assert not (out / "manifest.json").exists() and not (out / "final").exists()
+
+
 def test_flash_attention_without_cuda_is_a_clear_error(monkeypatch):
     """What a CPU machine (or a CUDA one told there is no GPU) answers: auto is sdpa, flash-attn is refused."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

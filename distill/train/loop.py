@@ -642,6 +642,7 @@ def loop(run: TrainRun) -> list[dict[str, Any]]:
             if run.policy:  # the engine samples the next step from the updated weights
                 run.policy.student.push(acc.unwrap_model(run.model))
                 stats["terms"].update(run.policy.last)
+            check_finite(stats, step + 1, cfg)
             row = metrics_row(step + 1, sched.epoch_len, stats, time.perf_counter() - t0)
             add_mfu(run, row, stats)
             rows.append(row)
@@ -654,6 +655,16 @@ def loop(run: TrainRun) -> list[dict[str, Any]]:
                 }
                 save_checkpoint(acc, run.out, step + 1, state, cfg.keep_checkpoints)
     return rows
+
+
+def check_finite(stats: dict[str, Any], step: int, cfg: TrainConfig) -> None:
+    """Stop at the first non-finite loss: the optimizer has stepped on its NaN gradients, so every later step and
+    the final weights would be NaN (the last checkpoint and no manifest stay on disk)."""
+    if not math.isfinite(stats["loss"]):
+        raise DistillError(
+            f"train: step {step}: the {cfg.objective} loss is {stats['loss']} (terms {stats['terms']}); "
+            "stopped before writing anything past the last checkpoint"
+        )
 
 
 def summarize(run: TrainRun, rows: list[dict[str, Any]]):
