@@ -99,6 +99,7 @@ def main() -> None:
     )
     p.add_argument("--versus", default="sft", help="the row every other is paired against")
     p.add_argument("--score-kd", action="store_true", help="score the kd phase too (not read from --scored)")
+    p.add_argument("--set", dest="sets", action="append", default=[], help="override a recipe field (a.b=v)")
     args = p.parse_args()
     from demo_logit import score
 
@@ -108,6 +109,7 @@ def main() -> None:
     sets = [
         f"run_dir={args.run}",
         f"phases={yaml.safe_dump(phases(args.candidate), default_flow_style=True)}",
+        *args.sets,
     ]
     recipe = load_recipe(args.recipe, sets)
     os.environ.setdefault("DISTILL_CARDS_DIR", str(recipe.run_path() / "data_cards"))
