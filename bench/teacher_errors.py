@@ -13,6 +13,7 @@ use; if it is confidently wrong there, a KL on those traces teaches the error.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import operator
 import re
@@ -20,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "x": operator.mul, "×": operator.mul}
-EQUATION = re.compile(r"(\d+) ?([+\-*x×]) ?(\d+) ?= ?(\d+)")
+# ASCII operators only: the text is read in byte-level token form, where a non-ASCII "×" is two other characters
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "x": operator.mul}
+EQUATION = re.compile(r"(\d+) ?([+\-*x]) ?(\d+) ?= ?(\d+)")
 
 
 def token_text(tokenizer, ids: list[int]) -> tuple[list[str], list[int]]:
@@ -60,7 +62,7 @@ def positions(row: dict, tokenizer):
     sampled = as_sampled(lp.top_logprobs, s["temperature"], s["top_p"])
     toks, starts = token_text(tokenizer, lp.token_ids.tolist())
     for offset, digit, ok in result_digits("".join(toks)):
-        t = max(i for i, start in enumerate(starts) if start <= offset)
+        t = bisect.bisect_right(starts, offset) - 1  # the token the offset falls in
         if toks[t].strip()[:1].isdigit():  # a token holding the digit (not one spanning a space and digits)
             yield lp, sampled, t, tokenizer.convert_tokens_to_ids(digit), ok
 

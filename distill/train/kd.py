@@ -98,10 +98,10 @@ def _chunk_terms(logits, labels, top_ids, top_logprobs, spec: KDSpec):
 
     logits = logits.float()
     ce = F.cross_entropy(logits, labels, reduction="sum")
-    t = _temper(teacher_coarse(top_ids, top_logprobs), spec.temperature)
     # an id the teacher gives probability 0 (cut by its sampling's top-p: kd.target sampled) is outside its
     # support, as padding is: the student's mass there joins its tail, else reverse KL is q·log(q/0) = inf
     ids = top_ids.masked_fill(top_logprobs.isneginf(), PAD_ID)
+    t = _temper(teacher_coarse(ids, top_logprobs), spec.temperature)
     s = _temper(student_coarse(logits, ids), spec.temperature)
     return ce, divergence(t, s, spec).sum()
 

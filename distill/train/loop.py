@@ -639,10 +639,10 @@ def loop(run: TrainRun) -> list[dict[str, Any]]:
             stats = run.step(
                 [{k: v.to(acc.device) if hasattr(v, "to") else v for k, v in b.items()} for b in batches]
             )
+            check_finite(stats, step + 1, cfg)  # before NaN weights reach on_policy's engine
             if run.policy:  # the engine samples the next step from the updated weights
                 run.policy.student.push(acc.unwrap_model(run.model))
                 stats["terms"].update(run.policy.last)
-            check_finite(stats, step + 1, cfg)
             row = metrics_row(step + 1, sched.epoch_len, stats, time.perf_counter() - t0)
             add_mfu(run, row, stats)
             rows.append(row)
