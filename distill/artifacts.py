@@ -248,6 +248,20 @@ def manifest_hash(stage_dir: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def model_identity(folder: Path) -> str:
+    """What a stage that reads a model folder records as its input: the manifest hash of the stage that wrote it
+    (the folder itself, or its parent for a train stage's final/ or patch's release/), else each file's path, size
+    and modification time (ns), as make judges a file: hashing the weights would take minutes at 70B. Retrained
+    weights in the same folder get a new identity, so what was computed from the old ones reruns."""
+    folder = Path(folder)
+    for stage in (folder, folder.parent):
+        if (stage / MANIFEST).exists():
+            return manifest_hash(stage)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    rows = [[str(p.relative_to(folder)), st.st_size, st.st_mtime_ns] for p in files for st in [p.stat()]]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
 def read_manifest(stage_dir: Path) -> Manifest | None:
     path = Path(stage_dir) / MANIFEST
     if not path.exists():

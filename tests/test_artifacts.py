@@ -16,6 +16,7 @@ from distill.artifacts import (
     atomic_write_text,
     finish_manifest,
     manifest_hash,
+    model_identity,
     prepare_stage,
     read_manifest,
     read_parquet,
@@ -210,3 +211,22 @@ def test_manifest_git_sha_is_a_commit_of_the_checkout_and_none_outside_one(tmp_p
     assert artifacts.git_sha() is None
     finish_manifest(tmp_path / "t", prepare_stage("curate", tmp_path / "t", "c", {}))
     assert json.loads((tmp_path / "t" / MANIFEST).read_text())["git_sha"] is None
+
+
+def test_a_model_folder_is_identified_by_its_stage_manifest_or_else_its_files(tmp_path):
+    """eval and generate key a model folder by this: retrained weights at the same path must not look done."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"old weights")
+    first = model_identity(model)
+    assert model_identity(model) == first  # nothing changed: the stages that read it stay skipped
+    fresh = tmp_path / "new.safetensors"
+    fresh.write_bytes(b"new weights")  # same size, as a retrained checkpoint of one architecture is
+    os.utime(fresh, ns=(1, 1))
+    os.replace(fresh, model / "model.safetensors")
+    assert model_identity(model) != first
+    stage = tmp_path / "train"
+    (stage / "final").mkdir(parents=True)
+    finish_manifest(stage, prepare_stage("train", stage, "cfg", {}))
+    assert model_identity(stage / "final") == model_identity(stage) == manifest_hash(stage)

@@ -53,6 +53,36 @@ def test_eval_on_real_engine_writes_scored_results(vllm_engine, smollm2_path, tm
     assert evaluate(recipe(), smollm2_path, out, backend=Untouchable()).config_hash == manifest.config_hash
 
 
+def test_a_model_folder_retrained_in_place_is_scored_anew(vllm_engine, smollm2_path, tmp_path):
+    """A bare model folder (no stage manifest beside it) was keyed by its path alone: weights retrained at the same
+    path were reported with the old model's scores (seen on `make demo-logit`'s kd after a recipe change)."""
+    import shutil
+
+    from distill.engines.backends import VLLMBackend
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in smollm2_path.iterdir():
+        (model / f.name).symlink_to(f)
+    out, small = tmp_path / "eval", recipe(k=1, limit=1)
+    evaluate(small, model, out, backend=VLLMBackend(vllm_engine))
+
+    class Recorder:
+        calls = 0
+
+        def generate(self, *a, **k):
+            Recorder.calls += 1
+            raise RuntimeError("sampled")
+
+    evaluate(small, model, out, backend=Recorder())  # unchanged: skipped
+    assert Recorder.calls == 0
+    (model / "model.safetensors").unlink()
+    shutil.copyfile(smollm2_path / "model.safetensors", model / "model.safetensors")  # the retrained weights
+    with pytest.raises(RuntimeError, match="sampled"):
+        evaluate(small, model, out, backend=Recorder())
+    assert Recorder.calls == 1
+
+
 def test_score_pass1_and_cons():
     def row(prompt_id, verdict, pred, finish="stop"):
         return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from distill.generate.run import (
     pending_shards,
     row_schema,
     shard_key,
+    stage_key,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,6 +262,22 @@ def test_shard_key_is_the_one_earlier_runs_recorded():
     ]
     assert shard_key("8e05e43cf7d3f435", prompts) == "feb6231fed643dd5"
     assert shard_key("8e05e43cf7d3f435", prompts[:2]) != shard_key("8e05e43cf7d3f435", prompts)
+
+
+def test_a_local_teacher_folder_with_new_weights_is_sampled_anew(tmp_path):
+    """A teacher retrained at the same path (demo-logit's is `make demo`'s release folder) must not reuse the
+    old teacher's shards; a hub or registry name keys as before (this value is what the code before it computed)."""
+    cfg = GenerateConfig()
+    assert stage_key(TeacherConfig(model="deepseek-ai/DeepSeek-R1"), cfg) == "46955ce5b555fef9"
+    teacher = tmp_path / "release"
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_bytes(b"teacher v1")
+    before = stage_key(TeacherConfig(model=str(teacher)), cfg)
+    assert stage_key(TeacherConfig(model=str(teacher)), cfg) == before
+    (teacher / "model.safetensors").unlink()
+    (teacher / "model.safetensors").write_bytes(b"teacher v2")
+    os.utime(teacher / "model.safetensors", ns=(1, 1))
+    assert stage_key(TeacherConfig(model=str(teacher)), cfg) != before
 
 
 # ---------------------------------------------------------------- the real engine

@@ -23,6 +23,7 @@ from distill.artifacts import (
     atomic_write_text,
     finish_manifest,
     manifest_hash,
+    model_identity,
     prepare_stage,
     read_manifest,
     write_parquet,
@@ -80,7 +81,12 @@ def evaluate(
     src, out = Path(src), Path(out)
     model = student_model(src)
     release = release_id(release) if release else detect_release(str(src), model)
-    inputs = {"patch": manifest_hash(src)} if (src / "manifest.json").exists() else {"model": str(model)}
+    # a bare model folder is keyed by its files too: retrained weights at the same path are scored anew
+    inputs = (
+        {"patch": manifest_hash(src)}
+        if (src / "manifest.json").exists()
+        else {"model": str(model), "files": model_identity(model)}
+    )
     cfg = {
         "eval": recipe.eval.model_dump(mode="json"),
         "directives": recipe.generate.model_dump(

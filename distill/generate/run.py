@@ -37,6 +37,7 @@ from distill.artifacts import (
     atomic_dir,
     atomic_write_text,
     finish_manifest,
+    model_identity,
     prepare_stage,
     read_manifest,
     replace_shards,
@@ -252,6 +253,8 @@ def stage_key(teacher: TeacherConfig, cfg: GenerateConfig) -> str:
         "thinking": teacher.thinking,
         "chat_template": config_hash(template, ensure_ascii=False) if template else None,
     }
+    if Path(teacher.model).is_dir():  # a local checkpoint: new weights at the same path are sampled anew
+        who["files"] = model_identity(Path(teacher.model))
     return config_hash(
         {"teacher": who, "generate": cfg.model_dump(mode="json", exclude={"prompts", "shard_size"})}
     )
