@@ -4,6 +4,7 @@ equality, global-batch averaging, 3-step training, exact resume, LoRA merge, the
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -223,6 +224,24 @@ def test_three_steps_on_a_repeated_batch(request, tmp_path, fixture):
     reloaded = AutoModelForCausalLM.from_pretrained(out / "final")
     assert reloaded.config.use_cache and reloaded.config.vocab_size >= len(tokenizer)
     assert loop.train(r, src, out).to_json() == manifest.to_json()  # fresh manifest: skipped
+
+
+def test_a_start_model_retrained_in_place_trains_anew(tiny_qwen2, tmp_path):
+    """train.model as a local folder was keyed by its path alone: new weights there left the run skipped, trained
+    from the old ones. Unchanged, it is still skipped."""
+    import shutil
+
+    start = tmp_path / "start"
+    shutil.copytree(tiny_qwen2, start)
+    src = make_curate(tmp_path / "curate", trace_rows(4, steps=3))
+    out, r = tmp_path / "train", recipe("qwen-1.5b", model=str(start), max_steps=1)
+    first = loop.train(r, src, out)
+    assert loop.train(r, src, out).to_json() == first.to_json()  # unchanged: skipped
+    weights_file = start / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes())  # the retrained start, written anew
+    os.utime(weights_file, ns=(1, 1))
+    again = loop.train(r, src, out)
+    assert again.inputs["init"] != first.inputs["init"]  # trained again, and its manifest says from what
 
 
 def test_resume_gives_the_uninterrupted_loss_curve(tiny_qwen2, tmp_path, monkeypatch):

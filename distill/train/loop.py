@@ -37,6 +37,7 @@ from distill.artifacts import (
     finish_manifest,
     is_fresh,
     manifest_hash,
+    model_identity,
     prepare_stage,
     read_manifest,
 )
@@ -556,12 +557,22 @@ def train(recipe: Recipe, src: Path, out: Path, force: bool = False, after: dict
     student = get_student(recipe.student)
     cfg = effective_config(recipe.train, student, recipe.teacher)
     inputs = {"curate": manifest_hash(src), **(after or {})}
+    inputs |= {field: h for field, h in local_models(cfg).items() if field not in inputs}
     cfg_hash = config_hash({"student": recipe.student, "train": cfg.model_dump(mode="json")})
     if not force and is_fresh(out, cfg_hash, inputs):
         print(f"train: {out} is up to date (same config and data); --force reruns it", file=sys.stderr)
         return read_manifest(out)
     run = setup(recipe.student, cfg, src, out, (cfg_hash, inputs), force)
     return summarize(run, loop(run))
+
+
+def local_models(cfg: TrainConfig) -> dict[str, str]:
+    """The local model folders whose weights this run reads, by identity (distill.artifacts.model_identity): its
+    start, and on_policy's teacher, which scores every sample (kd reads only the teacher's tokenizer; its log-probs
+    come from curate). Retrained in place, they make the run stale; a hub or registry name is keyed by the config.
+    A phase's final/ has its phase's manifest hash, the value `after` already holds for it."""
+    reads = {"init": cfg.model, "teacher": cfg.teacher if cfg.objective == "on_policy" else None}
+    return {field: model_identity(Path(p)) for field, p in reads.items() if p and Path(p).is_dir()}
 
 
 def setup(
